@@ -1,0 +1,33 @@
+"""What the cache needs to know about a model: its name, size estimate, priority, and how to load it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Callable
+
+
+class Priority(IntEnum):
+    """Eviction order: lower goes first; RESIDENT models are pinned and never evicted."""
+
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+    RESIDENT = 5
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A loadable model as the cache sees it. `loader()` returns the loaded object."""
+
+    name: str
+    estimated_mb: float
+    priority: Priority
+    loader: Callable[[], Any]
+    unloader: Callable[[Any], None] | None = None
+    triggers: tuple[str, ...] = field(default=())
+
+    @property
+    def estimated_bytes(self) -> int:
+        return int(self.estimated_mb * 1024 * 1024)

@@ -1,0 +1,138 @@
+"""The model zoo as data: each model's family, default weights, memory estimate, priority and trigger."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterable
+
+from model_cache.spec import Priority
+
+# COCO-style detector labels folded onto the three detection types the zoo plans for.
+LABEL_ALIASES: dict[str, str] = {
+    **{label: "person" for label in ("person", "people", "pedestrian", "human")},
+    **{
+        label: "vehicle"
+        for label in ("vehicle", "car", "truck", "bus", "motorcycle", "motorbike", "bicycle", "bike", "van", "train", "boat")
+    },
+    **{
+        label: "animal"
+        for label in (
+            "animal", "dog", "cat", "bird", "horse", "sheep", "cow", "elephant", "bear", "zebra",
+            "giraffe", "deer", "fox", "raccoon", "squirrel", "rabbit", "coyote", "skunk", "opossum",
+        )
+    },
+}
+
+
+def normalise_label(label: str) -> str | None:
+    """Map a detector label to person/vehicle/animal, or None when the zoo has nothing for it."""
+    return LABEL_ALIASES.get(label.strip().lower())
+
+
+class Condition(str, Enum):
+    """Extra conditions a trigger can carry beyond the detection type."""
+
+    ALWAYS = "always"
+    FACE_VISIBLE = "face_visible"
+    SUSPICIOUS_WITH_FRAMES = "suspicious_with_frames"
+
+
+SUSPICIOUS_THRESHOLD = 50.0
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One row of the model table."""
+
+    name: str
+    family: str  # "module:Class" under workers.models
+    default_weights: str  # hub id or file name; resolved under MODELS_DIR unless overridden
+    estimated_mb: int
+    priority: Priority
+    detection_types: frozenset[str]
+    section: str  # key of the result's enrichment dict this model fills
+    condition: Condition = Condition.ALWAYS
+    scene: bool = False  # scene models run per event as configured, beside the on-demand plan
+
+    @property
+    def path_env(self) -> str:
+        """Environment variable that overrides where this model's weights live."""
+        return f"{self.name.upper()}_MODEL_PATH"
+
+    @property
+    def local_dir(self) -> str:
+        """Directory (or file) name under MODELS_DIR for this model."""
+        return self.name
+
+    def load_class(self) -> type:
+        module_name, class_name = self.family.split(":")
+        return getattr(importlib.import_module(f"workers.models.{module_name}"), class_name)
+
+    def applies_to(self, event: Any) -> bool:
+        if event.detection_type not in self.detection_types:
+            return False
+        if self.condition is Condition.FACE_VISIBLE:
+            return bool(event.face_visible)
+        if self.condition is Condition.SUSPICIOUS_WITH_FRAMES:
+            return event.suspicious_score > SUSPICIOUS_THRESHOLD and bool(event.frames)
+        return True
+
+
+PERSON = frozenset({"person"})
+ANY = frozenset({"person", "vehicle", "animal"})
+
+MODELS: tuple[ModelEntry, ...] = (
+    ModelEntry("threat", "threat:ThreatModel", "Subh775/Threat-Detection-YOLOv8n", 400, Priority.CRITICAL, PERSON, "threat"),
+    ModelEntry("pose", "pose:PoseModel", "yolov8n-pose.pt", 300, Priority.HIGH, PERSON, "pose"),
+    ModelEntry("clothing", "clothing:ClothingModel", "Marqo/marqo-fashionCLIP", 800, Priority.HIGH, PERSON, "clothing"),
+    ModelEntry(
+        "age_gender", "age_gender:AgeGenderModel", "abhilash88/age-gender-prediction", 500, Priority.HIGH, PERSON,
+        "demographics", condition=Condition.FACE_VISIBLE,
+    ),
+    ModelEntry(
+        "vehicle", "vehicle:VehicleModel", "lxyuan/vit-base-patch16-224-vehicle-segment-classification", 1500,
+        Priority.MEDIUM, frozenset({"vehicle"}), "vehicle",
+    ),
+    ModelEntry(
+        "pet", "pet:PetModel", "microsoft/resnet-18", 200, Priority.MEDIUM, frozenset({"animal"}), "pet",
+    ),
+    ModelEntry("reid", "reid:ReidModel", "osnet_x0_25", 100, Priority.MEDIUM, PERSON, "reid"),
+    ModelEntry("depth", "depth:DepthModel", "depth-anything/Depth-Anything-V2-Small-hf", 150, Priority.LOW, ANY, "depth"),
+    ModelEntry(
+        "action", "action:ActionModel", "microsoft/xclip-base-patch16-zero-shot", 1500, Priority.LOW, PERSON,
+        "action", condition=Condition.SUSPICIOUS_WITH_FRAMES,
+    ),
+    ModelEntry(
+        "florence", "florence:FlorenceModel", "microsoft/Florence-2-large", 1200, Priority.RESIDENT, PERSON,
+        "scene", scene=True,
+    ),
+    ModelEntry(
+        "clip", "clip:ClipModel", "openai/clip-vit-large-patch14", 800, Priority.RESIDENT, PERSON, "scene", scene=True,
+    ),
+)
+
+REGISTRY: dict[str, ModelEntry] = {entry.name: entry for entry in MODELS}
+
+
+def plan_models(event: Any, scene_models: Iterable[str] = ()) -> list[str]:
+    """Models to run for an event, most important first.
+
+    The on-demand plan follows the trigger table; scene models (florence, clip) join it only
+    when named in scene_models and the event's type is one they serve.
+    """
+    wanted = set(scene_models)
+    unknown = wanted - {e.name for e in MODELS if e.scene}
+    if unknown:
+        raise ValueError(f"not scene models: {sorted(unknown)}")
+    chosen = [e for e in MODELS if e.applies_to(event) and (not e.scene or e.name in wanted)]
+    return [e.name for e in sorted(chosen, key=lambda e: -int(e.priority))]
+
+
+def weights_path(entry: ModelEntry, models_dir: Path, overrides: dict[str, str]) -> Path:
+    """Where a model's weights are read from: its *_MODEL_PATH override, else MODELS_DIR/<name>."""
+    override = overrides.get(entry.path_env)
+    return Path(override) if override else models_dir / entry.local_dir
+
