@@ -1,0 +1,40 @@
+"""Test-wide settings: nothing reaches for the network, tiny models are generated once per run."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_VERBOSE", "False")
+
+TINY_CACHE = Path(os.environ.get("TINY_MODELS_DIR", Path(__file__).resolve().parent.parent / "var" / "tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir() -> Path:
+    """Directory holding tiny generated models (MODELS_DIR layout: one entry per model name)."""
+    TINY_CACHE.mkdir(parents=True, exist_ok=True)
+    return TINY_CACHE
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_models_dir):
+    """tiny_model(name) -> path of that model's tiny weights, generated on first use."""
+    from workers.registry import REGISTRY
+
+    def make(name: str) -> Path:
+        entry = REGISTRY[name]
+        dest = tiny_models_dir / entry.local_dir
+        if not (dest / ".complete").exists():
+            module = importlib.import_module(f"workers.models.{entry.family.split(':')[0]}")
+            module.write_tiny(dest, full_size=False)
+            (dest / ".complete").write_text("tiny\n")
+        return dest
+
+    return make
