@@ -38,3 +38,22 @@ def tiny_model(tiny_models_dir):
         return dest
 
     return make
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real redis-server for the whole test session (flush between tests yourself if needed)."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    """A client to a freshly flushed database of the session's redis-server."""
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
