@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 
@@ -26,16 +25,11 @@ def tiny_models_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_models_dir):
     """tiny_model(name) -> path of that model's tiny weights, generated on first use."""
+    from workers.model_files import write_generated
     from workers.registry import REGISTRY
 
     def make(name: str) -> Path:
-        entry = REGISTRY[name]
-        dest = tiny_models_dir / entry.local_dir
-        if not (dest / ".complete").exists():
-            module = importlib.import_module(f"workers.models.{entry.family.split(':')[0]}")
-            module.write_tiny(dest, full_size=False)
-            (dest / ".complete").write_text("tiny\n")
-        return dest
+        return write_generated(REGISTRY[name], tiny_models_dir)
 
     return make
 

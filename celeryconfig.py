@@ -1,0 +1,44 @@
+"""Celery configuration: broker and backend from the environment, JSON only, at-least-once delivery."""
+
+from tasks.settings import get_settings
+
+_settings = get_settings()
+
+broker_url = _settings.broker_url
+result_backend = _settings.backend_url
+
+# JSON only: a pickled message is refused, not executed.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+# At-least-once: a task is acknowledged after it ran, and requeued if its worker dies under it.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+# Longer than any model task can run, so a slow task is not redelivered while still running.
+broker_transport_options = {"visibility_timeout": 3600}
+result_backend_transport_options = {"visibility_timeout": 3600}
+broker_connection_retry_on_startup = True
+broker_connection_max_retries = None
+result_backend_always_retry = True
+result_backend_max_retries = 20
+redis_backend_health_check_interval = 10
+redis_socket_keepalive = True
+
+task_default_queue = "router"
+task_routes = {
+    "enrich_detection": {"queue": "router"},
+    "assemble": {"queue": "assemble"},
+    "sweep_stalled_events": {"queue": "router"},
+}
+result_expires = _settings.result_ttl_seconds
+result_extended = True
+task_track_started = True
+
+# Events for Flower.
+worker_send_task_events = True
+task_send_sent_event = True
+
+worker_hijack_root_logger = False

@@ -1,0 +1,8 @@
+"""The Celery application every process of the pool shares."""
+
+from celery import Celery
+
+TASK_MODULES = ["tasks.router", "tasks.model_task", "tasks.assemble", "tasks.control"]
+
+app = Celery("model_zoo", include=TASK_MODULES)
+app.config_from_object("celeryconfig")

@@ -1,0 +1,72 @@
+"""Frames in Redis, written once per event by the router and read by reference by model tasks."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import redis
+
+from PIL import Image
+
+from tasks.images import decode_image
+
+
+def frame_key(event_id: str) -> str:
+    return f"frame:{event_id}:full"
+
+
+def buffer_key(event_id: str, index: int) -> str:
+    return f"frame:{event_id}:buf:{index}"
+
+
+class FrameStore:
+    """Encoded frame bytes under frame:<event_id>:* with a TTL; deleted once the event is assembled."""
+
+    def __init__(self, client: redis.Redis, ttl_seconds: int):
+        self.client = client
+        self.ttl_seconds = ttl_seconds
+
+    def put_frame(self, event_id: str, frame: bytes) -> str:
+        self.client.set(frame_key(event_id), frame, ex=self.ttl_seconds)
+        return frame_key(event_id)
+
+    def put_buffer(self, event_id: str, buffer: list[bytes]) -> list[str]:
+        keys = [buffer_key(event_id, i) for i in range(len(buffer))]
+        if keys:
+            with self.client.pipeline(transaction=False) as pipe:
+                for key, data in zip(keys, buffer):
+                    pipe.set(key, data, ex=self.ttl_seconds)
+                pipe.execute()
+        return keys
+
+    def get(self, key: str) -> bytes | None:
+        return self.client.get(key)
+
+    def delete(self, keys: list[str]) -> None:
+        if keys:
+            self.client.delete(*keys)
+
+
+class DecodedFrames:
+    """A worker's small LRU of decoded frames, so several models of one event decode the frame once."""
+
+    def __init__(self, store: FrameStore, max_pixels: int, capacity: int = 8):
+        self.store = store
+        self.max_pixels = max_pixels
+        self.capacity = capacity
+        self._images: OrderedDict[str, Image.Image] = OrderedDict()
+        self.bytes_read = 0
+
+    def get(self, key: str) -> Image.Image:
+        if key in self._images:
+            self._images.move_to_end(key)
+            return self._images[key]
+        data = self.store.get(key)
+        if data is None:
+            raise LookupError(f"frame {key} is gone from Redis (expired or already assembled)")
+        self.bytes_read += len(data)
+        image = decode_image(key, data, self.max_pixels)
+        self._images[key] = image
+        while len(self._images) > self.capacity:
+            self._images.popitem(last=False)
+        return image

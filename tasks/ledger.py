@@ -1,0 +1,42 @@
+"""The ledger of events in flight: what each routed event expects, and by when (read by the sweeper)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+DEADLINES_KEY = "ledger:deadlines"
+
+
+def ledger_key(event_id: str) -> str:
+    return f"ledger:{event_id}"
+
+
+class Ledger:
+    """ledger:<event_id> holds the router's meta; ledger:deadlines orders events by when they are overdue."""
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
+
+    def open(self, event_id: str, meta: dict[str, Any], deadline_seconds: float, ttl_seconds: int) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(ledger_key(event_id), json.dumps(meta), ex=ttl_seconds)
+            pipe.zadd(DEADLINES_KEY, {event_id: time.time() + deadline_seconds})
+            pipe.execute()
+
+    def close(self, event_id: str) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(ledger_key(event_id))
+            pipe.zrem(DEADLINES_KEY, event_id)
+            pipe.execute()
+
+    def overdue(self, now: float | None = None, limit: int = 100) -> list[str]:
+        now = time.time() if now is None else now
+        return [m.decode() for m in self.client.zrangebyscore(DEADLINES_KEY, 0, now, start=0, num=limit)]
+
+    def meta(self, event_id: str) -> dict[str, Any] | None:
+        raw = self.client.get(ledger_key(event_id))
+        return json.loads(raw) if raw else None

@@ -1,0 +1,78 @@
+"""run_model: one model on one detection, on a device queue; returns a record and never raises."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import redis
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown
+
+from tasks.app import app
+from tasks.schemas import ModelRecord
+from tasks.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+_settings = get_settings()
+_node = {"name": os.environ.get("WORKER_NAME", "")}
+_runtime = None
+
+
+def is_device_worker() -> bool:
+    return os.environ.get("WORKER_ROLE") == "device"
+
+
+@celeryd_init.connect
+def remember_node_name(sender: str, **_: Any) -> None:
+    """The parent learns its node name before forking, so the child publishes under the same name."""
+    _node["name"] = sender
+
+
+def runtime():
+    """This process's DeviceRuntime, created on first use in the prefork child."""
+    global _runtime
+    if _runtime is None:
+        from workers.runtime import DeviceRuntime
+
+        client = redis.Redis.from_url(_settings.broker_url)
+        _runtime = DeviceRuntime(_settings, client, _node["name"] or f"pid{os.getpid()}")
+        _runtime.publish()
+        _runtime.start_heartbeat()
+    return _runtime
+
+
+@worker_process_init.connect
+def start_runtime(**_: Any) -> None:
+    """Device children set up their cache at start (no model is loaded until a task asks)."""
+    if is_device_worker():
+        runtime()
+
+
+@worker_process_shutdown.connect
+def stop_runtime(**_: Any) -> None:
+    if _runtime is not None:
+        _runtime.stop()
+
+
+@app.task(
+    name="run_model",
+    bind=True,
+    soft_time_limit=_settings.model_soft_time_limit,
+    time_limit=_settings.model_time_limit,
+)
+def run_model(self, event_id: str, model: str, context: dict[str, Any]) -> dict[str, Any]:
+    """Run `model` for `event_id` on this worker's device and return its ModelRecord as JSON."""
+    try:
+        record = runtime().run(model, context)
+    except SoftTimeLimitExceeded:
+        record = ModelRecord(
+            model=model, status="timeout", worker=_node["name"],
+            error=f"exceeded the {_settings.model_soft_time_limit:g}s soft time limit",
+        )
+    except Exception as exc:  # never raise into the chord: the callback would not fire
+        log.exception("run_model %s for %s failed", model, event_id)
+        record = ModelRecord(model=model, status="error", worker=_node["name"], error=f"{type(exc).__name__}: {exc}")
+    return record.model_dump(mode="json")

@@ -1,0 +1,144 @@
+"""The pool's edges as pydantic models: the detection event in, model records and the result out."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from workers.registry import normalise_label
+
+EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
+
+Box = tuple[float, float, float, float]
+
+
+class FrameSource(BaseModel):
+    """Exactly one of: base64 bytes, a path under IMAGE_ROOT, or a key already in Redis."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str | None = Field(None, description="base64-encoded JPEG/PNG/WebP")
+    image_path: str | None = None
+    image_key: str | None = None
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> "FrameSource":
+        given = [name for name in ("image", "image_path", "image_key") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of image, image_path, image_key (got {given or 'none'})")
+        return self
+
+
+def _check_box(value: Box | None) -> Box | None:
+    if value is None:
+        return None
+    if not all(math.isfinite(v) for v in value):
+        raise ValueError("coordinates must be finite numbers")
+    x1, y1, x2, y2 = value
+    if x2 <= x1 or y2 <= y1:
+        raise ValueError("must be [x1, y1, x2, y2] with x2 > x1 and y2 > y1")
+    return value
+
+
+class DetectionEvent(BaseModel):
+    """One detection from the backend. Unknown fields are ignored (weights never come from an event)."""
+
+    model_config = ConfigDict(extra="ignore", str_max_length=64 * 1024 * 1024)
+
+    event_id: str = Field(pattern=EVENT_ID_PATTERN)
+    camera_id: str = Field(min_length=1, max_length=128)
+    timestamp: datetime
+    detection_type: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    bbox: Box
+    face_visible: bool = False
+    face_bbox: Box | None = None
+    suspicious_score: float = Field(0.0, ge=0.0, le=100.0)
+    image: str | None = None
+    image_path: str | None = None
+    image_key: str | None = None
+    frames: list[FrameSource] = Field(default_factory=list)
+
+    @field_validator("detection_type")
+    @classmethod
+    def known_label(cls, value: str) -> str:
+        label = normalise_label(value)
+        if label is None:
+            raise ValueError(f"{value!r} is not a person, vehicle or animal label")
+        return label
+
+    @field_validator("bbox", "face_bbox")
+    @classmethod
+    def valid_box(cls, value: Box | None) -> Box | None:
+        return _check_box(value)
+
+    @field_validator("confidence", "suspicious_score")
+    @classmethod
+    def finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @model_validator(mode="after")
+    def one_frame_source(self) -> "DetectionEvent":
+        FrameSource(image=self.image, image_path=self.image_path, image_key=self.image_key)
+        return self
+
+    @property
+    def frame_source(self) -> FrameSource:
+        return FrameSource(image=self.image, image_path=self.image_path, image_key=self.image_key)
+
+    def summary(self) -> dict[str, Any]:
+        """The event without its pixels: what travels to the assembler and into the prompt."""
+        return self.model_dump(mode="json", exclude={"image", "image_path", "image_key", "frames"}) | {
+            "frame_count": len(self.frames)
+        }
+
+
+def validation_errors(error: ValidationError) -> dict[str, str]:
+    """pydantic's errors as {field: reason}, the field named the way the backend wrote it."""
+    errors: dict[str, str] = {}
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "event"
+        message = item["msg"].removeprefix("Value error, ")
+        errors.setdefault(field, message)
+    return errors
+
+
+ModelStatus = Literal["ok", "error", "skipped", "timeout"]
+
+
+class ModelRecord(BaseModel):
+    """What one model task returns: never an exception, always a record with a reason."""
+
+    model: str
+    status: ModelStatus
+    data: dict[str, Any] | None = None
+    error: str | None = None
+    device: str | None = None
+    worker: str | None = None
+    cache_hit: bool = False
+    load_ms: float = 0.0
+    infer_ms: float = 0.0
+
+
+ResultStatus = Literal["complete", "partial", "rejected"]
+
+
+class EnrichmentResult(BaseModel):
+    """The assembled enrichment, stored at enrichment:<event_id> and returned by enrich_detection."""
+
+    event_id: str
+    status: ResultStatus
+    camera_id: str | None = None
+    detection_type: str | None = None
+    timestamp: str | None = None
+    enrichment: dict[str, Any] = Field(default_factory=dict)
+    models: dict[str, ModelRecord] = Field(default_factory=dict)
+    prompt: str | None = None
+    context_attributes: int = 0
+    timings: dict[str, float] = Field(default_factory=dict)
+    errors: dict[str, str] = Field(default_factory=dict)

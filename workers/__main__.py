@@ -1,0 +1,81 @@
+"""`python -m workers`: start the whole pool on this host, or one worker of it (for docker-compose)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import typer
+
+from workers.launch import device_command, device_slots, router_command
+
+cli = typer.Typer(add_completion=False, help="Start Model Zoo workers.")
+
+
+def exec_worker(command: list[str], env: dict[str, str]) -> None:
+    os.environ.update(env)
+    os.execvp(command[0], command)
+
+
+@cli.command()
+def router(loglevel: str = "info", concurrency: int = 2, beat: bool = True) -> None:
+    """Run the router/assemble worker in the foreground (one per deployment when --beat is on)."""
+    exec_worker(*router_command(loglevel, concurrency, beat))
+
+
+@cli.command()
+def device(index: int = 0, cpu: bool = typer.Option(False, help="A CPU worker instead of GPU `index`"),
+           loglevel: str = "info") -> None:
+    """Run one device worker in the foreground, pinned to GPU `index` (or the CPU)."""
+    slot = device_slots("none")[0] if cpu else device_slots(str(index))[0]
+    exec_worker(*device_command(slot, loglevel))
+
+
+@cli.command()
+def start(gpus: str = typer.Option("auto", help="auto, none (CPU only), or GPU indices like 0,1"),
+          loglevel: str = "info", router_worker: bool = typer.Option(True, "--router/--no-router")) -> None:
+    """Start the router worker and one device worker per GPU (or one CPU worker); stop all on Ctrl-C."""
+    try:
+        slots = device_slots(gpus)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    specs = ([router_command(loglevel)] if router_worker else []) + [device_command(s, loglevel) for s in slots]
+    processes = []
+    for command, env in specs:
+        typer.echo(f"starting {' '.join(command)}  [{' '.join(f'{k}={v}' for k, v in env.items())}]")
+        processes.append(subprocess.Popen(command, env=os.environ | env))
+
+    def stop(*_: object) -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+    finally:
+        stop()
+        deadline = time.monotonic() + 30
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+    failed = [p.returncode for p in processes if p.returncode not in (0, -signal.SIGTERM)]
+    sys.exit(1 if failed else 0)
+
+
+@cli.command("slots")
+def show_slots(gpus: str = "auto") -> None:
+    """Print the device workers `start` would launch."""
+    for slot in device_slots(gpus):
+        typer.echo(f"{slot.queue}\t{slot.node}\t{slot.environment()}")
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,83 @@
+"""How the pool's workers are started: one CPU worker for router/assemble, one pinned worker per device."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+ROUTER_QUEUES = "router,assemble"
+
+
+@dataclass(frozen=True)
+class DeviceSlot:
+    """One device worker: its queue, its node name, and the CUDA_VISIBLE_DEVICES that pins it."""
+
+    kind: str  # "gpu" or "cpu"
+    index: int
+
+    @property
+    def queue(self) -> str:
+        return f"{self.kind}.{self.index}"
+
+    @property
+    def node(self) -> str:
+        return f"{self.kind}{self.index}@%h"
+
+    def environment(self) -> dict[str, str]:
+        env = {"WORKER_ROLE": "device", "DEVICE_QUEUE": self.queue}
+        if self.kind == "gpu":
+            env["CUDA_VISIBLE_DEVICES"] = str(self.index)
+        else:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+            env["DEVICE"] = "cpu"
+        return env
+
+
+def detect_gpus() -> list[int]:
+    """GPU indices from nvidia-smi (never from torch: the launcher must not initialise CUDA)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") == "" or not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (subprocess.SubprocessError, OSError):
+        return []
+    return [int(line) for line in out.split() if line.strip().isdigit()]
+
+
+def device_slots(gpus: str) -> list[DeviceSlot]:
+    """'auto': every GPU nvidia-smi lists, else one CPU slot; 'none': one CPU slot; '0,2': those GPUs."""
+    if gpus == "none":
+        return [DeviceSlot("cpu", 0)]
+    if gpus == "auto":
+        found = detect_gpus()
+        return [DeviceSlot("gpu", i) for i in found] or [DeviceSlot("cpu", 0)]
+    try:
+        return [DeviceSlot("gpu", int(part)) for part in gpus.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--gpus takes auto, none or a comma list of indices, not {gpus!r}") from None
+
+
+def celery_worker_command(queues: str, node: str, concurrency: int, loglevel: str, extra: list[str]) -> list[str]:
+    return [
+        "celery", "-A", "tasks", "worker", "-Q", queues, "-n", node, "-c", str(concurrency),
+        "-P", "prefork", "--loglevel", loglevel, "-E", *extra,
+    ]
+
+
+def router_command(loglevel: str, concurrency: int = 2, beat: bool = True) -> tuple[list[str], dict[str, str]]:
+    """The CPU worker for the router and assemble queues; it runs the sweeper's beat schedule too."""
+    extra = ["--max-memory-per-child", os.environ.get("ROUTER_MAX_MEMORY_KB", "1048576")]
+    if beat:
+        extra += ["-B", "-s", os.environ.get("BEAT_SCHEDULE_FILE", "/tmp/model-zoo-beat-schedule")]
+    command = celery_worker_command(ROUTER_QUEUES, "router@%h", concurrency, loglevel, extra)
+    return command, {"WORKER_ROLE": "router", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def device_command(slot: DeviceSlot, loglevel: str) -> tuple[list[str], dict[str, str]]:
+    """prefork with one child: models load lazily in the child, which owns the device."""
+    return celery_worker_command(slot.queue, slot.node, 1, loglevel, []), slot.environment()

@@ -1,0 +1,169 @@
+"""A device worker's process-local state: its model cache, decoded frames, and the status it publishes.
+
+Created lazily in the prefork child on its first model task, so the parent never touches CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import redis
+
+from model_cache import ModelCache, ModelSkipped, ModelSpec
+from tasks.frame_store import DecodedFrames, FrameStore
+from tasks.placement import WORKER_STATE_PREFIX
+from tasks.schemas import ModelRecord
+from tasks.settings import Settings
+from workers.models.base import ModelInput
+from workers.models.base import ModelSkipped as InferenceSkipped
+from workers.registry import REGISTRY, ModelEntry, weights_path
+
+log = logging.getLogger(__name__)
+
+CPU_DEFAULT_SHARE_MB = 4096
+
+
+def pick_device() -> str:
+    """cuda when this (pinned) process sees a GPU, else cpu; DEVICE=cpu forces the CPU."""
+    forced = os.environ.get("DEVICE")
+    if forced:
+        return forced
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def memory_budget_bytes(device: str, share_mb: int | None) -> int:
+    """The worker's model memory share: MEMORY_SHARE_MB, else 90% of the GPU's memory, else 4 GiB of RAM."""
+    if share_mb:
+        return share_mb * 1024 * 1024
+    if device.startswith("cuda"):
+        import torch
+
+        _, total = torch.cuda.mem_get_info()
+        return int(total * 0.9)
+    return CPU_DEFAULT_SHARE_MB * 1024 * 1024
+
+
+class DeviceRuntime:
+    """Runs model tasks on one device through one ModelCache and tells Redis what it holds."""
+
+    def __init__(self, settings: Settings, client: redis.Redis, worker: str):
+        self.settings = settings
+        self.client = client
+        self.worker = worker
+        self.queue = settings.device_queue
+        self.device = pick_device()
+        self.frames = DecodedFrames(FrameStore(client, settings.frame_ttl_seconds), settings.max_image_pixels)
+        self._specs: dict[str, ModelSpec] = {}
+        self.cache = ModelCache(
+            memory_budget_bytes(self.device, settings.memory_share_mb),
+            idle_seconds=settings.idle_evict_seconds,
+            device=self.device,
+            on_change=self.publish,
+        )
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    # -- models -------------------------------------------------------------------------------
+    def spec_for(self, entry: ModelEntry) -> ModelSpec:
+        if entry.name not in self._specs:
+            path = weights_path(entry, self.settings.models_dir, dict(os.environ))
+
+            def load() -> Any:
+                if not path.exists():
+                    raise FileNotFoundError(
+                        f"weights for {entry.name} missing at {path}: run scripts/download_models.py "
+                        f"or scripts/make_tiny_models.py, or set {entry.path_env}"
+                    )
+                wrapper = entry.load_class()(str(path), self.device)
+                wrapper.load()
+                return wrapper
+
+            self._specs[entry.name] = ModelSpec(
+                name=entry.name, estimated_mb=entry.estimated_mb, priority=entry.priority,
+                loader=load, unloader=lambda wrapper: wrapper.unload(),
+                triggers=tuple(sorted(entry.detection_types)),
+            )
+        return self._specs[entry.name]
+
+    def inputs_for(self, context: dict[str, Any]) -> ModelInput:
+        return ModelInput(
+            frame=self.frames.get(context["frame_key"]),
+            bbox=tuple(context["bbox"]),
+            detection_type=context["detection_type"],
+            face_bbox=tuple(context["face_bbox"]) if context.get("face_bbox") else None,
+            frames=[self.frames.get(key) for key in context.get("buffer_keys", [])],
+        )
+
+    def run(self, model: str, context: dict[str, Any]) -> ModelRecord:
+        """Load (or reuse) the model and run it; every failure comes back as a record."""
+        record = ModelRecord(model=model, status="ok", device=self.device, worker=self.worker)
+        entry = REGISTRY.get(model)
+        if entry is None:
+            return record.model_copy(update={"status": "error", "error": f"unknown model {model!r}"})
+        try:
+            inputs = self.inputs_for(context)
+        except Exception as exc:  # the frame expired or cannot be decoded
+            return record.model_copy(update={"status": "error", "error": f"frame unavailable: {exc}"})
+        try:
+            loaded = self.cache.get(self.spec_for(entry))
+        except ModelSkipped as exc:
+            return record.model_copy(update={"status": "skipped", "error": str(exc)})
+        except Exception as exc:
+            log.exception("loading %s failed", model)
+            return record.model_copy(update={"status": "error", "error": f"load failed: {type(exc).__name__}: {exc}"})
+        record = record.model_copy(update={"cache_hit": loaded.hit, "load_ms": round(loaded.load_ms, 2)})
+        started = time.perf_counter()
+        try:
+            data = self.cache.run_with_oom_retry(self.spec_for(entry), lambda wrapper: wrapper.infer(inputs))
+        except InferenceSkipped as exc:
+            return record.model_copy(update={"status": "skipped", "error": str(exc)})
+        except Exception as exc:
+            if type(exc).__name__ == "SoftTimeLimitExceeded":
+                raise
+            log.exception("inference of %s failed", model)
+            return record.model_copy(update={"status": "error", "error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            infer_ms = (time.perf_counter() - started) * 1000
+        self.publish()
+        return record.model_copy(update={"data": data, "infer_ms": round(infer_ms, 2)})
+
+    # -- published state ----------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return self.cache.snapshot() | {
+            "worker": self.worker, "queue": self.queue, "device": self.device,
+            "pid": os.getpid(), "updated_at": time.time(), "frame_bytes_read": self.frames.bytes_read,
+        }
+
+    def publish(self) -> None:
+        """SET workers:state:<worker> with a TTL of three heartbeats: a dead worker drops out by itself."""
+        ttl = max(1, int(self.settings.heartbeat_seconds * 3))
+        try:
+            self.client.set(WORKER_STATE_PREFIX + self.worker, json.dumps(self.state()), ex=ttl)
+        except redis.RedisError as exc:
+            log.warning("could not publish worker state: %s", exc)
+
+    def start_heartbeat(self) -> None:
+        """Republish state and release idle models every HEARTBEAT_SECONDS, from a daemon thread."""
+
+        def beat() -> None:
+            while not self._stop.wait(self.settings.heartbeat_seconds):
+                try:
+                    self.cache.release_idle()
+                finally:
+                    self.publish()
+
+        self._heartbeat = threading.Thread(target=beat, name="cache-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.cache.clear()
+        self.client.delete(WORKER_STATE_PREFIX + self.worker)
+
