@@ -1,0 +1,110 @@
+"""YOLOv8-pose wrapper through its real ultralytics loader on a tiny random checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image, ImageDraw
+
+from workers.models.base import ModelInput
+from workers.models.pose import PoseModel, best_overlap, box_iou, pose_result
+from workers.models.posture import POSTURES
+from workers.models.yolo_common import find_checkpoint, padded_crop, write_checkpoint
+from tests.unit.test_posture import UPRIGHT, skeleton
+
+PERSON_BOX = (240.0, 90.0, 360.0, 420.0)
+
+
+@pytest.fixture(scope="module")
+def frame() -> Image.Image:
+    image = Image.new("RGB", (640, 480), (120, 130, 120))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((270, 140, 330, 300), fill=(40, 40, 60))  # torso
+    draw.ellipse((280, 95, 320, 140), fill=(200, 170, 150))  # head
+    draw.rectangle((275, 300, 295, 415), fill=(30, 30, 30))  # legs
+    draw.rectangle((305, 300, 325, 415), fill=(30, 30, 30))
+    return image
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model) -> PoseModel:
+    wrapper = PoseModel(str(tiny_model("pose")), "cpu")
+    wrapper.load()
+    yield wrapper
+    wrapper.unload()
+
+
+def test_person_keypoints_in_frame_pixels(model, frame, monkeypatch):
+    monkeypatch.setattr(model, "confidence", 0.001)  # random weights score low: let every candidate through
+    inputs = ModelInput(frame, PERSON_BOX)
+
+    result = model.infer(inputs)
+
+    assert set(result) == {"posture", "posture_confidence", "keypoints", "persons_detected"}
+    assert result["persons_detected"] > 0
+    assert result["posture"] in POSTURES
+    assert isinstance(result["posture_confidence"], float)
+    assert len(result["keypoints"]) == 17 and all(len(point) == 3 for point in result["keypoints"])
+    crop, (left, top) = padded_crop(inputs)
+    for x, y, confidence in result["keypoints"]:
+        assert left <= x <= left + crop.width and top <= y <= top + crop.height
+        assert 0.0 <= confidence <= 1.0
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_nobody_above_the_threshold_is_unknown(model, frame, monkeypatch):
+    monkeypatch.setattr(model, "confidence", 1.01)
+    result = model.infer(ModelInput(frame, PERSON_BOX))
+    assert result == {"posture": "unknown", "posture_confidence": 0.0, "keypoints": [], "persons_detected": 0}
+
+
+def test_the_person_overlapping_the_event_box_is_chosen():
+    bystander = skeleton({k: (x + 400, y) for k, (x, y) in UPRIGHT.items()}, right_wrist=(545, 30))
+    subject = skeleton(UPRIGHT)
+    result = pose_result((95, 60, 150, 390), [[490, 60, 550, 390], [95, 60, 150, 390]], [bystander, subject])
+    assert result["posture"] == "standing"
+    assert result["keypoints"] == subject
+    assert result["persons_detected"] == 2
+
+
+def test_box_overlap():
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
+    assert box_iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0
+    assert best_overlap((0, 0, 10, 10), [(20, 20, 30, 30), (2, 2, 12, 12), (5, 5, 15, 15)]) == 1
+    assert best_overlap((0, 0, 10, 10), [(20, 20, 30, 30)]) is None
+    assert best_overlap((0, 0, 10, 10), []) is None
+
+
+def test_infer_after_unload_raises_until_loaded_again(tiny_model, frame):
+    wrapper = PoseModel(str(tiny_model("pose")), "cpu")
+    wrapper.load()
+    wrapper.unload()
+    with pytest.raises(RuntimeError, match="not loaded"):
+        wrapper.infer(ModelInput(frame, PERSON_BOX))
+    wrapper.load()
+    assert "posture" in wrapper.infer(ModelInput(frame, PERSON_BOX))
+
+
+def test_a_detector_checkpoint_is_refused(tmp_path):
+    write_checkpoint(tmp_path / "detector.pt", "yolov8n.yaml", {0: "gun"})
+    with pytest.raises(ValueError, match="not a pose model"):
+        PoseModel(str(tmp_path), "cpu").load()
+
+
+def test_checkpoint_is_found_in_a_file_or_directory(tmp_path):
+    (tmp_path / "weights").mkdir()
+    nested = tmp_path / "weights" / "yolov8n-pose.pt"
+    nested.write_bytes(b"")
+    assert find_checkpoint(nested) == nested
+    assert find_checkpoint(tmp_path) == nested
+    (tmp_path / "weights" / "best.pt").write_bytes(b"")
+    assert find_checkpoint(tmp_path) == tmp_path / "weights" / "best.pt"
+    (tmp_path / "last.pt").write_bytes(b"")
+    assert find_checkpoint(tmp_path) == tmp_path / "last.pt"  # the top level wins
+    (tmp_path / "other.pt").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="expected one"):
+        find_checkpoint(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        find_checkpoint(tmp_path / "missing")
