@@ -1,0 +1,35 @@
+# Two commands for a new user:  `make demo`  and  `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: setup redis demo test test-unit test-integration tiny-models clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -c "import torchvision.ops; torchvision.ops.nms; print('torchvision ops OK')"
+	touch $@
+
+redis:
+	@command -v redis-server >/dev/null || scripts/install_redis.sh
+
+demo: setup redis
+	$(PY) scripts/demo.py
+
+test: setup redis
+	$(PY) -m pytest -ra
+
+test-unit: setup
+	$(PY) -m pytest -ra -m "not integration"
+
+test-integration: setup redis
+	$(PY) -m pytest -ra -m integration
+
+tiny-models: setup
+	$(PY) scripts/make_tiny_models.py
+
+clean:
+	rm -rf var/ .pytest_cache

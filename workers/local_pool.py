@@ -1,0 +1,132 @@
+"""A pool on this machine: a loopback redis-server and `python -m workers start`, for the demo, bench and tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from tasks.client import EnrichmentClient
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """One redis-server process; `persistent=True` turns on the append-only file (for restart tests)."""
+
+    def __init__(self, port: int | None = None, persistent: bool = False, password: str | None = None):
+        self.port = port or free_port()
+        self.password = password
+        self.persistent = persistent
+        self.dir = Path(tempfile.mkdtemp(prefix="mz-redis-"))
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+    def start(self) -> "RedisServer":
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                "--save", "", "--appendonly", "yes" if self.persistent else "no", "--daemonize", "no"]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return self
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class LocalPool:
+    """Starts the launcher (router worker + device workers) against a given Redis; logs go to files."""
+
+    def __init__(self, redis_url: str, models_dir: Path, log_dir: Path, env: dict[str, str] | None = None,
+                 gpus: str = "none"):
+        self.redis_url = redis_url
+        self.models_dir = models_dir
+        self.log_dir = log_dir
+        self.extra_env = env or {}
+        self.gpus = gpus
+        self.process: subprocess.Popen | None = None
+        self.client: EnrichmentClient | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / "pool.log"
+
+    def environment(self) -> dict[str, str]:
+        return os.environ | {
+            "REDIS_URL": self.redis_url, "MODELS_DIR": str(self.models_dir), "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1", "YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+            "HEARTBEAT_SECONDS": "1", "BEAT_SCHEDULE_FILE": str(self.log_dir / "beat-schedule"),
+        } | self.extra_env
+
+    def start(self, expected_workers: int = 2, timeout: float = 120) -> "LocalPool":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "workers", "start", "--gpus", self.gpus, "--loglevel", "info"],
+            cwd=REPO, env=self.environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.client = EnrichmentClient(self.redis_url)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"pool exited early:\n{self.log_tail()}")
+            replies = self.client.app.control.ping(timeout=1.0) or []
+            if len(replies) >= expected_workers:
+                return self
+        raise RuntimeError(f"workers did not answer ping within {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 80) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.client:
+            self.client.close()
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
