@@ -1,0 +1,77 @@
+"""CLIP scene-embedding wrapper through its real transformers loader on a tiny random CLIP."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from workers.models.base import ModelInput
+from workers.models.clip import ClipModel, unit_vector
+
+PERSON_BOX = (100.0, 40.0, 180.0, 220.0)
+
+
+@pytest.fixture(scope="module")
+def frame() -> Image.Image:
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    pixels[40:220, 100:180] = (20, 20, 25)  # a dark figure unlike the noisy background
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model) -> ClipModel:
+    wrapper = ClipModel(str(tiny_model("clip")), "cpu")
+    wrapper.load()
+    yield wrapper
+    wrapper.unload()
+
+
+def norm(vector: list[float]) -> float:
+    return math.sqrt(sum(v * v for v in vector))
+
+
+def test_frame_and_crop_embeddings_are_unit_vectors_of_the_projection_width(model, frame):
+    result = model.infer(ModelInput(frame, PERSON_BOX))
+
+    assert set(result) == {"frame_embedding", "crop_embedding", "dim"}
+    assert result["dim"] == model.model.config.projection_dim
+    assert len(result["frame_embedding"]) == len(result["crop_embedding"]) == result["dim"]
+    assert norm(result["frame_embedding"]) == pytest.approx(1.0, abs=1e-4)
+    assert norm(result["crop_embedding"]) == pytest.approx(1.0, abs=1e-4)
+    assert all(isinstance(v, float) for v in result["frame_embedding"])
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_crop_is_embedded_separately_from_the_frame(model, frame):
+    result = model.infer(ModelInput(frame, PERSON_BOX))
+    assert result["frame_embedding"] != result["crop_embedding"]
+    crop_only = model.embed([frame.crop((100, 40, 180, 220))])[0]
+    assert crop_only == pytest.approx(result["crop_embedding"], abs=1e-5)
+
+
+def test_embeddings_are_deterministic(model, frame):
+    assert model.embed([frame]) == model.embed([frame])
+
+
+def test_unit_vector_scales_to_length_one_and_keeps_zero():
+    assert unit_vector([3.0, 4.0]) == [0.6, 0.8]
+    assert unit_vector([0.0, 0.0]) == [0.0, 0.0]
+
+
+def test_saved_processor_loads_with_its_tokenizer(tiny_model):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(str(tiny_model("clip")))
+    ids = processor.tokenizer("a person at the door")["input_ids"]
+    assert ids[0] == processor.tokenizer.bos_token_id and ids[-1] == processor.tokenizer.eos_token_id
+    assert processor.tokenizer.unk_token_id not in ids[1:-1]
+
+
+def test_infer_before_load_is_an_error(frame):
+    with pytest.raises(RuntimeError, match="before load"):
+        ClipModel("unused", "cpu").infer(ModelInput(frame, PERSON_BOX))
