@@ -1,0 +1,113 @@
+"""Weapon detector wrapper through its real ultralytics loader on a tiny random checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image, ImageDraw
+
+from workers.models.base import ModelInput
+from workers.models.threat import TINY_NAMES, ThreatModel, threat_report
+from workers.models.yolo_common import padded_crop, write_checkpoint
+
+PERSON_BOX = (240.0, 90.0, 360.0, 420.0)
+
+
+@pytest.fixture(scope="module")
+def frame() -> Image.Image:
+    image = Image.new("RGB", (640, 480), (110, 120, 130))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((270, 140, 330, 410), fill=(40, 40, 60))  # a figure
+    draw.polygon([(330, 220), (390, 215), (390, 230), (345, 240)], fill=(15, 15, 15))  # something held
+    return image
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model) -> ThreatModel:
+    wrapper = ThreatModel(str(tiny_model("threat")), "cpu")
+    wrapper.load()
+    yield wrapper
+    wrapper.unload()
+
+
+def test_detections_follow_the_contract_in_frame_pixels(model, frame, monkeypatch):
+    monkeypatch.setattr(model, "confidence", 0.0)  # random weights score low: report every candidate
+    inputs = ModelInput(frame, PERSON_BOX)
+
+    result = model.infer(inputs)
+
+    assert set(result) == {"threats_detected", "highest_threat", "detections"}
+    assert result["threats_detected"] is True and result["detections"]
+    assert result["highest_threat"] == result["detections"][0]
+    confidences = [d["confidence"] for d in result["detections"]]
+    assert confidences == sorted(confidences, reverse=True)
+    crop, (left, top) = padded_crop(inputs)
+    for detection in result["detections"]:
+        assert set(detection) == {"type", "confidence", "bbox"}
+        assert detection["type"] in TINY_NAMES.values()
+        assert isinstance(detection["confidence"], float)
+        x1, y1, x2, y2 = detection["bbox"]
+        assert left <= x1 <= x2 <= left + crop.width and top <= y1 <= y2 <= top + crop.height
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_threshold_above_one_reports_nothing(model, frame, monkeypatch):
+    monkeypatch.setattr(model, "confidence", 1.01)
+    assert model.infer(ModelInput(frame, PERSON_BOX)) == {
+        "threats_detected": False, "highest_threat": None, "detections": [],
+    }
+
+
+def test_every_reported_detection_meets_the_threshold(model, frame, monkeypatch):
+    monkeypatch.setattr(model, "confidence", 0.0)
+    scores = sorted(d["confidence"] for d in model.infer(ModelInput(frame, PERSON_BOX))["detections"])
+    cut = scores[len(scores) // 2]
+    monkeypatch.setattr(model, "confidence", cut)
+    kept = model.infer(ModelInput(frame, PERSON_BOX))["detections"]
+    assert kept and all(d["confidence"] >= cut for d in kept)
+    assert len(kept) < len(scores)
+
+
+def test_threshold_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("THREAT_CONFIDENCE", "0.8")
+    assert ThreatModel("unused", "cpu").confidence == 0.8
+    monkeypatch.delenv("THREAT_CONFIDENCE")
+    assert ThreatModel("unused", "cpu").confidence == 0.5
+
+
+def test_class_names_come_from_the_checkpoint(tmp_path, frame):
+    write_checkpoint(tmp_path / "custom.pt", "yolov8n.yaml", {0: "crowbar", 1: "machete"})
+    wrapper = ThreatModel(str(tmp_path), "cpu")
+    wrapper.load()
+    wrapper.confidence = 0.0
+    types = {d["type"] for d in wrapper.infer(ModelInput(frame, PERSON_BOX))["detections"]}
+    assert types and types <= {"crowbar", "machete"}
+
+
+def test_report_keeps_confident_detections_most_confident_first():
+    raw = [
+        {"type": "knife", "confidence": 0.61234567, "bbox": [1, 2, 3, 4]},
+        {"type": "gun", "confidence": 0.9, "bbox": [5.123456, 6, 7, 8]},
+        {"type": "gun", "confidence": 0.3, "bbox": [0, 0, 1, 1]},
+    ]
+    report = threat_report(raw, 0.5)
+    assert [d["type"] for d in report["detections"]] == ["gun", "knife"]
+    assert report["highest_threat"] == {"type": "gun", "confidence": 0.9, "bbox": [5.1235, 6.0, 7.0, 8.0]}
+    assert report["detections"][1]["confidence"] == 0.6123
+    assert threat_report(raw, 0.95) == {"threats_detected": False, "highest_threat": None, "detections": []}
+
+
+def test_infer_after_unload_raises_until_loaded_again(tiny_model, frame):
+    wrapper = ThreatModel(str(tiny_model("threat")), "cpu")
+    wrapper.load()
+    wrapper.unload()
+    with pytest.raises(RuntimeError, match="not loaded"):
+        wrapper.infer(ModelInput(frame, PERSON_BOX))
+    wrapper.load()
+    assert "threats_detected" in wrapper.infer(ModelInput(frame, PERSON_BOX))
+
+
+def test_a_pose_checkpoint_is_refused(tiny_model):
+    with pytest.raises(ValueError, match="not a detector"):
+        ThreatModel(str(tiny_model("pose")), "cpu").load()
