@@ -1,0 +1,23 @@
+"""Context richness: how many distinct facts the prompt states about a detection (seed target: 12+)."""
+
+from __future__ import annotations
+
+from prompt_formatting.sections import CONTEXT_SECTIONS, ONDEMAND_SECTIONS, build_sections
+
+
+def count_context_attributes(enrichment: dict) -> int:
+    """Count the facts the enrichment sections print, from the very lines the prompt prints.
+
+    What counts as one attribute:
+    - clothing: each printed category line (suspicious alert, service/utility worker, carrying, attire);
+    - threat: the weapon type, each further distinct weapon type, or "no weapons detected";
+    - pose: each person's posture, and the number of people when more than one;
+    - demographics: age group and gender (or the combined label when they are not split);
+    - action: the primary action; reid: the match (or "first sighting"), sighting count, cameras, first seen;
+    - vehicle / pet: the class label; depth: the distance from the camera;
+    - scene: the description, and each distinct object, text and region label.
+    Confidences, boxes, similarities and runner-up alternatives qualify a fact and count zero. The
+    detection header (camera, time, type, box) is not counted: it is there with or without the zoo.
+    """
+    sections = build_sections(CONTEXT_SECTIONS, enrichment) + build_sections(ONDEMAND_SECTIONS, enrichment)
+    return sum(section.fact_count for section in sections)

@@ -1,0 +1,117 @@
+"""Defensive readers that turn partial model output into printable text, or None so the line is left out."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+# Strings a model or serialiser uses for "nothing"; printing them would read as a fact.
+MISSING_WORDS = frozenset({"", "none", "null", "nan", "n/a", "unknown", "undefined"})
+
+
+def mapping(value: Any) -> dict:
+    """The value if it is a dict, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def entries(value: Any) -> list:
+    """The value if it is a list or tuple, else an empty list."""
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def number(value: Any) -> float | None:
+    """A finite int/float (bools excluded), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def count(value: Any) -> int | None:
+    """A non-negative whole number, else None."""
+    n = number(value)
+    return int(n) if n is not None and n >= 0 and n == int(n) else None
+
+
+def label(value: Any) -> str | None:
+    """A model label as one line of text with underscores read as spaces, or None when it says nothing."""
+    if not isinstance(value, str):
+        return None
+    text = " ".join(value.replace("_", " ").split())
+    return None if text.lower() in MISSING_WORDS else text
+
+
+def prose(value: Any) -> str | None:
+    """Free text (a caption) on one line, or None when empty."""
+    if not isinstance(value, str):
+        return None
+    text = " ".join(value.split())
+    return None if text.lower() in MISSING_WORDS else text
+
+
+def percent(value: Any) -> str | None:
+    """A 0..1 score as a whole percentage ("87%"); out-of-range or missing scores give None."""
+    n = number(value)
+    return f"{n:.0%}" if n is not None and 0.0 <= n <= 1.0 else None
+
+
+def box(value: Any) -> str | None:
+    """A pixel box [x1, y1, x2, y2] rounded to whole pixels."""
+    coords = [number(v) for v in entries(value)]
+    if len(coords) != 4 or any(c is None for c in coords):
+        return None
+    return "[" + ", ".join(f"{c:.0f}" for c in coords) + "]"
+
+
+def moment(value: Any) -> str | None:
+    """A time (epoch seconds, ISO string or datetime) as 'YYYY-MM-DD HH:MM:SS UTC'; unparsable strings as given."""
+    when: datetime | None = None
+    if isinstance(value, datetime):
+        when = value
+    elif number(value) is not None:
+        try:
+            when = datetime.fromtimestamp(float(value), tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    elif isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return prose(value)
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        return when.strftime("%Y-%m-%d %H:%M:%S")
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def scored(value: Any, name_key: str, score_key: str = "score", skip: str | None = None) -> list[str]:
+    """Entries like [{"label": "van", "score": 0.05}] as ["van (5%)"], dropping unnamed ones and `skip`."""
+    out = []
+    for entry in entries(value):
+        entry = mapping(entry)
+        name = label(entry.get(name_key))
+        if name is None or name == skip:
+            continue
+        score = percent(entry.get(score_key))
+        out.append(f"{name} ({score})" if score else name)
+    return out
+
+
+def distinct(values: list[str]) -> list[str]:
+    """Distinct strings in first-seen order, repeated ones marked with their count ("person x2")."""
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return [f"{value} x{n}" if n > 1 else value for value, n in counts.items()]
+
+
+def yes_no(value: Any) -> str | None:
+    """A bool as "yes"/"no"."""
+    return ("yes" if value else "no") if isinstance(value, bool) else None
+
+
+def out_of_100(value: Any) -> str | None:
+    """A 0..100 score as "72/100"."""
+    n = number(value)
+    return f"{n:.0f}/100" if n is not None and 0.0 <= n <= 100.0 else None

@@ -1,0 +1,58 @@
+"""Golden files for every prompt formatter and the full risk prompt (UPDATE_GOLDEN=1 rewrites them)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from prompt_formatting import (
+    build_risk_prompt,
+    count_context_attributes,
+    format_depth_context,
+    format_enhanced_clothing_context,
+    format_florence_scene_context,
+    format_ondemand_enrichment_context,
+    format_pet_context,
+    format_vehicle_context,
+)
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+CASES = sorted(p.stem for p in (GOLDEN / "inputs").glob("*.json"))
+
+
+def render(case: dict) -> str:
+    """Every formatter's output for one case, under a marker line each."""
+    event, enrichment, unavailable = case["event"], case["enrichment"], case["unavailable"]
+    parts = {
+        "format_enhanced_clothing_context": format_enhanced_clothing_context(enrichment.get("clothing")),
+        "format_florence_scene_context": format_florence_scene_context(enrichment.get("scene")),
+        "format_vehicle_context": format_vehicle_context(enrichment.get("vehicle")),
+        "format_pet_context": format_pet_context(enrichment.get("pet")),
+        "format_depth_context": format_depth_context(enrichment.get("depth")),
+        "format_ondemand_enrichment_context": format_ondemand_enrichment_context(enrichment),
+        "count_context_attributes": str(count_context_attributes(enrichment)),
+        "build_risk_prompt": build_risk_prompt(event, enrichment, unavailable),
+    }
+    return "".join(f"===== {name} =====\n{text.rstrip()}\n" if text else f"===== {name} =====\n<empty>\n"
+                   for name, text in parts.items())
+
+
+def test_there_are_golden_cases():
+    assert {"person_threat", "person_face", "vehicle", "animal", "partial_failure"} <= set(CASES)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_prompt_matches_golden_file(name):
+    case = json.loads((GOLDEN / "inputs" / f"{name}.json").read_text())
+    actual = render(case)
+    golden = GOLDEN / f"{name}.txt"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(actual, encoding="utf-8")
+    assert golden.exists(), f"{golden} missing: run with UPDATE_GOLDEN=1 to create it"
+    expected = golden.read_text(encoding="utf-8")
+    diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True), "golden", "actual"))
+    assert actual == expected, f"prompt for {name} differs from {golden.name} (UPDATE_GOLDEN=1 to accept):\n{diff}"
