@@ -42,3 +42,8 @@ worker_send_task_events = True
 task_send_sent_event = True
 
 worker_hijack_root_logger = False
+
+# The sweeper runs in the router worker's embedded beat (python -m workers router).
+beat_schedule = {
+    "sweep-stalled-events": {"task": "sweep_stalled_events", "schedule": _settings.sweep_interval_seconds},
+}

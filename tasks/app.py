@@ -2,7 +2,7 @@
 
 from celery import Celery
 
-TASK_MODULES = ["tasks.router", "tasks.model_task", "tasks.assemble", "tasks.control"]
+TASK_MODULES = ["tasks.router", "tasks.model_task", "tasks.assemble", "tasks.sweeper", "tasks.control"]
 
 app = Celery("model_zoo", include=TASK_MODULES)
 app.config_from_object("celeryconfig")

@@ -11,6 +11,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown
 
 from tasks.app import app
+from tasks.results import redis_client
 from tasks.schemas import ModelRecord
 from tasks.settings import get_settings
 
@@ -37,11 +38,23 @@ def runtime():
     if _runtime is None:
         from workers.runtime import DeviceRuntime
 
-        client = redis.Redis.from_url(_settings.broker_url)
-        _runtime = DeviceRuntime(_settings, client, _node["name"] or f"pid{os.getpid()}")
+        _runtime = DeviceRuntime(_settings, redis_client(), _node["name"] or f"pid{os.getpid()}")
         _runtime.publish()
         _runtime.start_heartbeat()
     return _runtime
+
+
+def count_delivery(task_id: str | None) -> int:
+    """How many times this task message has started (acks_late redelivers it when a worker dies)."""
+    if not task_id:
+        return 1
+    key = f"deliveries:{task_id}"
+    try:
+        with redis_client().pipeline() as pipe:
+            count, _ = pipe.incr(key).expire(key, 24 * 3600).execute()
+        return int(count)
+    except redis.RedisError:
+        return 1
 
 
 @worker_process_init.connect
@@ -65,6 +78,13 @@ def stop_runtime(**_: Any) -> None:
 )
 def run_model(self, event_id: str, model: str, context: dict[str, Any]) -> dict[str, Any]:
     """Run `model` for `event_id` on this worker's device and return its ModelRecord as JSON."""
+    deliveries = count_delivery(self.request.id)
+    if deliveries > _settings.max_deliveries:
+        record = ModelRecord(
+            model=model, status="error", worker=_node["name"],
+            error=f"gave up after {deliveries - 1} deliveries: the worker died running it each time",
+        )
+        return record.model_dump(mode="json")
     try:
         record = runtime().run(model, context)
     except SoftTimeLimitExceeded:

@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import chord
+from kombu.utils.uuid import uuid
 from pydantic import ValidationError
 
 from tasks.app import app
 from tasks.assemble import assemble, finish_event
 from tasks.frame_store import FrameStore
 from tasks.ledger import Ledger
+from tasks.model_task import run_model
 from tasks.images import InputError, decode_base64, decode_image, read_confined
 from tasks.placement import choose_queue, live_workers
 from tasks.results import redis_client, result_store
@@ -144,15 +146,17 @@ def enrich_detection(self, event: Any) -> dict:
     }
     if not models:
         return finish_event([], meta)
-    Ledger(redis_client()).open(
-        detection.event_id, meta, settings.event_deadline_seconds, settings.result_ttl_seconds
-    )
     context = {
         "frame_key": frame_key, "buffer_keys": buffer_keys, "bbox": list(checked.bbox),
         "face_bbox": list(checked.face_bbox) if checked.face_bbox else None,
         "detection_type": detection.detection_type,
     }
-    from tasks.model_task import run_model
-
-    header = [run_model.si(detection.event_id, model, context).set(queue=placement[model]) for model in models]
+    meta["task_ids"] = {model: uuid() for model in models}
+    header = [
+        run_model.si(detection.event_id, model, context).set(queue=placement[model], task_id=meta["task_ids"][model])
+        for model in models
+    ]
+    Ledger(redis_client()).open(
+        detection.event_id, meta, settings.event_deadline_seconds, settings.result_ttl_seconds
+    )
     return self.replace(chord(header, assemble.s(meta)))

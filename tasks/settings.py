@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     max_frames: int = Field(32, description="Largest frame buffer for action recognition")
     image_root: Path | None = Field(None, description="image_path must lie under this directory; unset: image_path refused")
     event_deadline_seconds: float = Field(300.0, description="Sweeper finishes events older than this as partial")
+    sweep_interval_seconds: float = Field(30.0, description="How often the sweeper looks for overdue events")
+    max_deliveries: int = Field(3, description="A model task redelivered more often (its worker died) gives up")
     redis_password: str | None = Field(None, description="Password added to REDIS_URL when it has none")
 
     @field_validator("scene_models", "scene_detection_types", "device_queues", mode="before")
