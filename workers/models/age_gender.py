@@ -1,0 +1,221 @@
+"""Age and gender from the face (or, without a face box, the top quarter of the person box).
+
+Two checkpoint layouts are read, told apart by the tensors the checkpoint holds (never by guessing):
+
+- dual head (the default, abhilash88/age-gender-prediction): a ViT with an age regressor and a
+  female-probability head (see age_gender_vit.py); age comes out in years, gender as male/female.
+- image classifier: any AutoModelForImageClassification; labels come from the model's own
+  config.id2label and age/gender are parsed out of them when they carry them ("25-32_male",
+  "Male 25-32", "female", "60+"), else left null.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from workers.models.base import ModelInput
+
+SCORE_DIGITS = 4
+TOP_K = 5
+MAX_AGE_YEARS = 100
+
+# Words that name a gender in classifier labels (matched as whole words: "female" is not "male").
+GENDER_WORDS: dict[str, str] = {
+    **dict.fromkeys(("male", "man", "men", "boy", "boys", "masculine", "guy"), "male"),
+    **dict.fromkeys(("female", "woman", "women", "girl", "girls", "feminine", "lady"), "female"),
+}
+
+# Words that name an age group, longest phrases first, with the group they stand for.
+AGE_GROUP_WORDS: dict[str, str] = {
+    "young adult": "young adult",
+    "middle aged": "middle-aged",
+    "baby": "baby",
+    "infant": "baby",
+    "toddler": "toddler",
+    "child": "child",
+    "children": "child",
+    "kid": "child",
+    "teenager": "teenager",
+    "teen": "teenager",
+    "adolescent": "teenager",
+    "adult": "adult",
+    "senior": "senior",
+    "elderly": "senior",
+}
+
+# Age patterns, tried in order on the lower-cased label with "_" read as a space.
+AGE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\b(\d{1,3})\s*(?:-|–|to)\s*(\d{1,3})\b"), "{0}-{1}"),
+    (re.compile(r"\b(\d{1,3})\s*\+"), "{0}+"),
+    (re.compile(r"\b(?:more than|over|above|older than)\s+(\d{1,3})\b"), "{0}+"),
+    (re.compile(r"\b(\d{1,3})\s+(?:and|or)\s+(?:above|over|older)\b"), "{0}+"),
+    (re.compile(r"\b(?:under|below|less than|younger than)\s+(\d{1,3})\b"), "<{0}"),
+    (re.compile(r"\b(\d{1,3})s\b"), "{0}s"),
+    (re.compile(r"\b(\d{1,3})\b"), "{0}"),
+)
+
+GENERIC_LABEL = re.compile(r"label\s*\d+")  # transformers' placeholder names carry nothing
+
+
+def parse_age_gender(label: str) -> tuple[str | None, str | None]:
+    """(age, gender) named by a classifier label, each None when the label does not carry it."""
+    text = re.sub(r"[_\s]+", " ", label.strip().lower())
+    if GENERIC_LABEL.fullmatch(text):
+        return None, None
+    words = re.findall(r"[a-z]+", text)
+    gender = next((GENDER_WORDS[w] for w in words if w in GENDER_WORDS), None)
+    return _age(text), gender
+
+
+def _age(text: str) -> str | None:
+    for pattern, template in AGE_PATTERNS:
+        match = pattern.search(text)
+        if match:
+            return template.format(*match.groups())
+    phrase = " ".join(re.findall(r"[a-z]+", text))
+    for words, group in AGE_GROUP_WORDS.items():
+        if re.search(rf"\b{words}\b", phrase):
+            return group
+    return None
+
+
+def dual_head_result(age_years: float, female_probability: float) -> dict[str, Any]:
+    """The demographics record for the dual-head model's two outputs."""
+    age = max(0, min(MAX_AGE_YEARS, round(age_years)))
+    female = min(max(float(female_probability), 0.0), 1.0)
+    ranked = sorted(
+        [{"label": "female", "score": round(female, SCORE_DIGITS)},
+         {"label": "male", "score": round(1.0 - female, SCORE_DIGITS)}],
+        key=lambda entry: entry["score"], reverse=True,
+    )
+    gender = ranked[0]["label"]
+    return {
+        "label": f"{gender}, {age} years",
+        "confidence": ranked[0]["score"],
+        "age": str(age),
+        "gender": gender,
+        "top_k": ranked,
+    }
+
+
+def classifier_result(classified: dict[str, Any]) -> dict[str, Any]:
+    """The demographics record for an image classifier's ranked labels."""
+    age, gender = parse_age_gender(classified["label"])
+    return {**classified, "age": age, "gender": gender}
+
+
+def checkpoint_keys(directory: Path) -> set[str]:
+    """Names of the tensors a Hugging Face model directory holds, read without loading them."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = directory / index_name
+        if index.is_file():
+            return set(json.loads(index.read_text())["weight_map"])
+    if (directory / "model.safetensors").is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(directory / "model.safetensors"), framework="pt") as weights:
+            return set(weights.keys())
+    if (directory / "pytorch_model.bin").is_file():
+        import torch
+
+        return set(torch.load(directory / "pytorch_model.bin", map_location="meta", weights_only=True))
+    raise FileNotFoundError(f"no model weights (model.safetensors or pytorch_model.bin) in {directory}")
+
+
+def is_dual_head(keys: set[str]) -> bool:
+    return any(k.startswith("age_head.") for k in keys) and any(k.startswith("gender_head.") for k in keys)
+
+
+def _usable_processor(processor: Any) -> Any:
+    """Turn off a centre crop that its config switched on without giving a crop size."""
+    if getattr(processor, "do_center_crop", False) and not getattr(processor, "crop_size", None):
+        processor.do_center_crop = False
+    return processor
+
+
+class AgeGenderModel:
+    """Age/gender from a face crop, with the layout (dual head or classifier) read from the checkpoint."""
+
+    def __init__(self, path: str, device: str) -> None:
+        self.path = Path(path)
+        self.device = device
+        self.layout: str | None = None
+        self._model: Any = None
+        self._processor: Any = None
+        self._classifier: Any = None
+
+    def load(self) -> None:
+        if is_dual_head(checkpoint_keys(self.path)):
+            self._load_dual_head()
+            self.layout = "dual_head"
+        else:
+            from workers.models.hf_classifier import ImageClassifier
+
+            self._classifier = ImageClassifier.load(self.path, self.device)
+            self.layout = "classifier"
+
+    def _load_dual_head(self) -> None:
+        from transformers import AutoImageProcessor
+
+        from workers.models.age_gender_vit import AgeGenderViTModel
+
+        model, info = AgeGenderViTModel.from_pretrained(
+            str(self.path), local_files_only=True, output_loading_info=True
+        )
+        if info["missing_keys"]:
+            raise ValueError(f"age/gender checkpoint lacks {sorted(info['missing_keys'])[:5]}")
+        self._model = model.to(self.device).eval()
+        self._processor = _usable_processor(AutoImageProcessor.from_pretrained(str(self.path), local_files_only=True))
+
+    def unload(self) -> None:
+        if self._classifier is not None:
+            self._classifier.close()
+        self._model = self._processor = self._classifier = None
+        self.layout = None
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def predict(self, face: Any) -> dict[str, Any]:
+        """Demographics for one face image (without face_source)."""
+        if self._classifier is not None:
+            return classifier_result(self._classifier.classify(face, top_k=TOP_K))
+        import torch
+
+        pixels = self._processor(images=face.convert("RGB"), return_tensors="pt")["pixel_values"]
+        with torch.inference_mode():
+            age, female = self._model(pixels.to(self.device, dtype=self._model.dtype))
+        return dual_head_result(float(age[0]), float(female[0]))
+
+    def infer(self, inputs: ModelInput) -> dict:
+        face_source = "face_bbox" if inputs.face_bbox is not None else "person_top_quarter"
+        return {**self.predict(inputs.face_crop()), "face_source": face_source}
+
+
+# Tiny and full-size weights use the default model's layout (dual head), the one load() must read
+# for abhilash88/age-gender-prediction; the real model's processor config comes with its snapshot.
+TINY_VIT: dict[str, Any] = {
+    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+    "image_size": 32, "patch_size": 8,
+}
+FULL_VIT: dict[str, Any] = {}  # ViTConfig defaults: ViT-B/16 at 224 px, as in the published checkpoint
+
+
+def write_tiny(dest: Path, full_size: bool = False) -> None:
+    """Write a randomly initialised dual-head age/gender ViT and its image processor into dest."""
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor
+
+    from workers.models.age_gender_vit import AgeGenderViTModel
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    config = ViTConfig(**(FULL_VIT if full_size else TINY_VIT))
+    torch.manual_seed(0)
+    AgeGenderViTModel(config).save_pretrained(dest)
+    size = config.image_size
+    ViTImageProcessor(size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(dest)
