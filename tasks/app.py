@@ -2,7 +2,10 @@
 
 from celery import Celery
 
+from tasks.metrics import connect_worker_signals
+
 TASK_MODULES = ["tasks.router", "tasks.model_task", "tasks.assemble", "tasks.sweeper", "tasks.control"]
 
 app = Celery("model_zoo", include=TASK_MODULES)
 app.config_from_object("celeryconfig")
+connect_worker_signals()

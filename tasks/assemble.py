@@ -10,6 +10,7 @@ from prompt_formatting import build_risk_prompt, count_context_attributes
 from tasks.app import app
 from tasks.frame_store import FrameStore
 from tasks.ledger import Ledger
+from tasks.metrics import ASSEMBLY_SECONDS, EVENTS
 from tasks.reid_gallery import ReidGallery
 from tasks.results import redis_client, result_store
 from tasks.schemas import EnrichmentResult, ModelRecord
@@ -89,6 +90,8 @@ def finish_event(records: list[dict], meta: dict[str, Any]) -> dict:
         errors=unavailable,
     )
     payload = result_store().save(result)
+    EVENTS.labels(result.status).inc()
+    ASSEMBLY_SECONDS.observe(now - meta["routed_at"])
     settings = get_settings()
     frames = FrameStore(redis_client(), settings.frame_ttl_seconds)
     frames.delete(([meta["frame_key"]] if meta.get("owns_frame") else []) + meta.get("buffer_keys", []))

@@ -11,6 +11,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown
 
 from tasks.app import app
+from tasks.metrics import INFERENCE_SECONDS, MODEL_RECORDS
 from tasks.results import redis_client
 from tasks.schemas import ModelRecord
 from tasks.settings import get_settings
@@ -79,14 +80,14 @@ def stop_runtime(**_: Any) -> None:
 def run_model(self, event_id: str, model: str, context: dict[str, Any]) -> dict[str, Any]:
     """Run `model` for `event_id` on this worker's device and return its ModelRecord as JSON."""
     deliveries = count_delivery(self.request.id)
-    if deliveries > _settings.max_deliveries:
-        record = ModelRecord(
-            model=model, status="error", worker=_node["name"],
-            error=f"gave up after {deliveries - 1} deliveries: the worker died running it each time",
-        )
-        return record.model_dump(mode="json")
     try:
-        record = runtime().run(model, context)
+        if deliveries > _settings.max_deliveries:
+            record = ModelRecord(
+                model=model, status="error", worker=_node["name"],
+                error=f"gave up after {deliveries - 1} deliveries: the worker died running it each time",
+            )
+        else:
+            record = runtime().run(model, context)
     except SoftTimeLimitExceeded:
         record = ModelRecord(
             model=model, status="timeout", worker=_node["name"],
@@ -95,4 +96,7 @@ def run_model(self, event_id: str, model: str, context: dict[str, Any]) -> dict[
     except Exception as exc:  # never raise into the chord: the callback would not fire
         log.exception("run_model %s for %s failed", model, event_id)
         record = ModelRecord(model=model, status="error", worker=_node["name"], error=f"{type(exc).__name__}: {exc}")
+    MODEL_RECORDS.labels(model, record.status).inc()
+    if record.status == "ok":
+        INFERENCE_SECONDS.labels(model).observe(record.infer_ms / 1000)
     return record.model_dump(mode="json")

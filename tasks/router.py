@@ -15,6 +15,7 @@ from tasks.app import app
 from tasks.assemble import assemble, finish_event
 from tasks.frame_store import FrameStore
 from tasks.ledger import Ledger
+from tasks.metrics import EVENTS
 from tasks.model_task import run_model
 from tasks.images import InputError, decode_base64, decode_image, read_confined
 from tasks.placement import choose_queue, live_workers
@@ -92,6 +93,7 @@ def reject(event: Any, errors: dict[str, str], task_id: str | None) -> dict:
         camera_id=event.get("camera_id") if isinstance(event, dict) and isinstance(event.get("camera_id"), str) else None,
     )
     log.info("rejected event %s: %s", event_id, errors)
+    EVENTS.labels("rejected").inc()
     return result_store().save(result)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 ROUTER_QUEUES = "router,assemble"
 
@@ -33,6 +35,18 @@ class DeviceSlot:
             env["CUDA_VISIBLE_DEVICES"] = ""
             env["DEVICE"] = "cpu"
         return env
+
+
+def metrics_environment(name: str, offset: int) -> dict[str, str]:
+    """Each worker serves /metrics on METRICS_PORT_BASE + offset, from its own fresh multiprocess directory."""
+    base = os.environ.get("METRICS_PORT_BASE", "9808")
+    if not base or base == "0":
+        return {}
+    root = Path(os.environ.get("METRICS_DIR", Path(tempfile.gettempdir()) / "model-zoo-metrics"))
+    directory = root / name
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    return {"METRICS_PORT": str(int(base) + offset), "PROMETHEUS_MULTIPROC_DIR": str(directory)}
 
 
 def detect_gpus() -> list[int]:
@@ -75,9 +89,11 @@ def router_command(loglevel: str, concurrency: int = 2, beat: bool = True) -> tu
     if beat:
         extra += ["-B", "-s", os.environ.get("BEAT_SCHEDULE_FILE", "/tmp/model-zoo-beat-schedule")]
     command = celery_worker_command(ROUTER_QUEUES, "router@%h", concurrency, loglevel, extra)
-    return command, {"WORKER_ROLE": "router", "CUDA_VISIBLE_DEVICES": ""}
+    return command, {"WORKER_ROLE": "router", "CUDA_VISIBLE_DEVICES": ""} | metrics_environment("router", 0)
 
 
 def device_command(slot: DeviceSlot, loglevel: str) -> tuple[list[str], dict[str, str]]:
     """prefork with one child: models load lazily in the child, which owns the device."""
-    return celery_worker_command(slot.queue, slot.node, 1, loglevel, []), slot.environment()
+    offset = 1 + slot.index + (100 if slot.kind == "cpu" else 0)
+    env = slot.environment() | metrics_environment(slot.queue, offset)
+    return celery_worker_command(slot.queue, slot.node, 1, loglevel, []), env

@@ -16,6 +16,7 @@ import redis
 
 from model_cache import ModelCache, ModelSkipped, ModelSpec
 from tasks.frame_store import DecodedFrames, FrameStore
+from tasks.metrics import MEMORY_SHARE, MEMORY_USED, CacheMetrics
 from tasks.placement import WORKER_STATE_PREFIX
 from tasks.schemas import ModelRecord
 from tasks.settings import Settings
@@ -144,6 +145,9 @@ class DeviceRuntime:
     def publish(self) -> None:
         """SET workers:state:<worker> with a TTL of three heartbeats: a dead worker drops out by itself."""
         ttl = max(1, int(self.settings.heartbeat_seconds * 3))
+        snapshot = self.cache.snapshot()
+        MEMORY_USED.labels(self.worker).set(snapshot["used_bytes"])
+        MEMORY_SHARE.labels(self.worker).set(snapshot["budget_bytes"])
         try:
             self.client.set(WORKER_STATE_PREFIX + self.worker, json.dumps(self.state()), ex=ttl)
         except redis.RedisError as exc:
