@@ -75,3 +75,15 @@ def test_saved_processor_loads_with_its_tokenizer(tiny_model):
 def test_infer_before_load_is_an_error(frame):
     with pytest.raises(RuntimeError, match="before load"):
         ClipModel("unused", "cpu").infer(ModelInput(frame, PERSON_BOX))
+
+
+def test_image_tower_reproduces_the_full_clip_model(model, frame, tiny_model):
+    """The vision tower loaded alone (text half skipped) carries the checkpoint's own weights."""
+    import torch
+    from transformers import CLIPModel
+
+    full = CLIPModel.from_pretrained(str(tiny_model("clip"))).eval()
+    pixels = model.image_processor(images=[frame], return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        expected = full.get_image_features(pixel_values=pixels).pooler_output[0].tolist()
+    assert model.embed([frame])[0] == pytest.approx(unit_vector(expected), abs=1e-5)

@@ -42,8 +42,13 @@ class ClipModel:
         vision_config = getattr(config, "vision_config", config)
         # The projection width is a top-level CLIPConfig field; the vision tower must project to it too.
         vision_config.projection_dim = getattr(config, "projection_dim", vision_config.projection_dim)
+
+        class ImageTower(CLIPVisionModelWithProjection):
+            # The checkpoint is a whole CLIPModel; its text half is skipped on purpose, not reported.
+            _keys_to_ignore_on_load_unexpected = [r"^text_model\.", r"^text_projection\.", r"^logit_scale$"]
+
         self.image_processor = AutoImageProcessor.from_pretrained(self.path)
-        self.model = CLIPVisionModelWithProjection.from_pretrained(self.path, config=vision_config, dtype=dtype)
+        self.model = ImageTower.from_pretrained(self.path, config=vision_config, dtype=dtype)
         self.model.to(self.device).eval()
 
     def unload(self) -> None:
