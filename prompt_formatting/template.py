@@ -82,6 +82,7 @@ MODEL_PURPOSES: dict[str, str] = {
     "action": "activity recognition",
     "florence": "scene description, security objects and visible text",
     "clip": "scene embedding",
+    "reid_gallery": "matching against previously seen people",
 }
 
 
