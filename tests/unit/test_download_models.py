@@ -157,3 +157,54 @@ def test_size_ignores_hub_bookkeeping(tmp_path):
     (tmp_path / ".cache" / "huggingface").mkdir(parents=True)
     (tmp_path / ".cache" / "huggingface" / "big.incomplete").write_bytes(b"x" * 2**21)
     assert directory_mb(tmp_path) == pytest.approx(1.0)
+
+
+class RangeServer:
+    """A loopback HTTP server for one payload that honours Range requests (like GitHub's asset CDN)."""
+
+    def __init__(self, payload: bytes):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.ranges: list[str | None] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                asked = self.headers.get("Range")
+                server.ranges.append(asked)
+                start = int(asked.removeprefix("bytes=").rstrip("-")) if asked else 0
+                body = payload[start:]
+                self.send_response(206 if asked else 200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/yolov8n-pose.pt"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_http_download_resumes_a_partial_file(tmp_path):
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    server = RangeServer(payload)
+    try:
+        target = tmp_path / "yolov8n-pose.pt"
+        (tmp_path / "yolov8n-pose.pt.part").write_bytes(payload[:300_000])  # an interrupted earlier run
+        download_models.fetch_http(server.url, target)
+        assert target.read_bytes() == payload
+        assert server.ranges == ["bytes=300000-"]
+        assert not (tmp_path / "yolov8n-pose.pt.part").exists()
+
+        fresh = tmp_path / "fresh.pt"
+        download_models.fetch_http(server.url, fresh)
+        assert fresh.read_bytes() == payload and server.ranges[-1] is None
+    finally:
+        server.close()
