@@ -31,6 +31,7 @@ task_default_queue = "router"
 task_routes = {
     "enrich_detection": {"queue": "router"},
     "assemble": {"queue": "assemble"},
+    "assess_event_risk": {"queue": "assemble"},
     "sweep_stalled_events": {"queue": "router"},
 }
 result_expires = _settings.result_ttl_seconds

@@ -4,7 +4,7 @@ from celery import Celery
 
 from tasks.metrics import connect_worker_signals
 
-TASK_MODULES = ["tasks.router", "tasks.model_task", "tasks.assemble", "tasks.sweeper", "tasks.control"]
+TASK_MODULES = ["tasks.router", "tasks.model_task", "tasks.assemble", "tasks.sweeper", "tasks.risk_task", "tasks.control"]
 
 app = Celery("model_zoo", include=TASK_MODULES)
 app.config_from_object("celeryconfig")

@@ -48,26 +48,28 @@ def unavailable_models(models: dict[str, ModelRecord]) -> dict[str, str]:
     }
 
 
-def match_identity(enrichment: dict[str, Any], event: dict[str, Any]) -> None:
-    """Attach the gallery's reid_match to the reid section (errors are logged, never fatal)."""
+def match_identity(enrichment: dict[str, Any], event: dict[str, Any]) -> str | None:
+    """Attach the gallery's reid_match to the reid section; returns the reason when the gallery failed."""
     reid = enrichment.get("reid")
     if not reid or not reid.get("embedding"):
-        return
+        return None
     try:
         gallery = ReidGallery(redis_client())
-        timestamp = time.time()
-        reid["reid_match"] = gallery.match_or_add(reid["embedding"], event.get("camera_id", "unknown"), timestamp)
+        reid["reid_match"] = gallery.match_or_add(reid["embedding"], event.get("camera_id", "unknown"), time.time())
     except Exception as exc:
         log.warning("re-identification gallery unavailable: %s", exc)
-        reid["reid_match_error"] = str(exc)
+        return f"error: {exc}"
+    return None
 
 
 def finish_event(records: list[dict], meta: dict[str, Any]) -> dict:
     """Build, store and announce the EnrichmentResult for one routed event; returns it as JSON."""
     event = meta["event"]
     enrichment, models = merge_records(records, meta["planned"])
-    match_identity(enrichment, event)
     unavailable = unavailable_models(models)
+    gallery_error = match_identity(enrichment, event)
+    if gallery_error:
+        unavailable["reid_gallery"] = gallery_error
     prompt = build_risk_prompt(event, enrichment, unavailable)
     now = time.time()
     result = EnrichmentResult(

@@ -11,6 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
+from model_cache import CacheObserver
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,10 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 MODEL_LOADS = Counter("model_zoo_model_loads_total", "Models loaded into a worker's cache", ["model"])
 MODEL_UNLOADS = Counter("model_zoo_model_unloads_total", "Models unloaded from a worker's cache", ["model"])
-MODEL_EVICTIONS = Counter("model_zoo_model_evictions_total", "Models evicted to make room or for idleness", ["model"])
+MODEL_EVICTIONS = Counter(
+    "model_zoo_model_evictions_total", "Models that left a cache, by reason (room, idle, oom, ...)", ["model", "reason"]
+)
+MODEL_SKIPS = Counter("model_zoo_model_skips_total", "Requests refused because the model could not fit", ["model"])
 MODEL_LOAD_SECONDS = Histogram("model_zoo_model_load_seconds", "Time to load a model", ["model"], buckets=LATENCY_BUCKETS)
 INFERENCE_SECONDS = Histogram("model_zoo_inference_seconds", "Time of one model inference", ["model"], buckets=LATENCY_BUCKETS)
 CACHE_HITS = Counter("model_zoo_cache_hits_total", "Model requests served by a resident model", ["model"])
@@ -33,18 +37,19 @@ ASSEMBLY_SECONDS = Histogram(
 )
 
 
-class CacheMetrics:
+class CacheMetrics(CacheObserver):
     """The model cache's observer: turns its events into the counters above."""
 
     def on_load(self, name: str, seconds: float, nbytes: int) -> None:
         MODEL_LOADS.labels(name).inc()
         MODEL_LOAD_SECONDS.labels(name).observe(seconds)
 
-    def on_unload(self, name: str) -> None:
-        MODEL_UNLOADS.labels(name).inc()
-
     def on_evict(self, name: str, reason: str) -> None:
-        MODEL_EVICTIONS.labels(name).inc()
+        MODEL_UNLOADS.labels(name).inc()
+        MODEL_EVICTIONS.labels(name, reason).inc()
+
+    def on_skip(self, name: str, reason: str) -> None:
+        MODEL_SKIPS.labels(name).inc()
 
     def on_hit(self, name: str) -> None:
         CACHE_HITS.labels(name).inc()

@@ -20,6 +20,8 @@ from tasks.model_task import run_model
 from tasks.images import InputError, decode_base64, decode_image, read_confined
 from tasks.placement import choose_queue, live_workers
 from tasks.results import redis_client, result_store
+from tasks.risk import NemotronSettings
+from tasks.risk_task import assess_event_risk
 from tasks.schemas import DetectionEvent, EnrichmentResult, FrameSource, validation_errors
 from tasks.settings import Settings, get_settings
 from workers.models.base import clamp_box
@@ -161,4 +163,7 @@ def enrich_detection(self, event: Any) -> dict:
     Ledger(redis_client()).open(
         detection.event_id, meta, settings.event_deadline_seconds, settings.result_ttl_seconds
     )
-    return self.replace(chord(header, assemble.s(meta)))
+    body = assemble.s(meta)
+    if NemotronSettings.from_env().enabled:
+        body = body | assess_event_risk.s()
+    return self.replace(chord(header, body))

@@ -140,5 +140,6 @@ class EnrichmentResult(BaseModel):
     models: dict[str, ModelRecord] = Field(default_factory=dict)
     prompt: str | None = None
     context_attributes: int = 0
+    risk: dict[str, Any] | None = None  # Nemotron's answer when NEMOTRON_URL is set
     timings: dict[str, float] = Field(default_factory=dict)
     errors: dict[str, str] = Field(default_factory=dict)

@@ -17,7 +17,7 @@ cli = typer.Typer(add_completion=False, help="Start Model Zoo workers.")
 
 def exec_worker(command: list[str], env: dict[str, str]) -> None:
     os.environ.update(env)
-    os.execvp(command[0], command)
+    os.execv(command[0], command)
 
 
 @cli.command()

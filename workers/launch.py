@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,7 @@ def device_slots(gpus: str) -> list[DeviceSlot]:
 
 def celery_worker_command(queues: str, node: str, concurrency: int, loglevel: str, extra: list[str]) -> list[str]:
     return [
-        "celery", "-A", "tasks", "worker", "-Q", queues, "-n", node, "-c", str(concurrency),
+        sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queues, "-n", node, "-c", str(concurrency),
         "-P", "prefork", "--loglevel", loglevel, "-E", *extra,
     ]
 

@@ -67,6 +67,7 @@ class DeviceRuntime:
             idle_seconds=settings.idle_evict_seconds,
             device=self.device,
             on_change=self.publish,
+            observer=CacheMetrics(),
         )
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
