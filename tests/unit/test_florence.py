@@ -151,6 +151,14 @@ def test_open_vocabulary_polygons_are_boxed_beside_boxes():
     assert polygon_box([[0, 0, 4, 2], [6, 1]]) == [0.0, 0.0, 6.0, 2.0]
 
 
+def test_empty_polygons_are_dropped_with_their_labels():
+    answer = {
+        "bboxes": [], "bboxes_labels": [],
+        "polygons": [[[]], [[4, 4, 8, 9, 6]]], "polygons_labels": ["nothing", "box"],
+    }
+    assert answer_to_contract("security_objects", answer) == {"labels": ["box"], "bboxes": [[4.0, 4.0, 8.0, 9.0]]}
+
+
 def test_tiny_writer_saves_a_native_florence_directory(path):
     from transformers import AutoConfig, AutoProcessor
 

@@ -73,8 +73,9 @@ def _box(values: list[float]) -> list[float]:
 
 def polygon_box(polygons: list[list[float]]) -> list[float]:
     """The axis-aligned box around a detection's polygons (flat [x, y, x, y, ...] lists)."""
-    xs = [x for polygon in polygons for x in polygon[0::2]]
-    ys = [y for polygon in polygons for y in polygon[1::2]]
+    points = [polygon[:len(polygon) - len(polygon) % 2] for polygon in polygons]
+    xs = [x for polygon in points for x in polygon[0::2]]
+    ys = [y for polygon in points for y in polygon[1::2]]
     return _box([min(xs), min(ys), max(xs), max(ys)])
 
 
@@ -89,9 +90,13 @@ def answer_to_contract(key: str, answer: Any) -> Any:
     if key == "text_regions":
         return {"labels": list(answer["labels"]), "quad_boxes": [_box(q) for q in answer["quad_boxes"]]}
     if "bboxes_labels" in answer:
-        polygons = [p for p in answer.get("polygons", []) if p and any(p)]
-        labels = list(answer["bboxes_labels"]) + list(answer.get("polygons_labels", [])[: len(polygons)])
-        bboxes = [_box(b) for b in answer["bboxes"]] + [polygon_box(p) for p in polygons]
+        outlined = [
+            (label, polygons)
+            for label, polygons in zip(answer.get("polygons_labels", []), answer.get("polygons", []))
+            if any(len(polygon) >= 2 for polygon in polygons)
+        ]
+        labels = list(answer["bboxes_labels"]) + [label for label, _ in outlined]
+        bboxes = [_box(b) for b in answer["bboxes"]] + [polygon_box(polygons) for _, polygons in outlined]
         return {"labels": labels, "bboxes": bboxes}
     return {"labels": list(answer["labels"]), "bboxes": [_box(b) for b in answer["bboxes"]]}
 
