@@ -30,6 +30,7 @@ redis_socket_keepalive = True
 task_default_queue = "router"
 task_routes = {
     "enrich_detection": {"queue": "router"},
+    "await_result": {"queue": "router"},
     "assemble": {"queue": "assemble"},
     "assess_event_risk": {"queue": "assemble"},
     "sweep_stalled_events": {"queue": "router"},

@@ -15,6 +15,10 @@ def ledger_key(event_id: str) -> str:
     return f"ledger:{event_id}"
 
 
+def claim_key(event_id: str) -> str:
+    return f"claim:{event_id}"
+
+
 class Ledger:
     """ledger:<event_id> holds the router's meta; ledger:deadlines orders events by when they are overdue."""
 
@@ -27,9 +31,16 @@ class Ledger:
             pipe.zadd(DEADLINES_KEY, {event_id: time.time() + deadline_seconds})
             pipe.execute()
 
+    def claim(self, event_id: str, ttl_seconds: float) -> bool:
+        """True for the first submission of an event id in flight; duplicates get False."""
+        return bool(self.client.set(claim_key(event_id), "1", nx=True, ex=max(1, int(ttl_seconds))))
+
+    def release(self, event_id: str) -> None:
+        self.client.delete(claim_key(event_id))
+
     def close(self, event_id: str) -> None:
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(ledger_key(event_id))
+            pipe.delete(ledger_key(event_id), claim_key(event_id))
             pipe.zrem(DEADLINES_KEY, event_id)
             pipe.execute()
 

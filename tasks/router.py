@@ -111,26 +111,35 @@ def place_models(models: list[str], settings: Settings) -> dict[str, str]:
     return placement
 
 
-@app.task(name="enrich_detection", bind=True)
-def enrich_detection(self, event: Any) -> dict:
-    """Entry point for the backend: one detection event dict in, its EnrichmentResult out."""
-    received_at = time.time()
-    settings = get_settings()
-    if not isinstance(event, dict):
-        return reject(event, {"event": f"expected a JSON object, got {type(event).__name__}"}, self.request.id)
-    try:
-        detection = DetectionEvent.model_validate(event)
-    except ValidationError as exc:
-        return reject(event, validation_errors(exc), self.request.id)
-    existing = result_store().get(detection.event_id)
-    if existing is not None and existing.get("status") != "rejected":
-        log.info("event %s already enriched; returning the stored result", detection.event_id)
-        return existing
-    try:
-        checked = check_frames(detection, settings)
-    except InputError as exc:
-        return reject(event, {exc.field: exc.reason}, self.request.id)
+class Rejected(Exception):
+    """The event cannot be enriched; errors name the field(s) and why."""
 
+    def __init__(self, errors: dict[str, str]):
+        super().__init__(errors)
+        self.errors = errors
+
+
+def parse_event(event: Any) -> DetectionEvent:
+    """Schema validation only (cheap): raises Rejected naming the bad fields."""
+    if not isinstance(event, dict):
+        raise Rejected({"event": f"expected a JSON object, got {type(event).__name__}"})
+    try:
+        return DetectionEvent.model_validate(event)
+    except ValidationError as exc:
+        raise Rejected(validation_errors(exc)) from None
+
+
+def admit_event(event: Any, settings: Settings) -> tuple[DetectionEvent, CheckedFrames]:
+    """Everything the router checks before any model runs: the schema, then every frame decoded once."""
+    detection = parse_event(event)
+    try:
+        return detection, check_frames(detection, settings)
+    except InputError as exc:
+        raise Rejected({exc.field: exc.reason}) from None
+
+
+def route(detection: DetectionEvent, checked: CheckedFrames, settings: Settings, received_at: float):
+    """Store the frames once, plan and place the models; returns (meta, chord signature or None)."""
     store = FrameStore(redis_client(), settings.frame_ttl_seconds)
     frame_key = checked.frame_key or store.put_frame(detection.event_id, checked.frame)
     buffer_keys = store.put_buffer(detection.event_id, checked.buffer)
@@ -147,23 +156,67 @@ def enrich_detection(self, event: Any) -> dict:
         "frame_size": list(checked.size),
         "received_at": received_at,
         "routed_at": time.time(),
+        "task_ids": {model: uuid() for model in models},
     }
     if not models:
-        return finish_event([], meta)
+        return meta, None
     context = {
         "frame_key": frame_key, "buffer_keys": buffer_keys, "bbox": list(checked.bbox),
         "face_bbox": list(checked.face_bbox) if checked.face_bbox else None,
         "detection_type": detection.detection_type,
     }
-    meta["task_ids"] = {model: uuid() for model in models}
     header = [
         run_model.si(detection.event_id, model, context).set(queue=placement[model], task_id=meta["task_ids"][model])
         for model in models
     ]
-    Ledger(redis_client()).open(
-        detection.event_id, meta, settings.event_deadline_seconds, settings.result_ttl_seconds
-    )
     body = assemble.s(meta)
     if NemotronSettings.from_env().enabled:
         body = body | assess_event_risk.s()
-    return self.replace(chord(header, body))
+    return meta, chord(header, body)
+
+
+@app.task(name="enrich_detection", bind=True)
+def enrich_detection(self, event: Any) -> dict:
+    """Entry point for the backend: one detection event dict in, its EnrichmentResult out.
+
+    One result per event_id: a stored result is returned as is, and a duplicate of an event still in
+    flight waits for the original's result instead of computing it again.
+    """
+    received_at = time.time()
+    settings = get_settings()
+    try:
+        detection = parse_event(event)
+    except Rejected as exc:
+        return reject(event, exc.errors, self.request.id)
+    existing = result_store().get(detection.event_id)
+    if existing is not None and existing.get("status") != "rejected":
+        log.info("event %s already enriched; returning the stored result", detection.event_id)
+        return existing
+    ledger = Ledger(redis_client())
+    if not ledger.claim(detection.event_id, settings.event_deadline_seconds * 2):
+        log.info("event %s is already in flight; waiting for its result", detection.event_id)
+        return self.replace(await_result.si(detection.event_id, time.time() + settings.event_deadline_seconds * 2))
+    try:
+        detection, checked = admit_event(event, settings)
+    except Rejected as exc:
+        ledger.release(detection.event_id)
+        return reject(event, exc.errors, self.request.id)
+    meta, work = route(detection, checked, settings, received_at)
+    if work is None:
+        ledger.release(detection.event_id)
+        return finish_event([], meta)
+    ledger.open(detection.event_id, meta, settings.event_deadline_seconds, settings.result_ttl_seconds)
+    return self.replace(work)
+
+
+@app.task(name="await_result", bind=True, max_retries=None)
+def await_result(self, event_id: str, deadline: float) -> dict:
+    """A duplicate submission's answer: the original's stored result, polled without blocking a worker."""
+    stored = result_store().get(event_id)
+    if stored is not None:
+        return stored
+    if time.time() > deadline:
+        return EnrichmentResult(
+            event_id=event_id, status="partial", errors={"event_id": "a duplicate of this event never finished"}
+        ).model_dump(mode="json")
+    raise self.retry(countdown=0.5)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from model_cache.spec import Priority
 
@@ -63,13 +64,20 @@ class ModelEntry:
         return f"{self.name.upper()}_MODEL_PATH"
 
     @property
+    def family_env(self) -> str:
+        """Environment variable that swaps in another implementation ("module:Class"), e.g. for fault injection."""
+        return f"{self.name.upper()}_MODEL_FAMILY"
+
+    @property
     def local_dir(self) -> str:
         """Directory (or file) name under MODELS_DIR for this model."""
         return self.name
 
-    def load_class(self) -> type:
-        module_name, class_name = self.family.split(":")
-        return getattr(importlib.import_module(f"workers.models.{module_name}"), class_name)
+    def load_class(self, env: Mapping[str, str] = os.environ) -> type:
+        """The wrapper class: <NAME>_MODEL_FAMILY when set (a dotted module is taken as is), else the table's."""
+        module_name, class_name = (env.get(self.family_env) or self.family).split(":")
+        module = module_name if "." in module_name else f"workers.models.{module_name}"
+        return getattr(importlib.import_module(module), class_name)
 
     def applies_to(self, event: Any) -> bool:
         if event.detection_type not in self.detection_types:
@@ -97,7 +105,7 @@ MODELS: tuple[ModelEntry, ...] = (
         Priority.MEDIUM, frozenset({"vehicle"}), "vehicle",
     ),
     ModelEntry(
-        "pet", "pet:PetModel", "microsoft/resnet-18", 200, Priority.MEDIUM, frozenset({"animal"}), "pet",
+        "pet", "pet:PetModel", "hilmansw/resnet18-catdog-classifier", 200, Priority.MEDIUM, frozenset({"animal"}), "pet",
     ),
     ModelEntry("reid", "reid:ReidModel", "osnet_x0_25", 100, Priority.MEDIUM, PERSON, "reid"),
     ModelEntry("depth", "depth:DepthModel", "depth-anything/Depth-Anything-V2-Small-hf", 150, Priority.LOW, ANY, "depth"),
@@ -106,7 +114,7 @@ MODELS: tuple[ModelEntry, ...] = (
         "action", condition=Condition.SUSPICIOUS_WITH_FRAMES,
     ),
     ModelEntry(
-        "florence", "florence:FlorenceModel", "microsoft/Florence-2-large", 1200, Priority.RESIDENT, PERSON,
+        "florence", "florence:FlorenceModel", "florence-community/Florence-2-large", 1200, Priority.RESIDENT, PERSON,
         "scene", scene=True,
     ),
     ModelEntry(
