@@ -1,0 +1,312 @@
+"""`model-zoo`: the operator's command line for submitting events, reading results and watching the pool.
+
+Exit codes: 0 done, 1 the request failed (unknown event id, unreadable image, timeout, failed task),
+2 Redis cannot be reached (or a usage error, as typer reports it).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NoReturn
+
+import redis
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from tasks.results import COMPLETED_CHANNEL
+from tasks.settings import Settings, with_password
+
+UNREACHABLE_EXIT = 2
+STATUS_COLOURS = {"complete": "green", "partial": "yellow", "rejected": "red"}
+DEMO_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Submit events to the Model Zoo pool and read results.")
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+# -- values ---------------------------------------------------------------------------------------------
+Box = tuple[int | float, int | float, int | float, int | float]
+
+
+def parse_box(text: str) -> Box:
+    """'x1,y1,x2,y2' in pixels -> a box with x2 > x1 and y2 > y1 (integers stay integers)."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not four numbers x1,y1,x2,y2") from None
+    if len(numbers) != 4:
+        raise typer.BadParameter(f"{text!r} has {len(numbers)} numbers, a box needs four: x1,y1,x2,y2")
+    x1, y1, x2, y2 = (int(n) if n.is_integer() else n for n in numbers)
+    if x2 <= x1 or y2 <= y1:
+        raise typer.BadParameter(f"{text!r}: x2 must exceed x1 and y2 must exceed y1")
+    return x1, y1, x2, y2
+
+
+def redacted(url: str) -> str:
+    """The URL with any password replaced, for messages."""
+    return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
+
+
+def build_event(image: bytes, box: Box, detection_type: str, camera: str, event_id: str,
+                face: Box | None = None, suspicious: float = 0.0, timestamp: str | None = None) -> dict[str, Any]:
+    """The enrich_detection event for one image file (the frame travels as base64)."""
+    event: dict[str, Any] = {
+        "event_id": event_id, "camera_id": camera, "detection_type": detection_type, "confidence": 1.0,
+        "timestamp": timestamp or datetime.now(timezone.utc).isoformat(), "bbox": list(box),
+        "face_visible": face is not None, "suspicious_score": suspicious,
+        "image": base64.b64encode(image).decode(),
+    }
+    if face is not None:
+        event["face_bbox"] = list(face)
+    return event
+
+
+def new_event_id() -> str:
+    return f"cli-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+# -- output ---------------------------------------------------------------------------------------------
+def fail(message: str, code: int = 1) -> NoReturn:
+    errors.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def models_table(models: dict[str, dict[str, Any]]) -> Table:
+    table = Table("model", "status", "worker", "device", "hit", "load ms", "infer ms", "error")
+    for name, record in models.items():
+        colour = "green" if record.get("status") == "ok" else "yellow"
+        table.add_row(
+            name, f"[{colour}]{record.get('status')}[/{colour}]", record.get("worker") or "-", record.get("device") or "-",
+            "yes" if record.get("cache_hit") else "no", f"{record.get('load_ms', 0):.0f}",
+            f"{record.get('infer_ms', 0):.0f}", record.get("error") or "",
+        )
+    return table
+
+
+def print_result(result: dict[str, Any]) -> None:
+    """Status line, per-model table, errors and the Nemotron prompt of one stored result."""
+    status = result.get("status", "?")
+    colour = STATUS_COLOURS.get(status, "white")
+    console.rule(f"[bold]{result.get('event_id')}[/bold]  [{colour}]{status}[/{colour}]")
+    console.print(
+        f"camera {result.get('camera_id') or '-'}  detection {result.get('detection_type') or '-'}  "
+        f"context attributes {result.get('context_attributes', 0)}  timings {result.get('timings') or {}}"
+    )
+    if result.get("models"):
+        console.print(models_table(result["models"]))
+    for field, reason in (result.get("errors") or {}).items():
+        if field not in (result.get("models") or {}):  # model errors are already in the table
+            console.print(f"[red]{field}[/red]: {reason}")
+    if result.get("risk"):
+        console.print(Panel(json.dumps(result["risk"], indent=2), title="Nemotron risk", expand=False))
+    if result.get("prompt"):
+        console.print(Panel(result["prompt"], title="Nemotron prompt", expand=False))
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2))
+
+
+# -- connections ----------------------------------------------------------------------------------------
+def redis_url(ctx: typer.Context) -> str:
+    return ctx.obj["redis_url"]
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that has answered PING; otherwise one clear line and exit code 2."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        fail(f"cannot reach Redis at {redacted(url)}: {exc}", UNREACHABLE_EXIT)
+    return client
+
+
+def enrichment_client(url: str):
+    """The backend's client, once Redis has answered (celery would otherwise retry the broker forever)."""
+    from tasks.client import EnrichmentClient
+
+    connect(url).close()
+    return EnrichmentClient(url)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    url: str = typer.Option(None, "--redis-url", envvar="REDIS_URL", show_default="REDIS_URL or redis://127.0.0.1:6379/0",
+                            help="Broker and result store; REDIS_PASSWORD is added when the URL has none"),
+) -> None:
+    """Submit events to the Model Zoo pool and read results."""
+    base = url or Settings.model_fields["redis_url"].default
+    ctx.obj = {"redis_url": with_password(base, os.environ.get("REDIS_PASSWORD") or None)}
+
+
+# -- commands -------------------------------------------------------------------------------------------
+@app.command()
+def submit(
+    ctx: typer.Context,
+    image: Path = typer.Argument(..., help="JPEG/PNG frame to enrich"),
+    box: str = typer.Option(..., "--box", help="Detection box x1,y1,x2,y2 in pixels"),
+    detection_type: str = typer.Option("person", "--type", help="Detector label: person, car, dog ..."),
+    camera: str = typer.Option("cli", "--camera", help="camera_id of the event"),
+    face: str | None = typer.Option(None, "--face", help="Face box x1,y1,x2,y2 (marks the face visible)"),
+    suspicious: float = typer.Option(0.0, "--suspicious", min=0, max=100, help="suspicious_score 0-100"),
+    event_id: str | None = typer.Option(None, "--event-id", help="Default: a new cli-<time>-<random> id"),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the assembled result"),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for the result"),
+    as_json: bool = typer.Option(False, "--json", help="Print raw JSON"),
+) -> None:
+    """Enrich one image file: submit the event, wait for the result, print its summary and prompt."""
+    try:
+        data = image.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read image {image}: {exc.strerror or exc}")
+    try:
+        from PIL import Image
+
+        Image.open(io.BytesIO(data)).verify()
+    except Exception as exc:
+        fail(f"{image} is not a readable image ({exc})")
+    event = build_event(data, parse_box(box), detection_type, camera, event_id or new_event_id(),
+                        face=parse_box(face) if face else None, suspicious=suspicious)
+    client = enrichment_client(redis_url(ctx))
+    try:
+        pending = client.submit(event)
+        if not wait:
+            if as_json:
+                print_json({"event_id": event["event_id"], "task_id": pending.id})
+            else:
+                console.print(f"submitted {event['event_id']}  task {pending.id}\n"
+                              f"read it later with: model-zoo show {event['event_id']}")
+            return
+        from celery.exceptions import TimeoutError as ResultTimeout
+
+        try:
+            with console.status(f"enriching {event['event_id']} ({image.name})"):
+                result = pending.get(timeout=timeout)
+        except ResultTimeout:
+            fail(f"no result for {event['event_id']} within {timeout:g}s (is a worker running?); "
+                 f"try later: model-zoo show {event['event_id']}")
+        except redis.RedisError as exc:
+            fail(f"lost Redis while waiting: {exc}", UNREACHABLE_EXIT)
+        except Exception as exc:
+            fail(f"task for {event['event_id']} failed: {type(exc).__name__}: {exc}")
+        if as_json:
+            print_json(result)
+        else:
+            print_result(result)
+    finally:
+        client.close()
+
+
+@app.command()
+def show(ctx: typer.Context, event_id: str = typer.Argument(..., help="The event's id"),
+         as_json: bool = typer.Option(False, "--json", help="Print raw JSON")) -> None:
+    """Print the stored result of one event (enrichment:<event_id>)."""
+    from tasks.results import ResultStore
+
+    client = connect(redis_url(ctx))
+    try:
+        result = ResultStore(client, ttl_seconds=0).get(event_id)
+    finally:
+        client.close()
+    if result is None:
+        fail(f"no result stored for event {event_id!r} (unknown id, still running, or expired after RESULT_TTL_SECONDS)")
+    if as_json:
+        print_json(result)
+    else:
+        print_result(result)
+
+
+@app.command()
+def models(ctx: typer.Context, timeout: float = typer.Option(2.0, help="Seconds to wait for workers' replies"),
+           as_json: bool = typer.Option(False, "--json", help="Print raw JSON")) -> None:
+    """Models each worker holds, with memory use (the loaded_models remote-control command)."""
+    client = enrichment_client(redis_url(ctx))
+    try:
+        replies = client.app.control.broadcast("loaded_models", reply=True, timeout=timeout)
+    finally:
+        client.close()
+    states = {node: state for reply in replies or [] for node, state in reply.items()}
+    if as_json:
+        print_json(states)
+        return
+    if not states:
+        fail(f"no worker answered within {timeout:g}s")
+    table = Table("worker", "queue", "device", "model", "priority", "MB", "hits", "idle s")
+    for node, state in sorted(states.items()):
+        held = state.get("models") or []
+        if not held:
+            table.add_row(node, state.get("queue", "-"), state.get("device", "-"), "[dim]none[/dim]", "", "", "", "")
+        for model in held:
+            table.add_row(node, state.get("queue", "-"), state.get("device", "-"), model["name"], model.get("priority", ""),
+                          f"{model.get('bytes', 0) / 2**20:.0f}", str(model.get("hits", "")),
+                          f"{model.get('last_used_age_s', 0):.0f}")
+        if "budget_bytes" in state:
+            table.add_row("", "", "", f"[dim]used {state['used_bytes'] / 2**20:.0f} of {state['budget_bytes'] / 2**20:.0f} MB[/dim]",
+                          "", "", "", "", end_section=True)
+    console.print(table)
+
+
+@app.command()
+def tail(ctx: typer.Context, count: int = typer.Option(0, "--count", min=0, help="Stop after this many events (0: forever)"),
+         as_json: bool = typer.Option(False, "--json", help="One JSON object per line")) -> None:
+    """Print events as they complete (the enrichment.completed channel), with each stored result's summary."""
+    from tasks.results import ResultStore
+
+    client = connect(redis_url(ctx))
+    store = ResultStore(client, ttl_seconds=0)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(COMPLETED_CHANNEL)
+    if not as_json:
+        errors.print(f"[dim]listening on {COMPLETED_CHANNEL} at {redacted(redis_url(ctx))}; Ctrl-C to stop[/dim]")
+    seen = 0
+    try:
+        while not count or seen < count:
+            message = pubsub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            seen += 1
+            announced = json.loads(message["data"])
+            stored = store.get(announced.get("event_id", "")) or {}
+            if as_json:
+                typer.echo(json.dumps(announced))
+                continue
+            records = stored.get("models") or {}
+            ok = sum(1 for r in records.values() if r.get("status") == "ok")
+            status = announced.get("status", "?")
+            colour = STATUS_COLOURS.get(status, "white")
+            console.print(
+                f"{time.strftime('%H:%M:%S')}  {announced.get('event_id')}  [{colour}]{status}[/{colour}]  "
+                f"{stored.get('detection_type') or '-'} on {stored.get('camera_id') or '-'}  {ok}/{len(records)} models ok"
+            )
+    except KeyboardInterrupt:
+        pass
+    except redis.RedisError as exc:
+        fail(f"lost Redis: {exc}", UNREACHABLE_EXIT)
+    finally:
+        pubsub.close()
+        client.close()
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def demo(ctx: typer.Context) -> None:
+    """Run scripts/demo.py (its own redis-server, tiny models and workers); extra options go to it (--keep, --gpus)."""
+    if not DEMO_SCRIPT.exists():
+        fail(f"{DEMO_SCRIPT} is not here: the demo runs from a source checkout")
+    raise typer.Exit(subprocess.call([sys.executable, str(DEMO_SCRIPT), *ctx.args]))
