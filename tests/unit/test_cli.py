@@ -13,6 +13,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+from tasks import cli
 from tasks.cli import app, build_event, parse_box, redacted
 from tasks.results import ResultStore
 from tasks.schemas import DetectionEvent, EnrichmentResult, ModelRecord
@@ -81,7 +82,8 @@ def test_show_unknown_event_exits_1_and_says_so(redis_server, redis_client):
     assert "Traceback" not in result.output
 
 
-def test_show_prints_a_stored_result(redis_server, redis_client):
+def test_show_prints_a_stored_result(redis_server, redis_client, monkeypatch):
+    monkeypatch.setattr(cli.console, "width", 160)  # a wide terminal: table cells are not wrapped
     ResultStore(redis_client, ttl_seconds=60).save(stored_result("evt-show"))
     result = invoke(redis_server, "show", "evt-show")
     assert result.exit_code == 0, result.output
