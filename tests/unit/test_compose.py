@@ -1,0 +1,228 @@
+"""docker-compose.yml checked against the code: its services, the queues they consume, the variables they set."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import workers.__main__ as workers_cli
+from tasks.settings import Settings
+from workers.launch import ROUTER_QUEUES
+from workers.registry import REGISTRY
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+SECRETS = {"REDIS_PASSWORD": "test-password", "FLOWER_BASIC_AUTH": "admin:test"}
+
+SETTINGS_VARIABLES = {name.upper() for name in Settings.model_fields}
+MODEL_PATH_VARIABLES = {entry.path_env for entry in REGISTRY.values()}
+# Read with os.environ outside Settings: the file that reads each one.
+PROJECT_VARIABLES = {
+    "METRICS_PORT_BASE": "workers/launch.py",
+    "NEMOTRON_URL": "tasks/risk.py",
+    "VISIBLE_DEVICE_INDEX": "workers/__main__.py",  # pending: see the xfail below
+}
+# Read by other software, or by the compose file itself.
+OTHER_VARIABLES = {
+    "CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "YOLO_OFFLINE", "PYTHONUNBUFFERED",
+    "FLOWER_BASIC_AUTH",  # Flower's --basic-auth
+    "REDISCLI_AUTH",  # redis-cli's password, for the redis healthcheck
+    "WORKER_NODE",  # the worker healthcheck's node name
+}
+KNOWN_VARIABLES = SETTINGS_VARIABLES | MODEL_PATH_VARIABLES | set(PROJECT_VARIABLES) | OTHER_VARIABLES
+
+LAUNCHER_KNOWS_VISIBLE_INDEX = "VISIBLE_DEVICE_INDEX" in "".join(
+    (REPO / path).read_text() for path in ("workers/launch.py", "workers/__main__.py")
+)
+
+
+def interpolate(value: str, env: dict[str, str] | None = None) -> str:
+    """Compose's interpolation: ${VAR:-default}, ${VAR:?error} (must be set), ${VAR}, and $$ for a literal $."""
+    env = SECRETS | (env or {})
+
+    def replace(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, modifier, word = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        if modifier and modifier.endswith("?"):
+            raise KeyError(f"{name} must be set: {word}")
+        return word if modifier else ""
+
+    return re.sub(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}", replace, value)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict:
+    return compose["services"]
+
+
+def environment(service: dict) -> dict[str, str]:
+    return {key: interpolate(str(value)) for key, value in (service.get("environment") or {}).items()}
+
+
+def launched(service: dict, tmp_path: Path, monkeypatch) -> tuple[list[str], dict[str, str]]:
+    """What `python -m workers ...` from the service's command would exec, with the service's environment."""
+    command = [interpolate(part) for part in service["command"]]
+    assert command[:3] == ["python", "-m", "workers"], command
+    captured: list[tuple[list[str], dict[str, str]]] = []
+    monkeypatch.setattr(workers_cli, "exec_worker", lambda cmd, env: captured.append((cmd, env)))
+    result = CliRunner().invoke(workers_cli.cli, command[3:], env=environment(service) | {"METRICS_DIR": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    (worker_command, worker_env), = captured
+    return worker_command, worker_env
+
+
+def option(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+def worker_services(services: dict) -> dict[str, dict]:
+    return {name: s for name, s in services.items() if s.get("command", [None])[:3] == ["python", "-m", "workers"]}
+
+
+def gpu_services(services: dict) -> dict[str, dict]:
+    return {name: s for name, s in worker_services(services).items() if "device" in s["command"]}
+
+
+def test_compose_runs_redis_router_two_gpu_workers_and_flower(services):
+    assert set(services) == {"redis", "router", "gpu0", "gpu1", "flower"}
+    assert set(gpu_services(services)) == {"gpu0", "gpu1"}
+
+
+def test_every_environment_key_is_a_variable_the_code_reads(services):
+    unknown = {
+        f"{name}.{key}" for name, service in services.items() for key in (service.get("environment") or {})
+        if key not in KNOWN_VARIABLES
+    }
+    assert not unknown, f"not read by the code (typo?): {sorted(unknown)}"
+
+
+def test_project_variables_are_read_where_the_allow_list_says():
+    for variable, path in PROJECT_VARIABLES.items():
+        if variable == "VISIBLE_DEVICE_INDEX" and not LAUNCHER_KNOWS_VISIBLE_INDEX:
+            continue  # covered by the xfail below until the launcher reads it
+        assert variable in (REPO / path).read_text(), f"{variable} is not read in {path}"
+
+
+def test_model_path_overrides_default_to_models_dir_and_name(services):
+    for name, service in gpu_services(services).items():
+        env = environment(service)
+        assert env["MODELS_DIR"] == "/models"
+        for entry in REGISTRY.values():
+            assert env[entry.path_env] == f"/models/{entry.local_dir}", f"{name}: {entry.path_env}"
+
+
+def test_workers_mount_the_models_read_only(services):
+    for name, service in worker_services(services).items():
+        assert any(interpolate(v).endswith(":/models:ro") for v in service["volumes"]), name
+        assert environment(service)["MODELS_DIR"] == "/models"
+
+
+def test_redis_requires_a_password_and_persists(services):
+    redis = services["redis"]
+    command = redis["command"]
+    assert re.fullmatch(r"\$\{REDIS_PASSWORD:\?[^}]+\}", option(command, "--requirepass"))
+    assert option(command, "--appendonly") == "yes"
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+    assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
+    for name, service in worker_services(services).items():
+        raw = service["environment"]["REDIS_PASSWORD"]
+        assert raw.startswith("${REDIS_PASSWORD:?"), f"{name} must refuse to start without the password"
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_flower_requires_basic_auth(services):
+    flower = services["flower"]
+    assert flower["command"][:4] == ["celery", "-A", "tasks", "flower"]
+    assert "--port=5555" in flower["command"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    assert any(interpolate(p).endswith(":5555:5555") for p in flower["ports"])
+    with pytest.raises(KeyError, match="FLOWER_BASIC_AUTH"):
+        interpolate(flower["environment"]["FLOWER_BASIC_AUTH"], {"FLOWER_BASIC_AUTH": ""})
+
+
+def test_every_queue_is_consumed_by_some_service(services, tmp_path, monkeypatch):
+    import celeryconfig
+
+    consumed = set()
+    for service in worker_services(services).values():
+        command, _ = launched(service, tmp_path, monkeypatch)
+        consumed |= set(option(command, "-Q").split(","))
+    routed = {route["queue"] for route in celeryconfig.task_routes.values()}
+    static = set(environment(services["router"])["DEVICE_QUEUES"].split(","))
+    required = routed | set(ROUTER_QUEUES.split(",")) | static
+    assert required <= consumed, f"nobody consumes {sorted(required - consumed)}"
+
+
+def test_router_runs_the_sweepers_beat(services, tmp_path, monkeypatch):
+    command, env = launched(services["router"], tmp_path, monkeypatch)
+    assert "-B" in command and env["WORKER_ROLE"] == "router"
+    assert option(command, "-n") == f"{environment(services['router'])['WORKER_NODE']}@%h"
+
+
+def test_each_gpu_service_reserves_its_gpu_and_consumes_its_queue(services, tmp_path, monkeypatch):
+    for name, service in gpu_services(services).items():
+        index = name.removeprefix("gpu")
+        (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and device["device_ids"] == [index] and "gpu" in device["capabilities"]
+        command, env = launched(service, tmp_path, monkeypatch)
+        assert option(command, "-Q") == f"gpu.{index}" and env["DEVICE_QUEUE"] == f"gpu.{index}"
+        assert option(command, "-c") == "1" and env["WORKER_ROLE"] == "device"
+        assert option(command, "-n") == f"{environment(service)['WORKER_NODE']}@%h"
+
+
+def test_a_second_host_moves_its_workers_to_other_queues(services, tmp_path, monkeypatch):
+    monkeypatch.setitem(SECRETS, "GPU0_QUEUE_INDEX", "2")
+    command, env = launched(services["gpu0"], tmp_path, monkeypatch)
+    assert option(command, "-Q") == "gpu.2" and option(command, "-n") == "gpu2@%h"
+    assert environment(services["gpu0"])["WORKER_NODE"] == "gpu2"
+    assert services["gpu0"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["0"]
+
+
+@pytest.mark.xfail(
+    not LAUNCHER_KNOWS_VISIBLE_INDEX, strict=True,
+    reason="workers/launch.py sets CUDA_VISIBLE_DEVICES to the queue index; a container given only GPU N sees it as 0",
+)
+def test_each_gpu_worker_sees_its_reserved_gpu_as_cuda_device_0(services, tmp_path, monkeypatch):
+    for service in gpu_services(services).values():
+        _, env = launched(service, tmp_path, monkeypatch)
+        assert env["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+def test_image_installs_the_project_and_runs_as_a_non_root_user():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
+    assert re.search(r"^RUN pip install --no-deps \.", dockerfile, re.M)
+    users = re.findall(r"^USER (\S+)$", dockerfile, re.M)
+    assert users and users[-1] not in {"root", "0"}
+
+
+def docker_compose_works() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not docker_compose_works(), reason="the docker compose plugin is not installed")
+def test_docker_compose_accepts_the_file_and_refuses_it_without_secrets():
+    def config(env: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run(["docker", "compose", "-f", str(COMPOSE_FILE), "config", "-q"], cwd=REPO,
+                              env={"PATH": "/usr/bin:/bin:/usr/local/bin"} | env, capture_output=True, text=True)
+
+    ok = config(SECRETS)
+    assert ok.returncode == 0, ok.stderr
+    missing = config({"FLOWER_BASIC_AUTH": "admin:test"})
+    assert missing.returncode != 0 and "REDIS_PASSWORD" in missing.stderr
