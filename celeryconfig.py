@@ -18,8 +18,8 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 # Longer than any model task can run, so a slow task is not redelivered while still running.
-broker_transport_options = {"visibility_timeout": 3600}
-result_backend_transport_options = {"visibility_timeout": 3600}
+broker_transport_options = {"visibility_timeout": _settings.visibility_timeout_seconds}
+result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout_seconds}
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None
 result_backend_always_retry = True

@@ -90,7 +90,7 @@ def run_model(self, event_id: str, model: str, context: dict[str, Any]) -> dict[
             record = runtime().run(model, context)
     except SoftTimeLimitExceeded:
         record = ModelRecord(
-            model=model, status="timeout", worker=_node["name"],
+            model=model, status="timeout", worker=_node["name"], device=_runtime.device if _runtime else None,
             error=f"exceeded the {_settings.model_soft_time_limit:g}s soft time limit",
         )
     except Exception as exc:  # never raise into the chord: the callback would not fire

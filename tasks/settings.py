@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     event_deadline_seconds: float = Field(300.0, description="Sweeper finishes events older than this as partial")
     sweep_interval_seconds: float = Field(30.0, description="How often the sweeper looks for overdue events")
     max_deliveries: int = Field(3, description="A model task redelivered more often (its worker died) gives up")
+    visibility_timeout_seconds: int = Field(
+        3600, description="Unacknowledged tasks of a vanished worker are redelivered after this; above MODEL_TIME_LIMIT"
+    )
     redis_password: str | None = Field(None, description="Password added to REDIS_URL when it has none")
 
     @field_validator("scene_models", "scene_detection_types", "device_queues", mode="before")
@@ -46,6 +49,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def redelivery_after_time_limit(self) -> "Settings":
+        if self.visibility_timeout_seconds <= self.model_time_limit:
+            raise ValueError(
+                "VISIBILITY_TIMEOUT_SECONDS must exceed MODEL_TIME_LIMIT, or tasks still running are delivered twice"
+            )
+        return self
 
     @property
     def broker_url(self) -> str:

@@ -51,3 +51,14 @@ def redis_client(redis_server):
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def pool_models_dir(tiny_models_dir):
+    """Every model of the zoo, tiny, generated once."""
+    from workers.model_files import write_generated
+    from workers.registry import REGISTRY
+
+    for entry in REGISTRY.values():
+        write_generated(entry, tiny_models_dir)
+    return tiny_models_dir

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import typer
@@ -43,31 +42,36 @@ def start(gpus: str = typer.Option("auto", help="auto, none (CPU only), or GPU i
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     specs = ([router_command(loglevel)] if router_worker else []) + [device_command(s, loglevel) for s in slots]
-    processes = []
-    for command, env in specs:
+    stopping = False
+
+    def launch(command: list[str], env: dict[str, str]) -> subprocess.Popen:
         typer.echo(f"starting {' '.join(command)}  [{' '.join(f'{k}={v}' for k, v in env.items())}]")
-        processes.append(subprocess.Popen(command, env=os.environ | env))
+        return subprocess.Popen(command, env=os.environ | env)
 
     def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
         for process in processes:
             if process.poll() is None:
                 process.terminate()
 
+    processes = [launch(command, env) for command, env in specs]
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    try:
-        while all(p.poll() is None for p in processes):
-            time.sleep(0.5)
-    finally:
-        stop()
-        deadline = time.monotonic() + 30
-        for process in processes:
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-    failed = [p.returncode for p in processes if p.returncode not in (0, -signal.SIGTERM)]
-    sys.exit(1 if failed else 0)
+    while not stopping:
+        time.sleep(0.5)
+        for index, process in enumerate(processes):
+            if process.poll() is not None and not stopping:
+                command = specs[index][0]
+                node = command[command.index("-n") + 1]
+                typer.echo(f"worker {node} exited with code {process.returncode}; restarting it")
+                processes[index] = launch(*specs[index])
+    deadline = time.monotonic() + 30
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 @cli.command("slots")

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 
 from model_cache import ModelCache, ModelSkipped, ModelSpec
 from tasks.frame_store import DecodedFrames, FrameStore
@@ -117,6 +118,8 @@ class DeviceRuntime:
             loaded = self.cache.get(self.spec_for(entry))
         except ModelSkipped as exc:
             return record.model_copy(update={"status": "skipped", "error": str(exc)})
+        except SoftTimeLimitExceeded:
+            raise
         except Exception as exc:
             log.exception("loading %s failed", model)
             return record.model_copy(update={"status": "error", "error": f"load failed: {type(exc).__name__}: {exc}"})
@@ -126,9 +129,9 @@ class DeviceRuntime:
             data = self.cache.run_with_oom_retry(self.spec_for(entry), lambda wrapper: wrapper.infer(inputs))
         except InferenceSkipped as exc:
             return record.model_copy(update={"status": "skipped", "error": str(exc)})
+        except SoftTimeLimitExceeded:
+            raise
         except Exception as exc:
-            if type(exc).__name__ == "SoftTimeLimitExceeded":
-                raise
             log.exception("inference of %s failed", model)
             return record.model_copy(update={"status": "error", "error": f"{type(exc).__name__}: {exc}"})
         finally:
