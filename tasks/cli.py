@@ -255,7 +255,7 @@ def models(ctx: typer.Context, timeout: float = typer.Option(2.0, help="Seconds 
             table.add_row(node, state.get("queue", "-"), state.get("device", "-"), "[dim]none[/dim]", "", "", "", "")
         for model in held:
             table.add_row(node, state.get("queue", "-"), state.get("device", "-"), model["name"], model.get("priority", ""),
-                          f"{model.get('bytes', 0) / 2**20:.0f}", str(model.get("hits", "")),
+                          f"{model.get('bytes', 0) / 2**20:.1f}", str(model.get("hits", "")),
                           f"{model.get('last_used_age_s', 0):.0f}")
         if "budget_bytes" in state:
             table.add_row("", "", "", f"[dim]used {state['used_bytes'] / 2**20:.0f} of {state['budget_bytes'] / 2**20:.0f} MB[/dim]",
