@@ -8,7 +8,7 @@ import time
 import pytest
 from kombu import Connection, Exchange, Producer
 
-from tasks.sample_events import vehicle_event
+from tasks.sample_events import b64, bus_photo, vehicle_event
 
 pytestmark = pytest.mark.integration
 
@@ -26,3 +26,26 @@ def test_pickled_message_is_refused(pool):
     assert pool.client.stored("pickled") is None, "the pickled task never ran"
     assert "ContentDisallowed" in pool.log_tail(400) or "disallowed" in pool.log_tail(400).lower()
     assert len(pool.client.app.control.ping(timeout=2.0)) == 2, "workers still serve"
+
+
+def test_malformed_events_through_the_pool_never_crash_a_worker(pool):
+    """Twenty malformed events of every kind through the real workers: each gets a terminal result."""
+    from tests.unit.test_event_fuzz import png_claiming
+
+    base = vehicle_event("fz")
+    bad_values = [
+        {"bbox": [float("nan"), 0, 10, 10]}, {"bbox": [0, 0, 0, 0]}, {"bbox": "wide"}, {"bbox": [-5, -5, -1, -1]},
+        {"confidence": 7}, {"confidence": "high"}, {"timestamp": "yesterday"}, {"event_id": "a b/c"},
+        {"event_id": ""}, {"detection_type": 42}, {"suspicious_score": -3}, {"frames": "many"},
+        {"frames": [{"image": "@@"}]}, {"image": "x" * 30_000_000}, {"image": b64(png_claiming(90_000, 90_000))},
+        {"image": b64(bus_photo()[:100])}, {"image": None}, {"image_key": "frame:absent", "image": None},
+        {"image_path": "/etc/hostname", "image": None}, {"face_bbox": [1, 2]},
+    ]
+    results = []
+    for n, change in enumerate(bad_values):
+        event = base | {"event_id": f"fz-{n}"} | change
+        results.append(pool.client.enrich(event, timeout=120))
+    statuses = [r["status"] for r in results]
+    print(f"\n[pool fuzz] sent={len(bad_values)} statuses={ {s: statuses.count(s) for s in set(statuses)} }")
+    assert all(s == "rejected" for s in statuses), [(r["event_id"], r["errors"]) for r in results if r["status"] != "rejected"]
+    assert len(pool.client.app.control.ping(timeout=2.0)) == 2, "no worker crashed"
