@@ -17,7 +17,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import redis
 import typer
@@ -27,6 +27,9 @@ from rich.table import Table
 
 from tasks.results import COMPLETED_CHANNEL
 from tasks.settings import Settings, with_password
+
+if TYPE_CHECKING:
+    from tasks.client import EnrichmentClient
 
 UNREACHABLE_EXIT = 2
 STATUS_COLOURS = {"complete": "green", "partial": "yellow", "rejected": "red"}
@@ -137,7 +140,7 @@ def connect(url: str) -> redis.Redis:
     return client
 
 
-def enrichment_client(url: str):
+def enrichment_client(url: str) -> EnrichmentClient:
     """The backend's client, once Redis has answered (celery would otherwise retry the broker forever)."""
     from tasks.client import EnrichmentClient
 
