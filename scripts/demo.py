@@ -67,7 +67,7 @@ def main(
                 result = pool.client.enrich(event, timeout=600)
             show(f"{title}  [{time.perf_counter() - started:.1f}s]", result)
             results.append(result)
-        loaded = pool.client.app.control.inspect(timeout=2).loaded_models() or {}
+        loaded = pool.client.loaded_models()
         for worker, state in loaded.items():
             names = [m["name"] for m in state.get("models", [])]
             console.print(f"[bold]{worker}[/bold] holds {names or 'no models'}")

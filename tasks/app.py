@@ -9,3 +9,5 @@ TASK_MODULES = ["tasks.router", "tasks.model_task", "tasks.assemble", "tasks.swe
 app = Celery("model_zoo", include=TASK_MODULES)
 app.config_from_object("celeryconfig")
 connect_worker_signals()
+
+import tasks.control  # noqa: E402,F401  - registers `inspect loaded_models` for workers and the celery CLI

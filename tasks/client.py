@@ -36,6 +36,11 @@ class EnrichmentClient:
         """Submit and wait: AsyncResult.get() follows the router's replacement chord to the assembled result."""
         return self.submit(event).get(timeout=timeout)
 
+    def loaded_models(self, timeout: float = 2.0) -> dict[str, dict[str, Any]]:
+        """Each worker's reply to the loaded_models remote-control command, by node name."""
+        replies = self.app.control.broadcast("loaded_models", reply=True, timeout=timeout) or []
+        return {worker: state for reply in replies for worker, state in reply.items()}
+
     def stored(self, event_id: str) -> dict[str, Any] | None:
         raw = self.redis.get(result_key(event_id))
         return json.loads(raw) if raw else None

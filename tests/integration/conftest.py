@@ -4,13 +4,34 @@ from __future__ import annotations
 
 import pytest
 
-from workers.local_pool import LocalPool, RedisServer
+from workers.local_pool import LocalPool, RedisServer, free_port
+
+
+def free_port_block(size: int) -> int:
+    """A base port whose base and base+101 (router and cpu.0 metrics) are both free right now."""
+    for _ in range(50):
+        base = free_port()
+        if base + size < 65535 and all(_port_free(base + offset) for offset in (0, 101)):
+            return base
+    raise RuntimeError("no free port block for metrics")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @pytest.fixture(scope="session")
 def pool(pool_models_dir, tmp_path_factory):
     server = RedisServer().start()
-    running = LocalPool(server.url, pool_models_dir, tmp_path_factory.mktemp("pool-logs"))
+    running = LocalPool(server.url, pool_models_dir, tmp_path_factory.mktemp("pool-logs"),
+                        env={"METRICS_PORT_BASE": str(free_port_block(200))})
     try:
         running.start()
         yield running
