@@ -7,6 +7,7 @@ Exit codes: 0 done, 1 the request failed (unknown event id, unreadable image, ti
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -29,6 +30,8 @@ from tasks.results import COMPLETED_CHANNEL
 from tasks.settings import Settings, with_password
 
 if TYPE_CHECKING:
+    from celery.result import AsyncResult
+
     from tasks.client import EnrichmentClient
 
 UNREACHABLE_EXIT = 2
@@ -148,6 +151,12 @@ def enrichment_client(url: str) -> EnrichmentClient:
     return EnrichmentClient(url)
 
 
+def stop_waiting(pending: AsyncResult) -> None:
+    """Unsubscribe from a task's result while Redis is still there (AsyncResult.__del__ would try it later)."""
+    with contextlib.suppress(Exception):
+        pending.backend.remove_pending_result(pending)
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
@@ -188,6 +197,7 @@ def submit(
     event = build_event(data, parse_box(box), detection_type, camera, event_id or new_event_id(),
                         face=parse_box(face) if face else None, suspicious=suspicious)
     client = enrichment_client(redis_url(ctx))
+    pending = None
     try:
         pending = client.submit(event)
         if not wait:
@@ -214,6 +224,8 @@ def submit(
         else:
             print_result(result)
     finally:
+        if pending is not None:
+            stop_waiting(pending)
         client.close()
 
 
