@@ -19,7 +19,7 @@ from tasks.settings import get_settings
 log = logging.getLogger(__name__)
 
 _settings = get_settings()
-_node = {"name": os.environ.get("WORKER_NAME", "")}
+_node = {"name": ""}
 _runtime = None
 
 
