@@ -3,7 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup redis demo test test-unit test-integration tiny-models clean
+chromium:
+	@command -v chromium >/dev/null || scripts/install_system_packages.sh chromium
+
+.PHONY: chromium setup redis demo test test-unit test-integration tiny-models clean
 
 setup: $(VENV)/.installed
 
@@ -14,18 +17,18 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 redis:
-	@command -v redis-server >/dev/null || scripts/install_redis.sh
+	@command -v redis-server >/dev/null || scripts/install_system_packages.sh redis-server
 
 demo: setup redis
 	$(PY) scripts/demo.py
 
-test: setup redis
+test: setup redis chromium
 	$(PY) -m pytest -ra
 
 test-unit: setup
 	$(PY) -m pytest -ra -m "not integration"
 
-test-integration: setup redis
+test-integration: setup redis chromium
 	$(PY) -m pytest -ra -m integration
 
 tiny-models: setup

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import replace
 
 import typer
 
@@ -27,9 +28,12 @@ def router(loglevel: str = "info", concurrency: int = 2, beat: bool = True) -> N
 
 @cli.command()
 def device(index: int = 0, cpu: bool = typer.Option(False, help="A CPU worker instead of GPU `index`"),
+           visible: str | None = typer.Option(
+               None, "--visible-device", envvar="VISIBLE_DEVICE_INDEX",
+               help="CUDA index of this GPU as the worker sees it (0 in a container given only this GPU)"),
            loglevel: str = "info") -> None:
-    """Run one device worker in the foreground, pinned to GPU `index` (or the CPU)."""
-    slot = device_slots("none")[0] if cpu else device_slots(str(index))[0]
+    """Run one device worker in the foreground on queue gpu.`index`, pinned to that GPU (or the CPU)."""
+    slot = device_slots("none")[0] if cpu else replace(device_slots(str(index))[0], visible=visible)
     exec_worker(*device_command(slot, loglevel))
 
 

@@ -19,6 +19,7 @@ class DeviceSlot:
 
     kind: str  # "gpu" or "cpu"
     index: int
+    visible: str | None = None  # CUDA_VISIBLE_DEVICES when not the index: a container given one GPU sees it as 0
 
     @property
     def queue(self) -> str:
@@ -31,7 +32,7 @@ class DeviceSlot:
     def environment(self) -> dict[str, str]:
         env = {"WORKER_ROLE": "device", "DEVICE_QUEUE": self.queue}
         if self.kind == "gpu":
-            env["CUDA_VISIBLE_DEVICES"] = str(self.index)
+            env["CUDA_VISIBLE_DEVICES"] = self.visible if self.visible is not None else str(self.index)
         else:
             env["CUDA_VISIBLE_DEVICES"] = ""
             env["DEVICE"] = "cpu"
