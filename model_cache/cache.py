@@ -1,0 +1,454 @@
+"""A process-local model cache: LRU within priority, charged in bytes against one memory budget.
+
+Modelled on Ray Serve's model multiplexer (an OrderedDict in LRU order, loads serialised under one lock
+with a second look once inside), and extended with bytes instead of counts, priorities, measured
+footprints, idle release and one retry after running out of memory.
+
+Rules:
+- A model is charged its estimate until a load has been measured, then its measurement (remembered
+  across unload and reload in this process).
+- Room is made by evicting lower priorities first, then least recently used among equals; a model may
+  evict models of its own priority, never a higher one, never a RESIDENT one, never one in use. When
+  that cannot free enough (or the model is bigger than the budget) the request is skipped.
+- Loads and unloads run outside the lock, one at a time (so allocator deltas measure one model);
+  hits and snapshot() are answered meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, TypeVar
+
+from model_cache.errors import ModelOutOfMemory, ModelSkipped
+from model_cache.footprint import Measure, is_out_of_memory, measure_for, release_memory
+from model_cache.spec import ModelSpec, Priority
+from model_cache.stats import CacheObserver, CacheStats
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MB = 1024 * 1024
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / MB:.1f} MB"
+
+
+@dataclass
+class CacheResult:
+    """What get() hands back: the loaded object, whether it was already there, and what made room for it."""
+
+    model: Any
+    hit: bool
+    load_ms: float = 0.0
+    evicted: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Held:
+    """One loaded model and what the cache knows about it."""
+
+    spec: ModelSpec
+    model: Any
+    nbytes: int  # charged to the budget: the measurement when there is one, else the estimate
+    load_ms: float
+    last_used: float
+    hits: int = 0
+    in_use: int = 0  # run_with_oom_retry()/using() calls running with it: never evicted meanwhile
+
+    @property
+    def evictable(self) -> bool:
+        return self.spec.priority < Priority.RESIDENT and self.in_use == 0
+
+
+class ModelCache:
+    """Loads models on demand and keeps as many as fit in budget_bytes."""
+
+    def __init__(
+        self,
+        budget_bytes: int,
+        *,
+        idle_seconds: float | None = None,
+        device: str = "cpu",
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[], None] | None = None,
+        observer: CacheObserver | None = None,
+        measure: Measure | None = None,
+        release: Callable[[], None] = release_memory,
+    ):
+        self.budget_bytes = int(budget_bytes)
+        self.idle_seconds = idle_seconds
+        self.device = device
+        self.stats = CacheStats()
+        self._clock = clock
+        self._on_change = on_change
+        self._observer = observer or CacheObserver()
+        self._measure = measure or measure_for(device)
+        self._release = release
+        self._held: OrderedDict[str, _Held] = OrderedDict()  # least recently used first
+        self._measured: dict[str, int] = {}  # name -> last measured bytes, kept after unload
+        self._lock = threading.Condition(threading.RLock())
+        self._in_flight: str | None = None  # name being loaded, or what is being unloaded, outside the lock
+        self._reserved = 0  # bytes promised to the load in flight
+
+    # -- asking for models ---------------------------------------------------------------------------
+    def get(self, spec: ModelSpec) -> CacheResult:
+        """The loaded model, loading it (and evicting to make room) on a miss; raises ModelSkipped."""
+        return self._get(spec, pin=False)
+
+    @contextmanager
+    def using(self, spec: ModelSpec) -> Iterator[Any]:
+        """The loaded model, protected from eviction until the block ends."""
+        result = self._get(spec, pin=True, count=False)
+        try:
+            yield result.model
+        finally:
+            self._unpin(spec.name)
+
+    def run_with_oom_retry(self, spec: ModelSpec, fn: Callable[[Any], T]) -> T:
+        """fn(model) with the model in use; on out-of-memory evict what its priority allows and retry once.
+
+        A model that get() already returned is not counted as a second request. Raises ModelOutOfMemory
+        when the retry runs out of memory too.
+        """
+        with self.using(spec) as model:
+            ran_out = False
+            try:
+                return fn(model)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                ran_out = True  # retried below, once this traceback (and what its frames hold) is gone
+            if ran_out:
+                evicted = self._free_after_oom(spec, claimed=False)
+                try:
+                    return fn(model)
+                except Exception as exc:
+                    if is_out_of_memory(exc):
+                        raise ModelOutOfMemory(
+                            f"{spec.name} ran out of memory on {self.device} twice "
+                            f"(evicted {evicted or 'nothing'} before the retry)"
+                        ) from exc
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- letting go ----------------------------------------------------------------------------------
+    def release_idle(self) -> list[str]:
+        """Evict non-resident models unused for longer than idle_seconds; returns their names.
+
+        Does nothing (rather than wait) while a load or unload is in flight: it runs from a heartbeat.
+        """
+        if self.idle_seconds is None:
+            return []
+        with self._lock:
+            if self._in_flight is not None:
+                return []
+            now = self._clock()
+            idle = [h for h in self._held.values() if h.evictable and now - h.last_used > self.idle_seconds]
+            if not idle:
+                return []
+            self._take(idle, "idle release")
+        return self._unload(idle, "idle")
+
+    def evict(self, name: str) -> bool:
+        """Unload one model now, whatever its priority; False when it was not loaded."""
+        with self._lock:
+            self._wait_until_idle()
+            held = self._held.get(name)
+            if held is None:
+                return False
+            self._take([held], f"evicting {name}")
+        self._unload([held], "explicit")
+        return True
+
+    def clear(self) -> None:
+        """Unload everything, resident models included (worker shutdown)."""
+        with self._lock:
+            self._wait_until_idle()
+            everything = list(self._held.values())
+            if not everything:
+                return
+            self._take(everything, "clearing")
+        self._unload(everything, "clear")
+
+    # -- looking at it -------------------------------------------------------------------------------
+    def __contains__(self, name: object) -> bool:
+        with self._lock:
+            return name in self._held
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes charged by loaded models plus the load in flight."""
+        with self._lock:
+            return sum(h.nbytes for h in self._held.values()) + self._reserved
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able state for publishing: budget, usage, models (least recently used first), counters."""
+        with self._lock:
+            now = self._clock()
+            used = self.used_bytes
+            return {
+                "device": self.device,
+                "budget_bytes": self.budget_bytes,
+                "used_bytes": used,
+                "free_bytes": self.budget_bytes - used,
+                "idle_seconds": self.idle_seconds,
+                "loading": self._in_flight,
+                "models": [
+                    {
+                        "name": name,
+                        "priority": h.spec.priority.name,
+                        "bytes": h.nbytes,
+                        "estimated_bytes": h.spec.estimated_bytes,
+                        "measured_bytes": self._measured.get(name),
+                        "last_used_age_s": round(now - h.last_used, 3),
+                        "load_ms": round(h.load_ms, 2),
+                        "hits": h.hits,
+                        "in_use": h.in_use,
+                    }
+                    for name, h in self._held.items()
+                ],
+                "stats": self.stats.as_dict(),
+            }
+
+    # -- the work ------------------------------------------------------------------------------------
+    def _get(self, spec: ModelSpec, *, pin: bool, count: bool = True) -> CacheResult:
+        name = spec.name
+        with self._lock:
+            held = self._second_look(name)
+            if held is not None:
+                return self._hit(held, pin=pin, count=count)
+            self.stats.misses += 1
+            planned = self._measured.get(name, spec.estimated_bytes)
+            victims = self._room_for(spec, planned)
+            if victims is None:
+                reason = self._skip_reason(spec, planned)
+                self.stats.skips += 1
+            else:
+                self._take(victims, name)
+                self._reserved = planned
+        self._notify("on_miss", name)
+        if victims is None:
+            self._notify("on_skip", name, reason)
+            raise ModelSkipped(reason)
+
+        evicted = self._unload(victims, "room", claimed=True)
+        started = time.perf_counter()
+        try:
+            model, measured = self._load(spec, evicted)
+        except BaseException:
+            with self._lock:
+                self.stats.load_failures += 1
+                self._finish()
+            raise
+        load_ms = (time.perf_counter() - started) * 1000
+        return self._admit(spec, model, measured, load_ms, evicted, pin=pin)
+
+    def _hit(self, held: _Held, *, pin: bool, count: bool) -> CacheResult:
+        name = held.spec.name
+        self._held.move_to_end(name)
+        held.last_used = self._clock()
+        if pin:
+            held.in_use += 1
+        if count:
+            self.stats.hits += 1
+            held.hits += 1
+            self._notify("on_hit", name)
+        return CacheResult(model=held.model, hit=True)
+
+    def _load(self, spec: ModelSpec, evicted: list[str]) -> tuple[Any, int | None]:
+        """Run the loader under the measure; after an out-of-memory error free what we may and retry once."""
+        log.info("loading model %s on %s", spec.name, self.device)
+        ran_out = False
+        try:
+            return self._measure(spec.loader)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            ran_out = True
+        if ran_out:
+            evicted.extend(self._free_after_oom(spec, claimed=True))
+            try:
+                return self._measure(spec.loader)
+            except Exception as exc:
+                if is_out_of_memory(exc):
+                    raise ModelOutOfMemory(
+                        f"{spec.name} ran out of memory loading on {self.device} twice "
+                        f"(evicted {evicted or 'nothing'} before the retry)"
+                    ) from exc
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _admit(
+        self, spec: ModelSpec, model: Any, measured: int | None, load_ms: float, evicted: list[str], *, pin: bool
+    ) -> CacheResult:
+        """Charge the loaded model its measured size, or skip it after all when that does not fit."""
+        name = spec.name
+        with self._lock:
+            if measured is not None:
+                self._measured[name] = measured
+            nbytes = self._measured.get(name, spec.estimated_bytes)
+            self._reserved = 0
+            held = _Held(spec, model, nbytes, load_ms, self._clock(), in_use=int(pin))
+            victims = self._room_for(spec, nbytes)
+            if victims is None:
+                reason = (
+                    f"{name} measured {_mb(nbytes)} once loaded (estimated {_mb(spec.estimated_bytes)}); "
+                    + self._skip_reason(spec, nbytes)
+                )
+                self.stats.skips += 1
+            else:
+                self._take(victims, name)
+                self._held[name] = held
+                self.stats.loads += 1
+                self.stats.bytes_loaded += nbytes
+                self.stats.load_seconds += load_ms / 1000
+        if victims is None:
+            del model  # the unload below must drop the last reference
+            self._unload([held], None)
+            self._notify("on_skip", name, reason)
+            raise ModelSkipped(reason)
+        evicted.extend(self._unload(victims, "room", claimed=True))
+        with self._lock:
+            self._finish()
+        log.info("loaded model %s in %.0f ms, %s", name, load_ms, _mb(nbytes))
+        self._notify("on_load", name, load_ms / 1000, nbytes)
+        self._changed()
+        return CacheResult(model=model, hit=False, load_ms=load_ms, evicted=evicted)
+
+    def _free_after_oom(self, spec: ModelSpec, *, claimed: bool) -> list[str]:
+        """Evict every other model this one may evict (accounting was wrong, so free all we can), then release."""
+        with self._lock:
+            if not claimed:
+                self._wait_until_idle()
+            victims = [h for h in self._eviction_order(spec) if h.spec.name != spec.name]
+            self.stats.oom_retries += 1
+            self._take(victims, f"out-of-memory retry of {spec.name}", claim=not claimed)
+        log.warning("%s ran out of memory on %s; evicting %s and retrying once",
+                    spec.name, self.device, [v.spec.name for v in victims])
+        return self._unload(victims, "oom", claimed=claimed, always_release=True)
+
+    # -- bookkeeping (callers hold the lock) -----------------------------------------------------------
+    def _second_look(self, name: str) -> _Held | None:
+        """The held model, after waiting out any load or unload in flight (it may be this very model)."""
+        while True:
+            held = self._held.get(name)
+            if held is not None or self._in_flight is None:
+                return held
+            self._lock.wait()
+
+    def _wait_until_idle(self) -> None:
+        while self._in_flight is not None:
+            self._lock.wait()
+
+    def _eviction_order(self, spec: ModelSpec) -> list[_Held]:
+        """Models spec may evict, first to go first: lower priority, then least recently used."""
+        position = {name: index for index, name in enumerate(self._held)}
+        allowed = [h for h in self._held.values() if h.evictable and h.spec.priority <= spec.priority]
+        return sorted(allowed, key=lambda h: (h.spec.priority, position[h.spec.name]))
+
+    def _room_for(self, spec: ModelSpec, need: int) -> list[_Held] | None:
+        """Victims that make room for `need` bytes (sparing any that turn out unnecessary), or None."""
+        free = self.budget_bytes - self.used_bytes
+        victims: list[_Held] = []
+        for held in self._eviction_order(spec):
+            if need <= free:
+                break
+            victims.append(held)
+            free += held.nbytes
+        if need > free:
+            return None
+        for held in reversed(victims[:-1]):  # a later, bigger victim may have made an earlier one needless
+            if need <= free - held.nbytes:
+                victims.remove(held)
+                free -= held.nbytes
+        return victims
+
+    def _skip_reason(self, spec: ModelSpec, need: int) -> str:
+        if need > self.budget_bytes:
+            return f"{spec.name} needs {_mb(need)}, more than the whole {_mb(self.budget_bytes)} budget"
+        evictable = {h.spec.name for h in self._eviction_order(spec)}
+        free = self.budget_bytes - self.used_bytes
+        may_free = sum(h.nbytes for h in self._held.values() if h.spec.name in evictable)
+        keeping = ", ".join(
+            f"{h.spec.name} ({h.spec.priority.name}{', in use' if h.in_use else ''}, {_mb(h.nbytes)})"
+            for h in self._held.values()
+            if h.spec.name not in evictable
+        )
+        return (
+            f"{spec.name} ({spec.priority.name}) needs {_mb(need)} of the {_mb(self.budget_bytes)} budget: "
+            f"{_mb(free)} free and {_mb(may_free)} held by models it may evict; "
+            f"the rest is held by models it may not evict: {keeping or 'none'}"
+        )
+
+    def _take(self, victims: list[_Held], purpose: str, *, claim: bool = True) -> None:
+        """Remove victims from the books and mark the unload (or load) that follows as in flight."""
+        for held in victims:
+            del self._held[held.spec.name]
+            self.stats.evictions += 1
+        if claim:
+            self._in_flight = purpose
+
+    def _finish(self) -> None:
+        self._in_flight = None
+        self._reserved = 0
+        self._lock.notify_all()
+
+    def _unpin(self, name: str) -> None:
+        with self._lock:
+            held = self._held.get(name)
+            if held is not None and held.in_use > 0:
+                held.in_use -= 1
+                held.last_used = self._clock()
+
+    # -- unloading (outside the lock, while in flight) -----------------------------------------------
+    def _unload(
+        self, victims: list[_Held], reason: str | None, *, claimed: bool = False, always_release: bool = False
+    ) -> list[str]:
+        """Call each unloader, drop our references, collect; reason None means "not counted as an eviction"."""
+        names = [h.spec.name for h in victims]
+        try:
+            for held in victims:
+                if held.spec.unloader is not None:
+                    try:
+                        held.spec.unloader(held.model)
+                    except Exception:
+                        log.exception("unloader of %s failed; dropping it anyway", held.spec.name)
+                held.model = None
+            if names or always_release:
+                self._release()
+        finally:
+            if not claimed:
+                with self._lock:
+                    self._finish()
+        if reason is not None:
+            for name in names:
+                log.info("evicted model %s (%s)", name, reason)
+                self._notify("on_evict", name, reason)
+            if names:
+                self._changed()
+        return names
+
+    # -- telling others ------------------------------------------------------------------------------
+    def _notify(self, event: str, *args: Any) -> None:
+        try:
+            getattr(self._observer, event)(*args)
+        except Exception:
+            log.exception("cache observer %s failed", event)
+
+    def _changed(self) -> None:
+        if self._on_change is None:
+            return
+        try:
+            self._on_change()
+        except Exception:
+            log.exception("cache on_change callback failed")
