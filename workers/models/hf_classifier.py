@@ -104,6 +104,30 @@ class ImageClassifier:
             torch.cuda.empty_cache()
 
 
+class CropClassifierModel:
+    """A model wrapper classifying the detection's box: label, confidence and top_k from the checkpoint's id2label."""
+
+    top_k = 3
+
+    def __init__(self, path: str, device: str) -> None:
+        self.path = path
+        self.device = device
+        self.classifier: ImageClassifier | None = None
+
+    def load(self) -> None:
+        self.classifier = ImageClassifier.load(self.path, self.device)
+
+    def unload(self) -> None:
+        if self.classifier is not None:
+            self.classifier.close()
+        self.classifier = None
+
+    def infer(self, inputs: Any) -> dict:
+        if self.classifier is None:
+            raise RuntimeError(f"{type(self).__name__}.infer called before load()")
+        return self.classifier.classify(inputs.person_crop(), top_k=self.top_k)
+
+
 def _config(architecture: str, overrides: dict[str, Any], labels: list[str]) -> Any:
     from transformers import ConvNextConfig, ResNetConfig, ViTConfig
 
