@@ -117,25 +117,7 @@ class ModelCache:
         when the retry runs out of memory too.
         """
         with self.using(spec) as model:
-            ran_out = False
-            try:
-                return fn(model)
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                ran_out = True  # retried below, once this traceback (and what its frames hold) is gone
-            if ran_out:
-                evicted = self._free_after_oom(spec, claimed=False)
-                try:
-                    return fn(model)
-                except Exception as exc:
-                    if is_out_of_memory(exc):
-                        raise ModelOutOfMemory(
-                            f"{spec.name} ran out of memory on {self.device} twice "
-                            f"(evicted {evicted or 'nothing'} before the retry)"
-                        ) from exc
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+            return self._retry_once_after_oom(spec, "running", lambda: fn(model), claimed=False)
 
     # -- letting go ----------------------------------------------------------------------------------
     def release_idle(self) -> list[str]:
@@ -241,17 +223,30 @@ class ModelCache:
             self._notify("on_skip", name, reason)
             raise ModelSkipped(reason)
 
-        evicted = self._unload(victims, "room", claimed=True)
-        started = time.perf_counter()
-        try:
-            model, measured = self._load(spec, evicted)
-        except BaseException:
+        try:  # this thread now holds the in-flight claim: always hand it back
+            evicted = self._unload(victims, "room", claimed=True)
+            started = time.perf_counter()
+            try:
+                model, measured = self._load(spec, evicted)
+            except BaseException:
+                with self._lock:
+                    self.stats.load_failures += 1
+                raise
+            load_ms = (time.perf_counter() - started) * 1000
+            nbytes, refusal = self._admit(spec, model, measured, load_ms, evicted, pin=pin)
+            if refusal is not None:
+                doomed = [_Held(spec, model, nbytes, load_ms, 0.0)]
+                del model  # so that unloading drops the last reference
+                self._unload(doomed, None, claimed=True)
+                self._notify("on_skip", name, refusal)
+                raise ModelSkipped(refusal)
+        finally:
             with self._lock:
-                self.stats.load_failures += 1
                 self._finish()
-            raise
-        load_ms = (time.perf_counter() - started) * 1000
-        return self._admit(spec, model, measured, load_ms, evicted, pin=pin)
+        log.info("loaded model %s in %.0f ms, %s", name, load_ms, _mb(nbytes))
+        self._notify("on_load", name, load_ms / 1000, nbytes)
+        self._changed()
+        return CacheResult(model=model, hit=False, load_ms=load_ms, evicted=evicted)
 
     def _hit(self, held: _Held, *, pin: bool, count: bool) -> CacheResult:
         name = held.spec.name
@@ -266,64 +261,58 @@ class ModelCache:
         return CacheResult(model=held.model, hit=True)
 
     def _load(self, spec: ModelSpec, evicted: list[str]) -> tuple[Any, int | None]:
-        """Run the loader under the measure; after an out-of-memory error free what we may and retry once."""
+        """Run the loader under the measure (retried once after running out of memory)."""
         log.info("loading model %s on %s", spec.name, self.device)
-        ran_out = False
+        return self._retry_once_after_oom(spec, "loading", lambda: self._measure(spec.loader), claimed=True,
+                                          evicted=evicted)
+
+    def _retry_once_after_oom(
+        self, spec: ModelSpec, doing: str, attempt: Callable[[], T], *, claimed: bool, evicted: list[str] | None = None
+    ) -> T:
+        """attempt(); after an out-of-memory error evict what spec may evict and attempt() once more."""
         try:
-            return self._measure(spec.loader)
+            return attempt()
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            ran_out = True
-        if ran_out:
-            evicted.extend(self._free_after_oom(spec, claimed=True))
-            try:
-                return self._measure(spec.loader)
-            except Exception as exc:
-                if is_out_of_memory(exc):
-                    raise ModelOutOfMemory(
-                        f"{spec.name} ran out of memory loading on {self.device} twice "
-                        f"(evicted {evicted or 'nothing'} before the retry)"
-                    ) from exc
-                raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        # Past the except block the first error's traceback, and the tensors its frames held, are gone.
+        freed = self._free_after_oom(spec, claimed=claimed)
+        if evicted is not None:
+            evicted.extend(freed)
+        try:
+            return attempt()
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise ModelOutOfMemory(
+                    f"{spec.name} ran out of memory on {self.device} twice while {doing} "
+                    f"(evicted {freed or 'nothing'} before the retry)"
+                ) from exc
+            raise
 
     def _admit(
         self, spec: ModelSpec, model: Any, measured: int | None, load_ms: float, evicted: list[str], *, pin: bool
-    ) -> CacheResult:
-        """Charge the loaded model its measured size, or skip it after all when that does not fit."""
+    ) -> tuple[int, str | None]:
+        """Charge the loaded model its measured size; or, when that cannot fit, the reason to refuse it."""
         name = spec.name
         with self._lock:
             if measured is not None:
                 self._measured[name] = measured
             nbytes = self._measured.get(name, spec.estimated_bytes)
             self._reserved = 0
-            held = _Held(spec, model, nbytes, load_ms, self._clock(), in_use=int(pin))
             victims = self._room_for(spec, nbytes)
             if victims is None:
-                reason = (
+                self.stats.skips += 1
+                return nbytes, (
                     f"{name} measured {_mb(nbytes)} once loaded (estimated {_mb(spec.estimated_bytes)}); "
                     + self._skip_reason(spec, nbytes)
                 )
-                self.stats.skips += 1
-            else:
-                self._take(victims, name)
-                self._held[name] = held
-                self.stats.loads += 1
-                self.stats.bytes_loaded += nbytes
-                self.stats.load_seconds += load_ms / 1000
-        if victims is None:
-            del model  # the unload below must drop the last reference
-            self._unload([held], None)
-            self._notify("on_skip", name, reason)
-            raise ModelSkipped(reason)
+            self._take(victims, name)
+            self._held[name] = _Held(spec, model, nbytes, load_ms, self._clock(), in_use=int(pin))
+            self.stats.loads += 1
+            self.stats.bytes_loaded += nbytes
+            self.stats.load_seconds += load_ms / 1000
         evicted.extend(self._unload(victims, "room", claimed=True))
-        with self._lock:
-            self._finish()
-        log.info("loaded model %s in %.0f ms, %s", name, load_ms, _mb(nbytes))
-        self._notify("on_load", name, load_ms / 1000, nbytes)
-        self._changed()
-        return CacheResult(model=model, hit=False, load_ms=load_ms, evicted=evicted)
+        return nbytes, None
 
     def _free_after_oom(self, spec: ModelSpec, *, claimed: bool) -> list[str]:
         """Evict every other model this one may evict (accounting was wrong, so free all we can), then release."""

@@ -220,6 +220,24 @@ def test_measurement_over_the_estimate_that_cannot_fit_is_unloaded_and_skipped()
     assert cache.stats.skips == 2 and cache.stats.loads == 1
 
 
+def test_refused_model_is_unloaded_and_dropped_after_measuring():
+    made, unloaded = [], []
+
+    def load():
+        model = FakeModel("vehicle", 800 * MB)
+        made.append(weakref.ref(model))
+        return model
+
+    alive_when_released = []
+    cache = make_cache(1000, release=lambda: alive_when_released.append(made[0]() is not None))
+    cache.get(make_spec("threat", 500, Priority.CRITICAL))
+    with pytest.raises(ModelSkipped):
+        cache.get(ModelSpec("vehicle", 400, Priority.MEDIUM, loader=load, unloader=lambda m: unloaded.append(m.name)))
+    assert unloaded == ["vehicle"]
+    assert alive_when_released == [False]  # nothing held it any more when memory was released
+    assert cache.snapshot()["loading"] is None
+
+
 def test_unmeasurable_model_is_charged_its_estimate():
     cache = make_cache(1000)
     cache.get(make_spec("pet", 200))  # fake measure reports None
@@ -316,7 +334,7 @@ def test_oom_twice_during_load_raises_and_the_cache_keeps_serving():
     cache = make_cache(2000)
     loader = FakeLoader("vehicle", errors=[MemoryError(), MemoryError()])
     vehicle = make_spec("vehicle", 500, loader=loader)
-    with pytest.raises(ModelOutOfMemory, match="vehicle ran out of memory loading on cpu twice"):
+    with pytest.raises(ModelOutOfMemory, match="vehicle ran out of memory on cpu twice while loading"):
         cache.get(vehicle)
     assert loader.calls == 2 and cache.stats.load_failures == 1 and cache.snapshot()["loading"] is None
     assert cache.get(make_spec("pet", 200)).hit is False
@@ -348,7 +366,7 @@ def test_oom_twice_during_inference_raises_clear_error():
     def infer(model):
         raise MemoryError()
 
-    with pytest.raises(ModelOutOfMemory, match="pose ran out of memory on cpu twice"):
+    with pytest.raises(ModelOutOfMemory, match="pose ran out of memory on cpu twice while running"):
         cache.run_with_oom_retry(pose, infer)
     assert names(cache) == ["pose"]
     assert cache.snapshot()["models"][0]["in_use"] == 0
