@@ -31,6 +31,11 @@ def _is_module(obj: Any) -> bool:
     return callable(getattr(type(obj), "parameters", None))
 
 
+def _is_tensor(obj: Any) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
 def _children(obj: Any) -> list[Any]:
     if isinstance(obj, (str, bytes, int, float, bool, type(None), type, type(sys))):
         return []
@@ -42,8 +47,8 @@ def _children(obj: Any) -> list[Any]:
     return list(attributes.values()) if isinstance(attributes, dict) else []
 
 
-def reachable_modules(obj: Any, depth: int = SEARCH_DEPTH) -> Iterator[Any]:
-    """Torch modules found at obj or through its attributes and small containers, outermost only."""
+def reachable_weights(obj: Any, depth: int = SEARCH_DEPTH) -> Iterator[Any]:
+    """Torch modules and loose tensors (e.g. cached text embeddings) at obj or through its attributes."""
     seen: set[int] = set()
     frontier = [obj]
     for _ in range(depth + 1):
@@ -52,21 +57,24 @@ def reachable_modules(obj: Any, depth: int = SEARCH_DEPTH) -> Iterator[Any]:
             if id(item) in seen:
                 continue
             seen.add(id(item))
-            if _is_module(item):
-                yield item
+            if _is_module(item) or _is_tensor(item):
+                yield item  # a module's own parameters() covers everything inside it
             else:
                 following.extend(_children(item))
         frontier = following
 
 
-def module_bytes(obj: Any) -> int | None:
-    """Bytes of parameters and buffers of every torch module reachable from obj; None when there is none."""
+def tensor_bytes(obj: Any) -> int | None:
+    """Bytes of the parameters, buffers and loose tensors reachable from obj; None when there are none."""
     sizes: dict[int, int] = {}
     found = False
-    for module in reachable_modules(obj):
+    for weights in reachable_weights(obj):
         found = True
-        buffers = getattr(module, "buffers", None)
-        tensors = list(module.parameters()) + (list(buffers()) if callable(buffers) else [])
+        if _is_tensor(weights):
+            tensors = [weights]
+        else:
+            buffers = getattr(weights, "buffers", None)
+            tensors = list(weights.parameters()) + (list(buffers()) if callable(buffers) else [])
         for tensor in tensors:
             sizes[id(tensor)] = int(tensor.numel()) * int(tensor.element_size())
     return sum(sizes.values()) if found else None
@@ -75,7 +83,7 @@ def module_bytes(obj: Any) -> int | None:
 def measure_cpu_load(load: Callable[[], Any]) -> tuple[Any, int | None]:
     """Load, then count the tensor bytes the loaded object holds (RSS is too noisy to charge a budget with)."""
     model = load()
-    return model, module_bytes(model)
+    return model, tensor_bytes(model)
 
 
 def measure_cuda_load(load: Callable[[], Any], device: str = "cuda") -> tuple[Any, int | None]:
@@ -87,7 +95,7 @@ def measure_cuda_load(load: Callable[[], Any], device: str = "cuda") -> tuple[An
     model = load()
     torch.cuda.synchronize(device)
     gained = torch.cuda.memory_allocated(device) - before
-    return model, gained if gained > 0 else module_bytes(model)
+    return model, gained if gained > 0 else tensor_bytes(model)
 
 
 def measure_for(device: str) -> Measure:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from model_cache import CacheObserver, ModelCache, ModelOutOfMemory, ModelSkipped, ModelSpec, Priority
-from model_cache.footprint import is_out_of_memory, module_bytes
+from model_cache.footprint import is_out_of_memory, tensor_bytes
 
 MB = 1024 * 1024
 
@@ -507,7 +507,7 @@ def test_snapshot_is_json_serialisable():
 
 
 # -- footprint -----------------------------------------------------------------------------------------------
-def test_cpu_footprint_counts_parameters_and_buffers_of_reachable_modules():
+def test_cpu_footprint_counts_tensors_reachable_from_the_wrapper():
     torch = pytest.importorskip("torch")
 
     class Wrapper:
@@ -515,11 +515,40 @@ def test_cpu_footprint_counts_parameters_and_buffers_of_reachable_modules():
             self.path, self.device = "/models/x", "cpu"
             self.model = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.BatchNorm1d(20))
             self.heads = {"same": self.model, "extra": torch.nn.Linear(20, 5, bias=False)}
+            self._text_embeds = torch.zeros(6, 20)  # cached prompt embeddings live outside the modules
+            self.vocabulary = {f"token{i}": i for i in range(1000)}
 
     linear = (10 * 20 + 20) * 4
     batchnorm = (20 + 20) * 4 + (20 + 20) * 4 + 8  # weight, bias; running mean, var; num_batches_tracked
-    assert module_bytes(Wrapper()) == linear + batchnorm + 20 * 5 * 4
-    assert module_bytes({"tokenizer": "a tokenizer", "labels": ["a", "b"]}) is None
+    assert tensor_bytes(Wrapper()) == linear + batchnorm + 20 * 5 * 4 + 6 * 20 * 4
+    assert tensor_bytes({"tokenizer": "a tokenizer", "labels": ["a", "b"]}) is None
+
+
+def test_cuda_footprint_is_the_allocator_delta_around_the_load(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from model_cache.footprint import measure_cuda_load
+
+    allocated = {"bytes": 5 * MB}
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: allocated["bytes"])
+
+    def load():
+        allocated["bytes"] += 300 * MB
+        return "model on the gpu"
+
+    assert measure_cuda_load(load, "cuda:0") == ("model on the gpu", 300 * MB)
+    assert measure_cuda_load(lambda: torch.nn.Linear(4, 4), "cuda:0")[1] == (16 + 4) * 4  # nothing allocated
+
+
+def test_release_memory_empties_the_cuda_cache_when_cuda_is_there(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from model_cache.footprint import release_memory
+
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    release_memory()
+    assert emptied == [True]
 
 
 def test_cache_works_without_torch():
