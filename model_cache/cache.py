@@ -6,12 +6,19 @@ footprints, idle release and one retry after running out of memory.
 
 Rules:
 - A model is charged its estimate until a load has been measured, then its measurement (remembered
-  across unload and reload in this process).
+  across unload and reload in this process). A model whose measurement turns out not to fit is unloaded
+  again and skipped.
 - Room is made by evicting lower priorities first, then least recently used among equals; a model may
-  evict models of its own priority, never a higher one, never a RESIDENT one, never one in use. When
-  that cannot free enough (or the model is bigger than the budget) the request is skipped.
-- Loads and unloads run outside the lock, one at a time (so allocator deltas measure one model);
-  hits and snapshot() are answered meanwhile.
+  evict models of its own priority, never a higher one, never a RESIDENT one, never one in use. A victim
+  that a later, bigger one made needless is spared. When no allowed eviction frees enough (or the model
+  is bigger than the budget) the request is skipped: ModelSkipped says what it needed and what is held.
+- Out of memory while loading, or inside run_with_oom_retry(): every other model the requester may evict
+  is unloaded (the accounting was wrong, so no byte count is trusted), memory is released, and the work
+  is retried once; a second failure raises ModelOutOfMemory.
+- One lock (a Condition) guards the books. Loads and unloads run outside it, one at a time, so an
+  allocator delta measures one model; hits and snapshot() are answered meanwhile, and a second get() of
+  a model being loaded waits for that load instead of starting another.
+- on_change() and the observer run outside the lock, after every load and eviction.
 """
 
 from __future__ import annotations
@@ -93,7 +100,8 @@ class ModelCache:
         self._held: OrderedDict[str, _Held] = OrderedDict()  # least recently used first
         self._measured: dict[str, int] = {}  # name -> last measured bytes, kept after unload
         self._lock = threading.Condition(threading.RLock())
-        self._in_flight: str | None = None  # name being loaded, or what is being unloaded, outside the lock
+        self._in_flight: str | None = None  # the load or unload running outside the lock, in words
+        self._loading: str | None = None  # the model being loaded (published early, as Ray does, for routing)
         self._reserved = 0  # bytes promised to the load in flight
 
     # -- asking for models ---------------------------------------------------------------------------
@@ -184,7 +192,7 @@ class ModelCache:
                 "used_bytes": used,
                 "free_bytes": self.budget_bytes - used,
                 "idle_seconds": self.idle_seconds,
-                "loading": self._in_flight,
+                "loading": self._loading,
                 "models": [
                     {
                         "name": name,
@@ -216,8 +224,8 @@ class ModelCache:
                 reason = self._skip_reason(spec, planned)
                 self.stats.skips += 1
             else:
-                self._take(victims, name)
-                self._reserved = planned
+                self._take(victims, f"loading {name}")
+                self._loading, self._reserved = name, planned
         self._notify("on_miss", name)
         if victims is None:
             self._notify("on_skip", name, reason)
@@ -306,7 +314,7 @@ class ModelCache:
                     f"{name} measured {_mb(nbytes)} once loaded (estimated {_mb(spec.estimated_bytes)}); "
                     + self._skip_reason(spec, nbytes)
                 )
-            self._take(victims, name)
+            self._take(victims, name, claim=False)
             self._held[name] = _Held(spec, model, nbytes, load_ms, self._clock(), in_use=int(pin))
             self.stats.loads += 1
             self.stats.bytes_loaded += nbytes
@@ -388,7 +396,7 @@ class ModelCache:
             self._in_flight = purpose
 
     def _finish(self) -> None:
-        self._in_flight = None
+        self._in_flight = self._loading = None
         self._reserved = 0
         self._lock.notify_all()
 
