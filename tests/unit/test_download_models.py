@@ -74,7 +74,7 @@ def test_missing_model_with_the_network_off_is_a_clear_error(tmp_path):
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
-    assert "error: florence: cannot fetch microsoft/Florence-2-large" in result.output
+    assert f"error: florence: cannot fetch {REGISTRY['florence'].default_weights}" in result.output
     assert "error: pose: cannot fetch https://github.com/ultralytics/assets" in result.output
     assert "network access is disabled (HF_HUB_OFFLINE=1)" in result.output
     assert not (tmp_path / "florence" / COMPLETE_MARKER).exists()
