@@ -12,6 +12,9 @@ import typer
 
 from workers.launch import device_command, device_slots, router_command
 
+BATCH_HELP = ("Micro-batching: up to N concurrent requests for one model run as one batch "
+              "(a threads pool holding 8N model tasks; no time limits there). 1 = off: prefork with one child")
+
 cli = typer.Typer(add_completion=False, help="Start Model Zoo workers.")
 
 
@@ -27,25 +30,33 @@ def router(loglevel: str = "info", concurrency: int = 2, beat: bool = True) -> N
 
 
 @cli.command()
-def device(index: int = 0, cpu: bool = typer.Option(False, help="A CPU worker instead of GPU `index`"),
+def device(index: int = 0, cpu: bool = typer.Option(False, help="A CPU worker (queue cpu.`index`) instead of GPU `index`"),
            visible: str | None = typer.Option(
                None, "--visible-device", envvar="VISIBLE_DEVICE_INDEX",
                help="CUDA index of this GPU as the worker sees it (0 in a container given only this GPU)"),
+           batch_size: int = typer.Option(1, help=BATCH_HELP),
            loglevel: str = "info") -> None:
     """Run one device worker in the foreground on queue gpu.`index`, pinned to that GPU (or the CPU)."""
-    slot = device_slots("none")[0] if cpu else replace(device_slots(str(index))[0], visible=visible)
-    exec_worker(*device_command(slot, loglevel))
+    try:
+        slot = device_slots("none", index + 1)[index] if cpu else replace(device_slots(str(index))[0], visible=visible)
+        command = device_command(slot, loglevel, batch_size)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    exec_worker(*command)
 
 
 @cli.command()
 def start(gpus: str = typer.Option("auto", help="auto, none (CPU only), or GPU indices like 0,1"),
-          loglevel: str = "info", router_worker: bool = typer.Option(True, "--router/--no-router")) -> None:
-    """Start the router worker and one device worker per GPU (or one CPU worker); stop all on Ctrl-C."""
+          loglevel: str = "info", router_worker: bool = typer.Option(True, "--router/--no-router"),
+          cpu_workers: int = typer.Option(1, help="CPU device workers (cpu.0 .. cpu.N-1) when there is no GPU"),
+          batch_size: int = typer.Option(1, help=BATCH_HELP)) -> None:
+    """Start the router worker and one device worker per GPU (or CPU workers); stop all on Ctrl-C."""
     try:
-        slots = device_slots(gpus)
+        slots = device_slots(gpus, cpu_workers)
+        devices = [device_command(s, loglevel, batch_size) for s in slots]
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    specs = ([router_command(loglevel)] if router_worker else []) + [device_command(s, loglevel) for s in slots]
+    specs = ([router_command(loglevel)] if router_worker else []) + devices
     stopping = False
 
     def launch(command: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -79,9 +90,9 @@ def start(gpus: str = typer.Option("auto", help="auto, none (CPU only), or GPU i
 
 
 @cli.command("slots")
-def show_slots(gpus: str = "auto") -> None:
+def show_slots(gpus: str = "auto", cpu_workers: int = 1) -> None:
     """Print the device workers `start` would launch."""
-    for slot in device_slots(gpus):
+    for slot in device_slots(gpus, cpu_workers):
         typer.echo(f"{slot.queue}\t{slot.node}\t{slot.environment()}")
 
 

@@ -65,23 +65,38 @@ def detect_gpus() -> list[int]:
     return [int(line) for line in out.split() if line.strip().isdigit()]
 
 
-def device_slots(gpus: str) -> list[DeviceSlot]:
-    """'auto': every GPU nvidia-smi lists, else one CPU slot; 'none': one CPU slot; '0,2': those GPUs."""
+def device_slots(gpus: str, cpu_workers: int = 1) -> list[DeviceSlot]:
+    """'auto': every GPU nvidia-smi lists, else CPU slots; 'none': CPU slots only; '0,2': those GPUs.
+
+    CPU slots are cpu.0 .. cpu.<cpu_workers - 1>: several CPU workers stand in for several GPUs
+    (placement, affinity and the per-worker memory share behave as they would across devices).
+    """
+    if cpu_workers < 1:
+        raise ValueError(f"--cpu-workers must be at least 1, not {cpu_workers}")
+    cpu = [DeviceSlot("cpu", index) for index in range(cpu_workers)]
     if gpus == "none":
-        return [DeviceSlot("cpu", 0)]
+        return cpu
     if gpus == "auto":
         found = detect_gpus()
-        return [DeviceSlot("gpu", i) for i in found] or [DeviceSlot("cpu", 0)]
+        return [DeviceSlot("gpu", i) for i in found] or cpu
     try:
         return [DeviceSlot("gpu", int(part)) for part in gpus.split(",") if part.strip()]
     except ValueError:
         raise ValueError(f"--gpus takes auto, none or a comma list of indices, not {gpus!r}") from None
 
 
-def celery_worker_command(queues: str, node: str, concurrency: int, loglevel: str, extra: list[str]) -> list[str]:
+def task_events() -> bool:
+    """TASK_EVENTS (on by default): workers send task events, which Flower needs."""
+    from tasks.settings import get_settings
+
+    return get_settings().task_events
+
+
+def celery_worker_command(queues: str, node: str, concurrency: int, loglevel: str, extra: list[str],
+                          pool: str = "prefork") -> list[str]:
     return [
         sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queues, "-n", node, "-c", str(concurrency),
-        "-P", "prefork", "--loglevel", loglevel, "-E", *extra,
+        "-P", pool, "--loglevel", loglevel, *(["-E"] if task_events() else []), *extra,
     ]
 
 
@@ -94,8 +109,23 @@ def router_command(loglevel: str, concurrency: int = 2, beat: bool = True) -> tu
     return command, {"WORKER_ROLE": "router", "CUDA_VISIBLE_DEVICES": ""} | metrics_environment("router", 0)
 
 
-def device_command(slot: DeviceSlot, loglevel: str) -> tuple[list[str], dict[str, str]]:
-    """prefork with one child: models load lazily in the child, which owns the device."""
+BATCH_WINDOW = 8  # model tasks a batching worker holds, per unit of batch size
+
+
+def device_command(slot: DeviceSlot, loglevel: str, batch_size: int = 1) -> tuple[list[str], dict[str, str]]:
+    """prefork with one child: models load lazily in the child, which owns the device.
+
+    batch_size > 1 turns on micro-batching instead: a threads pool holds BATCH_WINDOW x batch_size model
+    tasks at once (an event plans about seven models, so that is room for batch_size requests of each),
+    and the runtime runs concurrent requests for one model as one batch of up to batch_size
+    (MODEL_BATCH_SIZE). Threads cannot be interrupted, so soft and hard time limits do not apply there.
+    """
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, not {batch_size}")
     offset = 1 + slot.index + (100 if slot.kind == "cpu" else 0)
     env = slot.environment() | metrics_environment(slot.queue, offset)
-    return celery_worker_command(slot.queue, slot.node, 1, loglevel, []), env
+    if batch_size == 1:
+        return celery_worker_command(slot.queue, slot.node, 1, loglevel, []), env
+    env["MODEL_BATCH_SIZE"] = str(batch_size)
+    threads = BATCH_WINDOW * batch_size
+    return celery_worker_command(slot.queue, slot.node, threads, loglevel, [], pool="threads"), env

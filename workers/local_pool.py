@@ -78,12 +78,14 @@ class LocalPool:
     """Starts the launcher (router worker + device workers) against a given Redis; logs go to files."""
 
     def __init__(self, redis_url: str, models_dir: Path, log_dir: Path, env: dict[str, str] | None = None,
-                 gpus: str = "none"):
+                 gpus: str = "none", cpu_workers: int = 1, batch_size: int = 1):
         self.redis_url = redis_url
         self.models_dir = models_dir
         self.log_dir = log_dir
         self.extra_env = env or {}
         self.gpus = gpus
+        self.cpu_workers = cpu_workers
+        self.batch_size = batch_size
         self.process: subprocess.Popen | None = None
         self.client: EnrichmentClient | None = None
 
@@ -102,7 +104,8 @@ class LocalPool:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "workers", "start", "--gpus", self.gpus, "--loglevel", "info"],
+            [sys.executable, "-m", "workers", "start", "--gpus", self.gpus, "--loglevel", "info",
+             "--cpu-workers", str(self.cpu_workers), "--batch-size", str(self.batch_size)],
             cwd=REPO, env=self.environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.client = EnrichmentClient(self.redis_url)
