@@ -35,15 +35,16 @@ class WorkerState:
         )
 
 
-def choose_queue(model: str, workers: list[WorkerState], static_queues: list[str], reserved: dict[str, int] | None = None) -> str:
+def choose_queue(model: str, workers: list[WorkerState], static_queues: list[str], reserved: dict[str, int] | None = None,
+                 affinity: bool = True) -> str:
     """Pick the device queue for one model.
 
-    1. a live worker that already holds the model (most free memory wins ties);
+    1. a live worker that already holds the model (most free memory wins ties), unless affinity is off;
     2. else the worker with the most free memory, less what this event already sent it (`reserved`);
     3. else static placement: the model name hashed over the configured queues.
     """
     reserved = reserved or {}
-    holders = [w for w in workers if model in w.models]
+    holders = [w for w in workers if model in w.models] if affinity else []
     if holders:
         return max(holders, key=lambda w: (w.free_bytes - reserved.get(w.queue, 0), w.queue)).queue
     if workers:

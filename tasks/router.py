@@ -105,7 +105,7 @@ def place_models(models: list[str], settings: Settings) -> dict[str, str]:
     reserved: dict[str, int] = {}
     placement = {}
     for model in models:
-        queue = choose_queue(model, workers, settings.device_queues, reserved)
+        queue = choose_queue(model, workers, settings.device_queues, reserved, affinity=settings.affinity_routing)
         reserved[queue] = reserved.get(queue, 0) + REGISTRY[model].estimated_mb * 1024 * 1024
         placement[model] = queue
     return placement
