@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown
+from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown, worker_shutdown
 
 from tasks.app import app
 from tasks.metrics import INFERENCE_SECONDS, MODEL_RECORDS
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 _settings = get_settings()
 _node = {"name": ""}
 _runtime = None
+_runtime_lock = threading.Lock()  # a threads pool (micro-batching) may ask for it from several threads at once
 
 
 def is_device_worker() -> bool:
@@ -34,14 +36,16 @@ def remember_node_name(sender: str, **_: Any) -> None:
 
 
 def runtime():
-    """This process's DeviceRuntime, created on first use in the prefork child."""
+    """This process's DeviceRuntime, created on first use: in the prefork child, or in a threads-pool worker."""
     global _runtime
-    if _runtime is None:
-        from workers.runtime import DeviceRuntime
+    with _runtime_lock:
+        if _runtime is None:
+            from workers.runtime import DeviceRuntime
 
-        _runtime = DeviceRuntime(_settings, redis_client(), _node["name"] or f"pid{os.getpid()}")
-        _runtime.publish()
-        _runtime.start_heartbeat()
+            created = DeviceRuntime(_settings, redis_client(), _node["name"] or f"pid{os.getpid()}")
+            created.publish()
+            created.start_heartbeat()
+            _runtime = created
     return _runtime
 
 
@@ -66,6 +70,7 @@ def start_runtime(**_: Any) -> None:
 
 
 @worker_process_shutdown.connect
+@worker_shutdown.connect
 def stop_runtime(**_: Any) -> None:
     if _runtime is not None:
         _runtime.stop()

@@ -44,9 +44,21 @@ def test_classify_returns_ranked_labels_with_probabilities(classifier):
 
 
 def test_probabilities_cover_every_class_and_sum_to_one(classifier):
-    probs = classifier.probabilities(Image.new("L", (40, 40), 128))  # grey input is converted to RGB
-    assert len(probs) == len(LABELS)
-    assert sum(probs) == pytest.approx(1.0, abs=1e-5)
+    images = [Image.new("L", (40, 40), 128), Image.new("RGB", (64, 30), (200, 10, 10))]  # grey is made RGB
+    rows = classifier.probabilities(images)
+    assert len(rows) == len(images)
+    for probs in rows:
+        assert len(probs) == len(LABELS)
+        assert sum(probs) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_batch_classifies_each_image_as_alone(classifier):
+    images = [Image.new("RGB", (40, 40), (i * 60, 255 - i * 60, 90)) for i in range(3)]
+    batched = classifier.classify_many(images, top_k=2)
+    alone = [classifier.classify(image, top_k=2) for image in images]
+    assert [[e["label"] for e in r["top_k"]] for r in batched] == [[e["label"] for e in r["top_k"]] for r in alone]
+    for got, want in zip(batched, alone):
+        assert [e["score"] for e in got["top_k"]] == pytest.approx([e["score"] for e in want["top_k"]], abs=1e-3)
 
 
 def test_top_k_larger_than_the_label_set_returns_every_label(classifier):

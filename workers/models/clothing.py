@@ -158,21 +158,27 @@ class ClothingModel:
             torch.cuda.empty_cache()
 
     def infer(self, inputs: ModelInput) -> dict:
+        return self.infer_batch([inputs])[0]
+
+    def infer_batch(self, batch: list[ModelInput]) -> list[dict]:
+        """Each detection's crop against the cached prompt embeddings; the crops are encoded in one pass."""
         if self._model is None or self.text_embeddings is None:
             raise RuntimeError("clothing model is not loaded; call load() first")
         import torch
 
-        image = self._preprocess(inputs.person_crop()).unsqueeze(0).to(self.device)
+        images = torch.stack([self._preprocess(inputs.person_crop()) for inputs in batch]).to(self.device)
         with torch.inference_mode():
-            features = self._model.encode_image(image).float()
+            features = self._model.encode_image(images).float()
             features = features / features.norm(dim=-1, keepdim=True)
             scale = self._model.logit_scale.exp().float()
-            return {
-                category: category_result(
-                    self.prompts.categories[category], (scale * features @ embeddings.T).softmax(dim=-1)[0].tolist()
-                )
+            probabilities = {
+                category: (scale * features @ embeddings.T).softmax(dim=-1).tolist()
                 for category, embeddings in self.text_embeddings.items()
             }
+        return [
+            {category: category_result(self.prompts.categories[category], rows[row]) for category, rows in probabilities.items()}
+            for row in range(len(batch))
+        ]
 
 
 def write_tiny(dest: Path, full_size: bool = False) -> None:

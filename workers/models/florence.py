@@ -140,19 +140,22 @@ class FlorenceModel:
         self.processor = None
 
     def extract_security_context(self, image: Image.Image) -> dict:
-        """Caption, security objects and text regions (plus dense regions when enabled) for one image.
+        """Caption, security objects and text regions (plus dense regions when enabled) for one image."""
+        return self.extract_security_context_many([image])[0]
 
-        All tasks go through the model as one padded batch; each answer is parsed by the processor's
-        own post_process_generation for its task.
-        """
+    def extract_security_context_many(self, images: list[Image.Image]) -> list[dict]:
+        """The scene tasks for each image; every (image, task) pair goes through the model as one padded
+        batch, and each answer is parsed by the processor's own post_process_generation for its task."""
         import torch
 
         if self.model is None:
             raise RuntimeError("FlorenceModel.extract_security_context called before load()")
-        image = image.convert("RGB")
+        images = [image.convert("RGB") for image in images]
         tasks = self.tasks
+        pairs = [(image, task) for image in images for task in tasks]
         inputs = self.processor(
-            text=[task.prompt for task in tasks], images=[image] * len(tasks), padding=True, return_tensors="pt"
+            text=[task.prompt for _, task in pairs], images=[image for image, _ in pairs], padding=True,
+            return_tensors="pt",
         ).to(self.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         generate_options: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": False}
@@ -164,14 +167,18 @@ class FlorenceModel:
         # shorter answer gets in the batch, which the plain-text parse would otherwise keep.
         pad = self.processor.tokenizer.pad_token
         texts = [t.replace(pad, "") for t in self.processor.batch_decode(generated, skip_special_tokens=False)]
-        result: dict[str, Any] = {}
-        for task, text in zip(tasks, texts):
+        results: list[dict[str, Any]] = [{} for _ in images]
+        for number, ((image, task), text) in enumerate(zip(pairs, texts)):
             parsed = self.processor.post_process_generation(text, task=task.token, image_size=image.size)
-            result[task.key] = answer_to_contract(task.key, parsed[task.token])
-        return result
+            results[number // len(tasks)][task.key] = answer_to_contract(task.key, parsed[task.token])
+        return results
 
     def infer(self, inputs: ModelInput) -> dict:
         return self.extract_security_context(inputs.frame)
+
+    def infer_batch(self, batch: list[ModelInput]) -> list[dict]:
+        """The scene tasks for each event's frame, all in one generate call."""
+        return self.extract_security_context_many([inputs.frame for inputs in batch])
 
 
 # --- random-weight models in the on-disk format load() reads ---------------------------------------

@@ -5,6 +5,7 @@ API (used by the age_gender, vehicle and pet wrappers):
     clf = ImageClassifier.load(path, device)     # AutoImageProcessor + AutoModelForImageClassification, eval mode
     clf.classify(image, top_k=5)
         -> {"label": str, "confidence": float, "top_k": [{"label": str, "score": float}, ...]}
+    clf.classify_many(images, top_k=5)          # the same for a batch, in one forward pass
     clf.labels                                   # the model's own config.id2label, in index order
     clf.close()                                  # drop the weights (and the CUDA cache when on a GPU)
 
@@ -76,23 +77,29 @@ class ImageClassifier:
         id2label = self.model.config.id2label
         return [str(id2label[i]) for i in range(len(id2label))]
 
-    def probabilities(self, image: Image.Image) -> list[float]:
-        """Softmax over the model's classes for one RGB image."""
+    def probabilities(self, images: list[Image.Image]) -> list[list[float]]:
+        """Softmax over the model's classes for each RGB image, in one forward pass."""
         import torch
 
-        batch = self.processor(images=image.convert("RGB"), return_tensors="pt")
+        batch = self.processor(images=[image.convert("RGB") for image in images], return_tensors="pt")
         pixel_values = batch["pixel_values"].to(self.device, dtype=self.model.dtype)
         with torch.inference_mode():
-            logits = self.model(pixel_values=pixel_values).logits[0]
+            logits = self.model(pixel_values=pixel_values).logits
         return logits.float().softmax(dim=-1).cpu().tolist()
+
+    def classify_many(self, images: list[Image.Image], top_k: int = 5) -> list[dict]:
+        """Per image: best label, its confidence and the top_k labels with scores (highest first)."""
+        id2label = self.model.config.id2label
+        answers = []
+        for probs in self.probabilities(images):
+            order = sorted(range(len(probs)), key=lambda i: probs[i], reverse=True)[: max(1, top_k)]
+            ranked = [{"label": str(id2label[i]), "score": _rounded(probs[i])} for i in order]
+            answers.append({"label": ranked[0]["label"], "confidence": ranked[0]["score"], "top_k": ranked})
+        return answers
 
     def classify(self, image: Image.Image, top_k: int = 5) -> dict:
         """Best label, its confidence and the top_k labels with scores (highest first)."""
-        probs = self.probabilities(image)
-        id2label = self.model.config.id2label
-        order = sorted(range(len(probs)), key=lambda i: probs[i], reverse=True)[: max(1, top_k)]
-        ranked = [{"label": str(id2label[i]), "score": _rounded(probs[i])} for i in order]
-        return {"label": ranked[0]["label"], "confidence": ranked[0]["score"], "top_k": ranked}
+        return self.classify_many([image], top_k)[0]
 
     def close(self) -> None:
         """Drop the weights; on a GPU also hand cached blocks back to the driver."""
@@ -123,9 +130,13 @@ class CropClassifierModel:
         self.classifier = None
 
     def infer(self, inputs: Any) -> dict:
+        return self.infer_batch([inputs])[0]
+
+    def infer_batch(self, batch: list[Any]) -> list[dict]:
+        """The crops of a micro-batch through the classifier in one forward pass."""
         if self.classifier is None:
             raise RuntimeError(f"{type(self).__name__}.infer called before load()")
-        return self.classifier.classify(inputs.person_crop(), top_k=self.top_k)
+        return self.classifier.classify_many([inputs.person_crop() for inputs in batch], top_k=self.top_k)
 
 
 def _config(architecture: str, overrides: dict[str, Any], labels: list[str]) -> Any:

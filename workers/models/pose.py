@@ -79,13 +79,20 @@ class PoseModel:
         release(self.device)
 
     def infer(self, inputs: ModelInput) -> dict:
+        return self.infer_batch([inputs])[0]
+
+    def infer_batch(self, batch: list[ModelInput]) -> list[dict]:
+        """Pose for each detection; the padded crops go through the model in one call."""
         if self._model is None:
             raise RuntimeError("pose model is not loaded; call load() first")
-        crop, (dx, dy) = padded_crop(inputs)
-        result = predict(self._model, crop, self.device, self.confidence)
-        boxes = [[x1 + dx, y1 + dy, x2 + dx, y2 + dy] for x1, y1, x2, y2 in result.boxes.xyxy.tolist()]
-        keypoints = [[[x + dx, y + dy, c] for x, y, c in person] for person in _keypoint_triples(result)]
-        return pose_result(inputs.bbox, boxes, keypoints)
+        crops = [padded_crop(inputs) for inputs in batch]
+        results = predict(self._model, [crop for crop, _ in crops], self.device, self.confidence)
+        answers = []
+        for inputs, (_, (dx, dy)), result in zip(batch, crops, results):
+            boxes = [[x1 + dx, y1 + dy, x2 + dx, y2 + dy] for x1, y1, x2, y2 in result.boxes.xyxy.tolist()]
+            keypoints = [[[x + dx, y + dy, c] for x, y, c in person] for person in _keypoint_triples(result)]
+            answers.append(pose_result(inputs.bbox, boxes, keypoints))
+        return answers
 
 
 def _keypoint_triples(result) -> list[list[list[float]]]:

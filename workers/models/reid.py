@@ -113,16 +113,23 @@ class ReidModel:
 
     def embed(self, image: Any) -> list[float]:
         """Unit-length embedding of one person crop."""
+        return self.embed_many([image])[0]
+
+    def embed_many(self, images: list[Any]) -> list[list[float]]:
+        """Unit-length embeddings of person crops, in one forward pass."""
         import torch
 
         with torch.inference_mode():
-            features = self._model(preprocess(image).to(self.device))[0].float()
-        features = features / features.norm(p=2).clamp_min(1e-12)
-        return [round(float(x), EMBEDDING_DIGITS) for x in features.cpu().tolist()]
+            features = self._model(torch.cat([preprocess(image) for image in images]).to(self.device)).float()
+        features = features / features.norm(p=2, dim=-1, keepdim=True).clamp_min(1e-12)
+        return [[round(float(x), EMBEDDING_DIGITS) for x in row] for row in features.cpu().tolist()]
 
     def infer(self, inputs: ModelInput) -> dict:
-        embedding = self.embed(inputs.person_crop())
-        return {"embedding": embedding, "dim": len(embedding)}
+        return self.infer_batch([inputs])[0]
+
+    def infer_batch(self, batch: list[ModelInput]) -> list[dict]:
+        """Embeddings for each detection's crop, in one forward pass."""
+        return [{"embedding": e, "dim": len(e)} for e in self.embed_many([inputs.person_crop() for inputs in batch])]
 
 
 def write_tiny(dest: Path, full_size: bool = False) -> None:

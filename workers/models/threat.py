@@ -63,18 +63,24 @@ class ThreatModel:
         release(self.device)
 
     def infer(self, inputs: ModelInput) -> dict:
+        return self.infer_batch([inputs])[0]
+
+    def infer_batch(self, batch: list[ModelInput]) -> list[dict]:
+        """Weapons for each detection; the padded crops go through the detector in one call."""
         if self._model is None:
             raise RuntimeError("threat model is not loaded; call load() first")
-        crop, (dx, dy) = padded_crop(inputs)
-        result = predict(self._model, crop, self.device, self.confidence)
-        names = result.names
-        detections = [
-            {"type": names[int(cls)], "confidence": conf, "bbox": [x1 + dx, y1 + dy, x2 + dx, y2 + dy]}
-            for (x1, y1, x2, y2), conf, cls in zip(
-                result.boxes.xyxy.tolist(), result.boxes.conf.tolist(), result.boxes.cls.tolist()
-            )
-        ]
-        return threat_report(detections, self.confidence)
+        crops = [padded_crop(inputs) for inputs in batch]
+        results = predict(self._model, [crop for crop, _ in crops], self.device, self.confidence)
+        reports = []
+        for (_, (dx, dy)), result in zip(crops, results):
+            detections = [
+                {"type": result.names[int(cls)], "confidence": conf, "bbox": [x1 + dx, y1 + dy, x2 + dx, y2 + dy]}
+                for (x1, y1, x2, y2), conf, cls in zip(
+                    result.boxes.xyxy.tolist(), result.boxes.conf.tolist(), result.boxes.cls.tolist()
+                )
+            ]
+            reports.append(threat_report(detections, self.confidence))
+        return reports
 
 
 def write_tiny(dest: Path, full_size: bool = False) -> None:

@@ -57,14 +57,14 @@ def padded_crop(inputs: ModelInput, padding: float = CROP_PADDING) -> tuple[Imag
     return inputs.frame.crop((left, top, right, bottom)), (left, top)
 
 
-def predict(model: Any, image: Image.Image, device: str, confidence: float) -> Any:
-    """One ultralytics Results for one image, only detections scoring at least confidence.
+def predict(model: Any, images: list[Image.Image], device: str, confidence: float) -> list[Any]:
+    """One ultralytics Results per image (one batched call), only detections scoring at least confidence.
 
     Nothing is saved, printed or plotted. ultralytics refuses conf above 1, so a threshold above 1
     (report nothing) is applied here rather than passed through.
     """
-    result = model.predict(image, device=device, conf=min(confidence, 1.0), verbose=False, save=False)[0]
-    return result[result.boxes.conf >= confidence]
+    results = model.predict(images, device=device, conf=min(confidence, 1.0), verbose=False, save=False)
+    return [result[result.boxes.conf >= confidence] for result in results]
 
 
 def release(device: str) -> None:
