@@ -36,12 +36,15 @@ task_routes = {
     "sweep_stalled_events": {"queue": "router"},
 }
 result_expires = _settings.result_ttl_seconds
-result_extended = True
-task_track_started = True
+result_extended = True  # stored results name their task and worker (readable with redis-cli)
+# No STARTED state in the backend: with result_extended it would store every task's arguments once more
+# (enrich_detection's carry the whole frame). Flower still sees tasks start through task events (-E).
+task_track_started = False
 
-# Events for Flower.
-worker_send_task_events = True
-task_send_sent_event = True
+# Task events for Flower (and `celery events`): about a third of the pool's per-event overhead on a small
+# box (scripts/bench.py), so TASK_EVENTS=0 turns them off where nobody watches.
+worker_send_task_events = _settings.task_events
+task_send_sent_event = _settings.task_events
 
 worker_hijack_root_logger = False
 

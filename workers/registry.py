@@ -73,6 +73,11 @@ class ModelEntry:
         """Directory (or file) name under MODELS_DIR for this model."""
         return self.name
 
+    @property
+    def needs_frames(self) -> bool:
+        """Whether the model reads the event's frame buffer (only then do workers fetch and decode it)."""
+        return self.condition is Condition.SUSPICIOUS_WITH_FRAMES
+
     def load_class(self, env: Mapping[str, str] = os.environ) -> type:
         """The wrapper class: <NAME>_MODEL_FAMILY when set (a dotted module is taken as is), else the table's."""
         module_name, class_name = (env.get(self.family_env) or self.family).split(":")

@@ -21,6 +21,7 @@ from tasks.metrics import MEMORY_SHARE, MEMORY_USED, CacheMetrics
 from tasks.placement import WORKER_STATE_PREFIX
 from tasks.schemas import ModelRecord
 from tasks.settings import Settings
+from workers.batching import MicroBatcher, infer_many
 from workers.models.base import ModelInput
 from workers.models.base import ModelSkipped as InferenceSkipped
 from workers.registry import REGISTRY, ModelEntry, weights_path
@@ -55,6 +56,8 @@ def memory_budget_bytes(device: str, share_mb: int | None) -> int:
 class DeviceRuntime:
     """Runs model tasks on one device through one ModelCache and tells Redis what it holds."""
 
+    PUBLISH_EVERY = 1.0  # seconds between state publishes caused by tasks alone
+
     def __init__(self, settings: Settings, client: redis.Redis, worker: str):
         self.settings = settings
         self.client = client
@@ -70,6 +73,12 @@ class DeviceRuntime:
             on_change=self.publish,
             observer=CacheMetrics(),
         )
+        self.batcher: MicroBatcher[ModelInput] | None = None
+        if settings.model_batch_size > 1:
+            self.batcher = MicroBatcher(
+                self.run_batch, max_size=settings.model_batch_size, max_wait=settings.model_batch_wait_ms / 1000
+            )
+        self._published_at = 0.0
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
@@ -95,13 +104,14 @@ class DeviceRuntime:
             )
         return self._specs[entry.name]
 
-    def inputs_for(self, context: dict[str, Any]) -> ModelInput:
+    def inputs_for(self, context: dict[str, Any], with_buffer: bool = True) -> ModelInput:
+        """The decoded frame and boxes; the frame buffer only for models that read it."""
         return ModelInput(
             frame=self.frames.get(context["frame_key"]),
             bbox=tuple(context["bbox"]),
             detection_type=context["detection_type"],
             face_bbox=tuple(context["face_bbox"]) if context.get("face_bbox") else None,
-            frames=[self.frames.get(key) for key in context.get("buffer_keys", [])],
+            frames=[self.frames.get(key) for key in context.get("buffer_keys", [])] if with_buffer else [],
         )
 
     def run(self, model: str, context: dict[str, Any]) -> ModelRecord:
@@ -111,7 +121,7 @@ class DeviceRuntime:
         if entry is None:
             return record.model_copy(update={"status": "error", "error": f"unknown model {model!r}"})
         try:
-            inputs = self.inputs_for(context)
+            inputs = self.inputs_for(context, with_buffer=entry.needs_frames)
         except Exception as exc:  # the frame expired or cannot be decoded
             return record.model_copy(update={"status": "error", "error": f"frame unavailable: {exc}"})
         try:
@@ -126,7 +136,10 @@ class DeviceRuntime:
         record = record.model_copy(update={"cache_hit": loaded.hit, "load_ms": round(loaded.load_ms, 2)})
         started = time.perf_counter()
         try:
-            data = self.cache.run_with_oom_retry(self.spec_for(entry), lambda wrapper: wrapper.infer(inputs))
+            if self.batcher is None:
+                data = self.cache.run_with_oom_retry(self.spec_for(entry), lambda wrapper: wrapper.infer(inputs))
+            else:
+                data = self.batcher.submit(model, inputs)
         except InferenceSkipped as exc:
             return record.model_copy(update={"status": "skipped", "error": str(exc)})
         except SoftTimeLimitExceeded:
@@ -136,18 +149,31 @@ class DeviceRuntime:
             return record.model_copy(update={"status": "error", "error": f"{type(exc).__name__}: {exc}"})
         finally:
             infer_ms = (time.perf_counter() - started) * 1000
-        self.publish()
+        self.publish_soon()
         return record.model_copy(update={"data": data, "infer_ms": round(infer_ms, 2)})
+
+    def run_batch(self, model: str, batch: list[ModelInput]) -> list[Any]:
+        """One batched call of model (the micro-batcher's runner): an answer or an exception per input."""
+        return self.cache.run_with_oom_retry(self.spec_for(REGISTRY[model]), lambda wrapper: infer_many(wrapper, batch))
 
     # -- published state ----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return self.cache.snapshot() | {
             "worker": self.worker, "queue": self.queue, "device": self.device,
             "pid": os.getpid(), "updated_at": time.time(), "frame_bytes_read": self.frames.bytes_read,
-        }
+        } | self.batch_state()
+
+    def batch_state(self) -> dict[str, Any]:
+        """Micro-batching figures for the published state (empty when batching is off)."""
+        if self.batcher is None:
+            return {}
+        stats = self.batcher.stats()
+        return {"batches": stats.batches, "batched_requests": stats.items, "largest_batch": stats.largest,
+                "batch_limit": self.batcher.max_size}
 
     def publish(self) -> None:
         """SET workers:state:<worker> with a TTL of three heartbeats: a dead worker drops out by itself."""
+        self._published_at = time.monotonic()
         ttl = max(1, int(self.settings.heartbeat_seconds * 3))
         snapshot = self.cache.snapshot()
         MEMORY_USED.labels(self.worker).set(snapshot["used_bytes"])
@@ -156,6 +182,12 @@ class DeviceRuntime:
             self.client.set(WORKER_STATE_PREFIX + self.worker, json.dumps(self.state()), ex=ttl)
         except redis.RedisError as exc:
             log.warning("could not publish worker state: %s", exc)
+
+    def publish_soon(self) -> None:
+        """Publish after a task at most every PUBLISH_EVERY seconds: loads and evictions publish at once
+        (on_change), so routing never waits; only the hit counters and ages may lag that long."""
+        if time.monotonic() - self._published_at >= self.PUBLISH_EVERY:
+            self.publish()
 
     def start_heartbeat(self) -> None:
         """Republish state and release idle models every HEARTBEAT_SECONDS, from a daemon thread."""
