@@ -1,0 +1,41 @@
+"""scripts/bench.py end to end on no-op models: the harness runs both sides and its figures hang together."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bench_noop_report(tmp_path):
+    report_path = tmp_path / "report.json"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--noop", "--events", "6", "--batch-size", "2",
+         "--no-affinity", "--report", str(report_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=280,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["models"] == "noop" and report["events"] == 6
+    assert report["direct"]["events"] == 6 and report["direct"]["events_per_s"] > 0
+    for name in ("pool", "pool_no_events", "batched"):
+        run_report = report[name]
+        assert run_report["cache"]["statuses"]["complete"] == 6, (name, run_report["cache"])
+        assert run_report["concurrent"]["events"] == 6
+    sequential = report["pool"]["sequential"]
+    assert 0 < sequential["one_task_round_trip_ms"]["p50"] <= sequential["latency_ms"]["p50"]
+    # Frames by reference: the one device worker reads each frame byte once, whatever the number of models.
+    assert report["pool"]["redis"]["models_per_event"] > 3
+    assert report["pool"]["redis"]["worker_frame_reads_per_frame_byte"] == pytest.approx(1.0, abs=0.01)
+    # A backend that stores the frame itself (image_key) sends fewer bytes through Redis than one inlining it.
+    assert report["pool"]["redis_by_key"]["in_per_frame_byte"] < report["pool"]["redis"]["in_per_frame_byte"]
+    assert report["batched"]["batching"] and report["batched"]["batching"][0]["batched_requests"] >= 6
+    assert "pool_over_direct_throughput" in report["summary"]
+    assert "events/s" in run.stdout
