@@ -88,7 +88,10 @@ def test_stuck_chord_is_finished_by_the_sweeper(make_pool):
     result = results[event["event_id"]]
     assert result["status"] == "partial"
     assert "sweeper" in result["models"]["pose"]["error"]
-    assert result["models"]["clothing"]["status"] == "ok", "finished records are kept"
+    # threat runs before pose (priority order, one worker, one task at a time), so it finished in time
+    assert result["models"]["threat"]["status"] == "ok", "finished records are kept"
+    for name, record in result["models"].items():
+        assert record["status"] == "ok" or "sweeper" in record["error"], (name, record)
     assert elapsed < deadline_seconds + 4 * sweep_seconds + 30, f"finished within a bounded time ({elapsed:.1f}s)"
 
 
