@@ -11,7 +11,8 @@ buffer, vehicles and animals, built from real photos) through:
   direct     the model wrappers called in this process, one event after another (models loaded beforehand);
   pool       a local redis-server, the router worker and one device worker (prefork, one child):
              events one at a time for latency, then CONCURRENCY in flight for throughput;
-  batched    the same with micro-batching (--batch-size: a threads pool, concurrent requests per model batched);
+  threads    one device worker running a threads pool (8 x --batch-size threads) without batching;
+  batched    the same threads with micro-batching (--batch-size: concurrent requests per model in one call);
   affinity   two device workers, each with --affinity-share-mb, run twice on the same trace: router
              preferring the worker that holds the model, then not (AFFINITY_ROUTING=0); model loads compared.
 
@@ -114,10 +115,14 @@ def model_ms(result: dict[str, Any]) -> float:
 
 
 def cache_figures(results: list[dict[str, Any]]) -> dict[str, Any]:
-    records = [r for result in results for r in result.get("models", {}).values() if r.get("status") == "ok"]
+    """Model runs, loads and hit rate over the ok records; skipped and failed records counted beside them."""
+    every = [r for result in results for r in result.get("models", {}).values()]
+    records = [r for r in every if r.get("status") == "ok"]
     loads = sum(1 for r in records if not r.get("cache_hit"))
     return {
         "model_runs": len(records), "loads": loads,
+        "skipped": sum(1 for r in every if r.get("status") == "skipped"),
+        "failed": sum(1 for r in every if r.get("status") in ("error", "timeout")),
         "loads_per_event": round(loads / len(results), 3) if results else 0.0,
         "hit_rate": round(1 - loads / len(records), 4) if records else 0.0,
         "statuses": {s: sum(1 for r in results if r.get("status") == s) for s in ("complete", "partial", "rejected")},
@@ -293,15 +298,18 @@ def submit_all(pool: Any, completions: Completions, trace: list[dict[str, Any]],
 
 
 def run_pool(trace: list[dict[str, Any]], warmup: list[dict[str, Any]], models_dir: Path, env: dict[str, str],
-             log_dir: Path, *, cpu_workers: int = 1, batch_size: int = 1, concurrency: int = 4,
+             log_dir: Path, *, cpu_workers: int = 1, batch_size: int = 1, threads: int | None = None,
+             concurrency: int = 4,
              sequential: bool = True, keyed: bool = False, timeout: float = 600) -> dict[str, Any]:
     """Start redis-server and the pool, warm it, then measure the trace one at a time and/or concurrently."""
     from workers.local_pool import LocalPool, RedisServer
 
     server = RedisServer().start()
-    pool = LocalPool(server.url, models_dir, log_dir, env=env, cpu_workers=cpu_workers, batch_size=batch_size)
+    pool = LocalPool(server.url, models_dir, log_dir, env=env, cpu_workers=cpu_workers, batch_size=batch_size,
+                     threads=threads)
     client = server.client()
-    report: dict[str, Any] = {"device_workers": cpu_workers, "batch_size": batch_size, "concurrency": concurrency}
+    report: dict[str, Any] = {"device_workers": cpu_workers, "batch_size": batch_size, "threads": threads,
+                              "concurrency": concurrency}
     try:
         pool.start(expected_workers=1 + cpu_workers)
         completions = Completions(client)
@@ -401,11 +409,15 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
     if "batched" in report:
         summary["batched_over_pool_throughput"] = ratio(
             report["batched"]["concurrent"]["events_per_s"], pool["concurrent"]["events_per_s"])
+        summary["batched_over_threads_throughput"] = ratio(
+            report["batched"]["concurrent"]["events_per_s"], report["threads"]["concurrent"]["events_per_s"])
         summary["batched_over_direct_throughput"] = ratio(
             report["batched"]["concurrent"]["events_per_s"], direct["events_per_s"])
     if "affinity" in report:
         summary["loads_per_event_with_affinity"] = report["affinity"]["on"]["cache"]["loads_per_event"]
         summary["loads_per_event_without_affinity"] = report["affinity"]["off"]["cache"]["loads_per_event"]
+        summary["skipped_with_affinity"] = report["affinity"]["on"]["cache"]["skipped"]
+        summary["skipped_without_affinity"] = report["affinity"]["off"]["cache"]["skipped"]
     return summary
 
 
@@ -414,13 +426,14 @@ def print_report(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"bench: {report['events']} events, {report['models']} models, seed {report['seed']}")
-    for column in ("run", "events/s", "p50 ms", "p95 ms", "p99 ms", "overhead p50 ms", "loads/event", "hit rate"):
+    for column in ("run", "events/s", "p50 ms", "p95 ms", "p99 ms", "overhead p50 ms", "loads/event", "hit rate",
+                   "skipped", "partial"):
         table.add_column(column, justify="right" if column != "run" else "left")
     direct = report["direct"]
     table.add_row("direct", str(direct["events_per_s"]), *[str(direct["latency_ms"][q]) for q in ("p50", "p95", "p99")],
-                  str(direct["overhead_ms"]["p50"]), "-", "-")
+                  str(direct["overhead_ms"]["p50"]), "-", "-", "-", "-")
     runs = [("pool", report["pool"])] + [
-        (name.replace("_", " "), report[name]) for name in ("pool_no_events", "batched") if name in report]
+        (name.replace("_", " "), report[name]) for name in ("pool_no_events", "threads", "batched") if name in report]
     if "affinity" in report:
         runs += [("affinity on", report["affinity"]["on"]), ("affinity off", report["affinity"]["off"])]
     for name, run in runs:
@@ -428,7 +441,8 @@ def print_report(report: dict[str, Any]) -> None:
         lat = seq.get("latency_ms") or run["concurrent"]["latency_ms"]
         table.add_row(f"{name} ({'1 at a time' if seq else 'concurrent'} latency)", str(run["concurrent"]["events_per_s"]),
                       *[str(lat[q]) for q in ("p50", "p95", "p99")], str(seq.get("overhead_ms", {}).get("p50", "-")),
-                      str(run["cache"]["loads_per_event"]), str(run["cache"]["hit_rate"]))
+                      str(run["cache"]["loads_per_event"]), str(run["cache"]["hit_rate"]), str(run["cache"]["skipped"]),
+                      str(run["cache"]["statuses"]["partial"]))
     Console(width=160).print(table)
     Console().print_json(data={"redis (frames inline)": report["pool"]["redis"],
                                "redis (frames by image_key)": report["pool"]["redis_by_key"],
@@ -480,7 +494,13 @@ def main(
         report["pool_no_events"] = run_pool(trace, warmup, models_dir, env | {"TASK_EVENTS": "0"},
                                             work / "pool-no-events", concurrency=concurrency)
     if batch_size > 1:
-        typer.echo(f"pool with micro-batching (batch {batch_size}) ...")
+        from workers.launch import BATCH_WINDOW
+
+        threads = BATCH_WINDOW * batch_size
+        typer.echo(f"pool with {threads} threads, no batching ...")
+        report["threads"] = run_pool(trace, warmup, models_dir, env, work / "threads", threads=threads,
+                                     concurrency=concurrency * 2, sequential=False)
+        typer.echo(f"pool with {threads} threads and micro-batching (batch {batch_size}) ...")
         report["batched"] = run_pool(trace, warmup, models_dir, env, work / "batched", batch_size=batch_size,
                                      concurrency=concurrency * 2, sequential=False)
     if affinity:

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     model_time_limit: float = Field(90.0, description="Hard time limit of one model task; the child is killed")
     task_events: bool = Field(True, description="Workers send task events (Flower needs them); 0 saves their cost")
     affinity_routing: bool = Field(True, description="Prefer a worker that already holds the model; 0 to measure without")
-    model_batch_size: int = Field(1, ge=1, description="Micro-batch bound per model; >1 needs a threads pool of that size")
+    model_batch_size: int = Field(1, ge=1, description="Micro-batch bound per model (set by the launcher's --batch-size; >1 needs a threads pool)")
     model_batch_wait_ms: float = Field(5.0, ge=0, description="How long the first request waits for others to join its batch")
     max_image_pixels: int = Field(40_000_000, description="Largest decoded frame (PIL MAX_IMAGE_PIXELS)")
     max_image_bytes: int = Field(16 * 1024 * 1024, description="Largest encoded frame")

@@ -15,6 +15,8 @@ from workers.launch import device_command, device_slots, router_command
 BATCH_HELP = ("Micro-batching: up to N concurrent requests for one model run as one batch "
               "(a threads pool holding 8N model tasks; no time limits there). 1 = off: prefork with one child")
 
+THREADS_HELP = "Size of a device worker's threads pool (default 8 x batch size); with batch size 1, threads without batching"
+
 cli = typer.Typer(add_completion=False, help="Start Model Zoo workers.")
 
 
@@ -35,11 +37,12 @@ def device(index: int = 0, cpu: bool = typer.Option(False, help="A CPU worker (q
                None, "--visible-device", envvar="VISIBLE_DEVICE_INDEX",
                help="CUDA index of this GPU as the worker sees it (0 in a container given only this GPU)"),
            batch_size: int = typer.Option(1, help=BATCH_HELP),
+           threads: int | None = typer.Option(None, help=THREADS_HELP),
            loglevel: str = "info") -> None:
     """Run one device worker in the foreground on queue gpu.`index`, pinned to that GPU (or the CPU)."""
     try:
         slot = device_slots("none", index + 1)[index] if cpu else replace(device_slots(str(index))[0], visible=visible)
-        command = device_command(slot, loglevel, batch_size)
+        command = device_command(slot, loglevel, batch_size, threads)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     exec_worker(*command)
@@ -49,11 +52,12 @@ def device(index: int = 0, cpu: bool = typer.Option(False, help="A CPU worker (q
 def start(gpus: str = typer.Option("auto", help="auto, none (CPU only), or GPU indices like 0,1"),
           loglevel: str = "info", router_worker: bool = typer.Option(True, "--router/--no-router"),
           cpu_workers: int = typer.Option(1, help="CPU device workers (cpu.0 .. cpu.N-1) when there is no GPU"),
-          batch_size: int = typer.Option(1, help=BATCH_HELP)) -> None:
+          batch_size: int = typer.Option(1, help=BATCH_HELP),
+          threads: int | None = typer.Option(None, help=THREADS_HELP)) -> None:
     """Start the router worker and one device worker per GPU (or CPU workers); stop all on Ctrl-C."""
     try:
         slots = device_slots(gpus, cpu_workers)
-        devices = [device_command(s, loglevel, batch_size) for s in slots]
+        devices = [device_command(s, loglevel, batch_size, threads) for s in slots]
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     specs = ([router_command(loglevel)] if router_worker else []) + devices

@@ -112,20 +112,25 @@ def router_command(loglevel: str, concurrency: int = 2, beat: bool = True) -> tu
 BATCH_WINDOW = 8  # model tasks a batching worker holds, per unit of batch size
 
 
-def device_command(slot: DeviceSlot, loglevel: str, batch_size: int = 1) -> tuple[list[str], dict[str, str]]:
+def device_command(slot: DeviceSlot, loglevel: str, batch_size: int = 1,
+                   threads: int | None = None) -> tuple[list[str], dict[str, str]]:
     """prefork with one child: models load lazily in the child, which owns the device.
 
     batch_size > 1 turns on micro-batching instead: a threads pool holds BATCH_WINDOW x batch_size model
     tasks at once (an event plans about seven models, so that is room for batch_size requests of each),
     and the runtime runs concurrent requests for one model as one batch of up to batch_size
     (MODEL_BATCH_SIZE). Threads cannot be interrupted, so soft and hard time limits do not apply there.
+    `threads` sets the threads pool's size instead (with batch_size 1: threads without batching, which
+    scripts/bench.py uses to tell what batching adds from what running models side by side adds).
     """
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, not {batch_size}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be at least 1, not {threads}")
     offset = 1 + slot.index + (100 if slot.kind == "cpu" else 0)
     env = slot.environment() | metrics_environment(slot.queue, offset)
-    if batch_size == 1:
+    if batch_size == 1 and threads is None:
         return celery_worker_command(slot.queue, slot.node, 1, loglevel, []), env
     env["MODEL_BATCH_SIZE"] = str(batch_size)
-    threads = BATCH_WINDOW * batch_size
+    threads = threads or BATCH_WINDOW * batch_size
     return celery_worker_command(slot.queue, slot.node, threads, loglevel, [], pool="threads"), env

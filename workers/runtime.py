@@ -73,11 +73,11 @@ class DeviceRuntime:
             on_change=self.publish,
             observer=CacheMetrics(),
         )
-        self.batcher: MicroBatcher[ModelInput] | None = None
-        if settings.model_batch_size > 1:
-            self.batcher = MicroBatcher(
-                self.run_batch, max_size=settings.model_batch_size, max_wait=settings.model_batch_wait_ms / 1000
-            )
+        # Every inference goes through the batcher: with MODEL_BATCH_SIZE 1 it only makes sure one call per
+        # model runs at a time (ultralytics predictors are not thread-safe), with more it batches.
+        self.batcher: MicroBatcher[ModelInput] = MicroBatcher(
+            self.run_batch, max_size=settings.model_batch_size, max_wait=settings.model_batch_wait_ms / 1000
+        )
         self._published_at = 0.0
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -136,10 +136,7 @@ class DeviceRuntime:
         record = record.model_copy(update={"cache_hit": loaded.hit, "load_ms": round(loaded.load_ms, 2)})
         started = time.perf_counter()
         try:
-            if self.batcher is None:
-                data = self.cache.run_with_oom_retry(self.spec_for(entry), lambda wrapper: wrapper.infer(inputs))
-            else:
-                data = self.batcher.submit(model, inputs)
+            data = self.batcher.submit(model, inputs)
         except InferenceSkipped as exc:
             return record.model_copy(update={"status": "skipped", "error": str(exc)})
         except SoftTimeLimitExceeded:
@@ -164,9 +161,7 @@ class DeviceRuntime:
         } | self.batch_state()
 
     def batch_state(self) -> dict[str, Any]:
-        """Micro-batching figures for the published state (empty when batching is off)."""
-        if self.batcher is None:
-            return {}
+        """Micro-batching figures for the published state."""
         stats = self.batcher.stats()
         return {"batches": stats.batches, "batched_requests": stats.items, "largest_batch": stats.largest,
                 "batch_limit": self.batcher.max_size}

@@ -69,3 +69,10 @@ def test_slots_command_lists_the_cpu_workers():
 def test_bad_batch_size_is_a_usage_error():
     result = CliRunner().invoke(cli, ["start", "--gpus", "none", "--batch-size", "0"])
     assert result.exit_code == 2 and "batch-size" in result.output
+
+
+def test_threads_without_batching_for_measuring():
+    command, env = device_command(DeviceSlot("cpu", 0), "info", batch_size=1, threads=6)
+    assert option(command, "-P") == "threads" and option(command, "-c") == "6" and env["MODEL_BATCH_SIZE"] == "1"
+    with pytest.raises(ValueError, match="--threads"):
+        device_command(DeviceSlot("cpu", 0), "info", threads=0)
