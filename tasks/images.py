@@ -57,7 +57,7 @@ def decode_image(field: str, data: bytes, max_pixels: int) -> Image.Image:
             if width * height > max_pixels:
                 raise InputError(field, f"{width}x{height} exceeds the {max_pixels} pixel limit")
             image.load()
-            return image.convert("RGB")
+            return image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even RGB
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -9,6 +9,18 @@ from dataclasses import dataclass
 import redis
 
 WORKER_STATE_PREFIX = "workers:state:"
+WORKER_INDEX = "workers:index"  # a set of node names, so the router never scans the keyspace for states
+
+
+def publish_state(client: redis.Redis, worker: str, state: str, ttl_seconds: int) -> None:
+    """SET workers:state:<worker> with a TTL (a dead worker drops out by itself) and list it in the index."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.set(WORKER_STATE_PREFIX + worker, state, ex=ttl_seconds).sadd(WORKER_INDEX, worker).execute()
+
+
+def withdraw_state(client: redis.Redis, worker: str) -> None:
+    with client.pipeline(transaction=False) as pipe:
+        pipe.delete(WORKER_STATE_PREFIX + worker).srem(WORKER_INDEX, worker).execute()
 
 
 @dataclass(frozen=True)
@@ -55,11 +67,19 @@ def choose_queue(model: str, workers: list[WorkerState], static_queues: list[str
 
 
 def live_workers(client: redis.Redis, max_age_seconds: float, now: float | None = None) -> list[WorkerState]:
-    """Device workers whose published state is fresher than max_age_seconds."""
+    """Device workers whose published state is fresher than max_age_seconds.
+
+    Two round trips whatever the size of the keyspace (SMEMBERS of the index, MGET of the states); names
+    whose state has expired are dropped from the index on the way.
+    """
     now = time.time() if now is None else now
-    keys = list(client.scan_iter(match=f"{WORKER_STATE_PREFIX}*", count=100))
+    names = sorted(n.decode() if isinstance(n, bytes) else n for n in client.smembers(WORKER_INDEX))
+    raws = client.mget([WORKER_STATE_PREFIX + name for name in names]) if names else []
+    gone = [name for name, raw in zip(names, raws) if raw is None]
+    if gone:
+        client.srem(WORKER_INDEX, *gone)
     states = []
-    for raw in client.mget(keys) if keys else []:
+    for raw in raws:
         if raw is None:
             continue
         state = WorkerState.from_json(raw)

@@ -18,7 +18,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from model_cache import ModelCache, ModelSkipped, ModelSpec
 from tasks.frame_store import DecodedFrames, FrameStore
 from tasks.metrics import MEMORY_SHARE, MEMORY_USED, CacheMetrics
-from tasks.placement import WORKER_STATE_PREFIX
+from tasks.placement import publish_state, withdraw_state
 from tasks.schemas import ModelRecord
 from tasks.settings import Settings
 from workers.batching import MicroBatcher, infer_many
@@ -174,7 +174,7 @@ class DeviceRuntime:
         MEMORY_USED.labels(self.worker).set(snapshot["used_bytes"])
         MEMORY_SHARE.labels(self.worker).set(snapshot["budget_bytes"])
         try:
-            self.client.set(WORKER_STATE_PREFIX + self.worker, json.dumps(self.state()), ex=ttl)
+            publish_state(self.client, self.worker, json.dumps(self.state()), ttl)
         except redis.RedisError as exc:
             log.warning("could not publish worker state: %s", exc)
 
@@ -200,5 +200,5 @@ class DeviceRuntime:
     def stop(self) -> None:
         self._stop.set()
         self.cache.clear()
-        self.client.delete(WORKER_STATE_PREFIX + self.worker)
+        withdraw_state(self.client, self.worker)
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tasks.placement import WORKER_STATE_PREFIX, WorkerState, choose_queue, live_workers
+from tasks.placement import WORKER_INDEX, WorkerState, choose_queue, live_workers, publish_state, withdraw_state
 
 GB = 1024 ** 3
 
@@ -44,10 +44,28 @@ def test_static_placement_before_any_worker_reports_is_stable():
         choose_queue("clothing", [], [])
 
 
-def test_live_workers_drops_stale_states(redis_client):
+def test_live_workers_drops_stale_and_expired_states(redis_client):
     fresh = {"worker": "cpu0@h", "queue": "cpu.0", "models": [{"name": "pose"}], "free_bytes": 5, "updated_at": 100.0}
     stale = fresh | {"worker": "cpu1@h", "queue": "cpu.1", "updated_at": 10.0}
-    for state in (fresh, stale):
-        redis_client.set(WORKER_STATE_PREFIX + state["worker"], json.dumps(state))
+    expired = fresh | {"worker": "cpu2@h", "queue": "cpu.2"}
+    for state in (fresh, stale, expired):
+        publish_state(redis_client, state["worker"], json.dumps(state), ttl_seconds=60)
+    redis_client.delete("workers:state:cpu2@h")  # its TTL ran out
     states = live_workers(redis_client, max_age_seconds=30, now=105.0)
     assert [(s.queue, s.models) for s in states] == [("cpu.0", ("pose",))]
+    assert redis_client.smembers(WORKER_INDEX) == {b"cpu0@h", b"cpu1@h"}, "expired names leave the index"
+    withdraw_state(redis_client, "cpu0@h")
+    assert live_workers(redis_client, max_age_seconds=30, now=105.0) == []
+
+
+def test_finding_workers_does_not_scan_the_keyspace(redis_client):
+    """Results and frames pile up in Redis; the router's lookup must not grow with them."""
+    state = {"worker": "gpu0@h", "queue": "gpu.0", "models": [], "free_bytes": 1, "updated_at": 100.0}
+    publish_state(redis_client, "gpu0@h", json.dumps(state), ttl_seconds=60)
+    with redis_client.pipeline(transaction=False) as pipe:
+        for n in range(5000):
+            pipe.set(f"enrichment:e{n}", "{}")
+        pipe.execute()
+    before = redis_client.info("stats")["total_commands_processed"]
+    assert [s.queue for s in live_workers(redis_client, max_age_seconds=30, now=101.0)] == ["gpu.0"]
+    assert redis_client.info("stats")["total_commands_processed"] - before <= 3  # SMEMBERS, MGET, INFO
