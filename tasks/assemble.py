@@ -96,7 +96,8 @@ def finish_event(records: list[dict], meta: dict[str, Any]) -> dict:
     ASSEMBLY_SECONDS.observe(now - meta["routed_at"])
     settings = get_settings()
     frames = FrameStore(redis_client(), settings.frame_ttl_seconds)
-    frames.delete(([meta["frame_key"]] if meta.get("owns_frame") else []) + meta.get("buffer_keys", []))
+    owned_buffer = meta.get("owned_buffer_keys", meta.get("buffer_keys", []))  # older metas own their buffer
+    frames.delete(([meta["frame_key"]] if meta.get("owns_frame") else []) + owned_buffer)
     Ledger(redis_client()).close(result.event_id)
     return payload
 

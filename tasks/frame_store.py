@@ -30,14 +30,19 @@ class FrameStore:
         self.client.set(frame_key(event_id), frame, ex=self.ttl_seconds)
         return frame_key(event_id)
 
-    def put_buffer(self, event_id: str, buffer: list[bytes]) -> list[str]:
-        keys = [buffer_key(event_id, i) for i in range(len(buffer))]
-        if keys:
+    def put_buffer(self, event_id: str, buffer: list[bytes | str]) -> tuple[list[str], list[str]]:
+        """Store the buffer's bytes (a str is a key already in Redis, used as is).
+
+        Returns every frame's key in order, and the keys written here (the ones the event owns).
+        """
+        keys = [item if isinstance(item, str) else buffer_key(event_id, i) for i, item in enumerate(buffer)]
+        owned = [(key, item) for key, item in zip(keys, buffer) if not isinstance(item, str)]
+        if owned:
             with self.client.pipeline(transaction=False) as pipe:
-                for key, data in zip(keys, buffer):
+                for key, data in owned:
                     pipe.set(key, data, ex=self.ttl_seconds)
                 pipe.execute()
-        return keys
+        return keys, [key for key, _ in owned]
 
     def get(self, key: str) -> bytes | None:
         return self.client.get(key)

@@ -39,7 +39,7 @@ class CheckedFrames:
     size: tuple[int, int]
     bbox: tuple[int, int, int, int]
     face_bbox: tuple[int, int, int, int] | None
-    buffer: list[bytes] = field(default_factory=list)
+    buffer: list[bytes | str] = field(default_factory=list)  # bytes to store, or the backend's own image_key
 
 
 def read_source(source: FrameSource, where: str, settings: Settings) -> bytes:
@@ -74,11 +74,11 @@ def check_frames(event: DetectionEvent, settings: Settings) -> CheckedFrames:
     width, height = image.size
     bbox = box_inside("bbox", event.bbox, width, height)
     face = box_inside("face_bbox", event.face_bbox, width, height) if event.face_bbox else None
-    buffer = []
+    buffer: list[bytes | str] = []
     for index, frame_source in enumerate(event.frames):
         raw = read_source(frame_source, f"frames.{index}.", settings)
         decode_image(f"frames.{index}", raw, settings.max_image_pixels)
-        buffer.append(raw)
+        buffer.append(frame_source.image_key or raw)  # a frame already in Redis is used where it is
     return CheckedFrames(
         frame=None if source.image_key else data, frame_key=source.image_key,
         size=(width, height), bbox=bbox, face_bbox=face, buffer=buffer,
@@ -142,7 +142,7 @@ def route(detection: DetectionEvent, checked: CheckedFrames, settings: Settings,
     """Store the frames once, plan and place the models; returns (meta, chord signature or None)."""
     store = FrameStore(redis_client(), settings.frame_ttl_seconds)
     frame_key = checked.frame_key or store.put_frame(detection.event_id, checked.frame)
-    buffer_keys = store.put_buffer(detection.event_id, checked.buffer)
+    buffer_keys, owned_buffer_keys = store.put_buffer(detection.event_id, checked.buffer)
     scene = settings.scene_models if detection.detection_type in settings.scene_detection_types else []
     models = plan_models(detection, scene_models=scene)
     placement = place_models(models, settings)
@@ -153,6 +153,7 @@ def route(detection: DetectionEvent, checked: CheckedFrames, settings: Settings,
         "frame_key": frame_key,
         "owns_frame": checked.frame is not None,
         "buffer_keys": buffer_keys,
+        "owned_buffer_keys": owned_buffer_keys,  # what assembly deletes; the backend's own keys stay
         "frame_size": list(checked.size),
         "received_at": received_at,
         "routed_at": time.time(),

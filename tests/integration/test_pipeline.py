@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from tasks.sample_events import animal_event, b64, bus_photo, person_event, vehicle_event
@@ -38,6 +40,21 @@ def test_face_and_frames_add_age_gender_and_action(pool):
     check_records(result, PERSON_MODELS | {"age_gender", "action"})
     assert result["enrichment"]["demographics"]["face_source"] == "face_bbox"
     assert len(result["enrichment"]["action"]["top_actions"]) == 3
+
+
+def test_frames_already_in_redis_are_used_in_place_and_left_to_their_owner(pool):
+    """A backend that stores its frames itself sends image_key: nothing is copied, nothing of its deleted."""
+    event = person_event("it-keyed", face=True, suspicious=80, frames=3)
+    redis = pool.client.redis
+    keys = [f"backend:it-keyed:{i}" for i in range(4)]
+    for key, source in zip(keys, [event] + event["frames"]):
+        redis.set(key, base64.b64decode(source.pop("image")), ex=300)
+        source["image_key"] = key
+    result = pool.client.enrich(event, timeout=300)
+    assert result["status"] == "complete", result["errors"]
+    check_records(result, PERSON_MODELS | {"age_gender", "action"})
+    assert redis.exists(*keys) == 4, "the backend's frames are its own"
+    assert not list(redis.scan_iter(match="frame:it-keyed:*")), "no copies were made"
 
 
 def test_vehicle_event_gets_vehicle_and_depth(pool):

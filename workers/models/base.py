@@ -49,6 +49,9 @@ class ModelWrapper(Protocol):
 
     The constructor takes (path, device) and must not touch the GPU; load() does.
     infer() returns a JSON-serialisable dict, or raises ModelSkipped with a reason.
+    A family that can run several detections in one forward pass also has
+    infer_batch(list[ModelInput]) -> list[dict] (workers/batching.py uses it when present); such
+    families define infer(x) as infer_batch([x])[0], so each has one code path.
     """
 
     def __init__(self, path: str, device: str) -> None: ...
