@@ -35,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import typer
 
@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tasks import sample_events  # noqa: E402
+from tasks.placement import WORKER_INDEX, WORKER_STATE_PREFIX  # noqa: E402
 from tasks.results import COMPLETED_CHANNEL, result_key  # noqa: E402
 from workers.registry import MODELS  # noqa: E402
 
@@ -267,10 +268,36 @@ def redis_bytes(client: Any) -> tuple[int, int]:
     return int(stats["total_net_input_bytes"]), int(stats["total_net_output_bytes"])
 
 
+def worker_states(client: Any) -> list[dict[str, Any]]:
+    """What each device worker last published, found through the router's own index (no keyspace scan)."""
+    names = [n.decode() for n in client.smembers(WORKER_INDEX)]
+    return [json.loads(raw) for raw in client.mget([WORKER_STATE_PREFIX + n for n in names]) if raw] if names else []
+
+
 def frame_reads(client: Any) -> int:
     """Frame bytes the device workers have read from Redis so far (published in their state)."""
-    keys = list(client.scan_iter(match="workers:state:*"))
-    return sum(json.loads(raw).get("frame_bytes_read", 0) for raw in client.mget(keys) if raw) if keys else 0
+    return sum(state.get("frame_bytes_read", 0) for state in worker_states(client))
+
+
+def measure_traffic(client: Any, send: Callable[[], Any]) -> tuple[Any, dict[str, int]]:
+    """send() between two readings of Redis's byte counters and of the frame bytes the workers read."""
+    time.sleep(PUBLISH_SETTLE)  # workers republish their state (frame bytes read) on a 1 s heartbeat
+    bytes_in, bytes_out = redis_bytes(client)
+    reads = frame_reads(client)
+    outcome = send()
+    bytes_in2, bytes_out2 = redis_bytes(client)
+    time.sleep(PUBLISH_SETTLE)
+    return outcome, {"in": bytes_in2 - bytes_in, "out": bytes_out2 - bytes_out, "reads": frame_reads(client) - reads}
+
+
+def traffic_figures(traffic: dict[str, int], events: int, frames: int) -> dict[str, Any]:
+    return {
+        "in_bytes_per_event": round(traffic["in"] / events),
+        "out_bytes_per_event": round(traffic["out"] / events),
+        "in_per_frame_byte": round(traffic["in"] / frames, 3),
+        "out_per_frame_byte": round(traffic["out"] / frames, 3),
+        "worker_frame_reads_per_frame_byte": round(traffic["reads"] / frames, 3),
+    }
 
 
 def submit_all(pool: Any, completions: Completions, trace: list[dict[str, Any]], concurrency: int,
@@ -330,15 +357,12 @@ def run_pool(trace: list[dict[str, Any]], warmup: list[dict[str, Any]], models_d
             report["sequential"]["one_task_round_trip_ms"] = percentiles(list(floor.values()))
             client.delete(*[result_key(e["event_id"]) for e in trace])
             trace = [dict(e, event_id=e["event_id"] + "-c") for e in trace]
-        time.sleep(PUBLISH_SETTLE)  # workers republish their state (frame bytes read) on a 1 s heartbeat
-        bytes_in, bytes_out = redis_bytes(client)
-        reads = frame_reads(client)
-        started = time.perf_counter()
-        latencies = submit_all(pool, completions, trace, concurrency, timeout)
-        elapsed = time.perf_counter() - started
-        bytes_in2, bytes_out2 = redis_bytes(client)
-        time.sleep(PUBLISH_SETTLE)
-        reads2 = frame_reads(client)
+
+        def concurrently() -> tuple[dict[str, float], float]:
+            started = time.perf_counter()
+            return submit_all(pool, completions, trace, concurrency, timeout), time.perf_counter() - started
+
+        (latencies, elapsed), traffic = measure_traffic(client, concurrently)
         results = [json.loads(client.get(result_key(e["event_id"]))) for e in trace]
         frames = sum(frame_bytes(e) for e in trace)
         count = len(trace)
@@ -346,36 +370,19 @@ def run_pool(trace: list[dict[str, Any]], warmup: list[dict[str, Any]], models_d
             "events": count, "seconds": round(elapsed, 3), "events_per_s": round(count / elapsed, 2),
             "latency_ms": percentiles([latencies[e["event_id"]] for e in trace]),
         }
-        report["redis"] = {
-            "frame_bytes_per_event": round(frames / count),
-            "in_bytes_per_event": round((bytes_in2 - bytes_in) / count),
-            "out_bytes_per_event": round((bytes_out2 - bytes_out) / count),
-            "in_per_frame_byte": round((bytes_in2 - bytes_in) / frames, 3),
-            "out_per_frame_byte": round((bytes_out2 - bytes_out) / frames, 3),
-            "worker_frame_reads_per_frame_byte": round((reads2 - reads) / frames, 3),
+        report["redis"] = {"frame_bytes_per_event": round(frames / count)} | traffic_figures(traffic, count, frames) | {
             "models_per_event": round(sum(len(r.get("models", {})) for r in results) / count, 2),
         }
         if keyed:
             keyed_trace = [dict(e, event_id=e["event_id"] + "-k") for e in trace]
-            time.sleep(PUBLISH_SETTLE)
-            bytes_in, bytes_out = redis_bytes(client)
-            reads = frame_reads(client)
-            submit_all(pool, completions, [by_key(e, client) for e in keyed_trace], concurrency, timeout)
-            bytes_in2, bytes_out2 = redis_bytes(client)
-            time.sleep(PUBLISH_SETTLE)
-            reads2 = frame_reads(client)
-            report["redis_by_key"] = {
-                "in_bytes_per_event": round((bytes_in2 - bytes_in) / count),
-                "out_bytes_per_event": round((bytes_out2 - bytes_out) / count),
-                "in_per_frame_byte": round((bytes_in2 - bytes_in) / frames, 3),
-                "out_per_frame_byte": round((bytes_out2 - bytes_out) / frames, 3),
-                "worker_frame_reads_per_frame_byte": round((reads2 - reads) / frames, 3),
-            }
+            _, traffic = measure_traffic(  # the backend's own SET of each frame counts as its crossing
+                client, lambda: submit_all(pool, completions, [by_key(e, client) for e in keyed_trace],
+                                           concurrency, timeout))
+            report["redis_by_key"] = traffic_figures(traffic, count, frames)
         report["cache"] = cache_figures(results)
-        states = [json.loads(raw) for raw in client.mget(list(client.scan_iter(match="workers:state:*"))) if raw]
         report["batching"] = [
-            {k: s.get(k) for k in ("worker", "batches", "batched_requests", "largest_batch")} for s in states
-            if "batches" in s
+            {k: s.get(k) for k in ("worker", "batches", "batched_requests", "largest_batch", "batch_limit")}
+            for s in worker_states(client)
         ]
         completions.close()
         return report

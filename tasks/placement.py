@@ -19,6 +19,7 @@ def publish_state(client: redis.Redis, worker: str, state: str, ttl_seconds: int
 
 
 def withdraw_state(client: redis.Redis, worker: str) -> None:
+    """A worker stopping on purpose leaves the index at once rather than when its TTL runs out."""
     with client.pipeline(transaction=False) as pipe:
         pipe.delete(WORKER_STATE_PREFIX + worker).srem(WORKER_INDEX, worker).execute()
 

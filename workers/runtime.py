@@ -154,8 +154,9 @@ class DeviceRuntime:
         return self.cache.run_with_oom_retry(self.spec_for(REGISTRY[model]), lambda wrapper: infer_many(wrapper, batch))
 
     # -- published state ----------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        return self.cache.snapshot() | {
+    def state(self, snapshot: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What this worker publishes: its cache snapshot (taken now unless given), identity and counters."""
+        return (snapshot or self.cache.snapshot()) | {
             "worker": self.worker, "queue": self.queue, "device": self.device,
             "pid": os.getpid(), "updated_at": time.time(), "frame_bytes_read": self.frames.bytes_read,
         } | self.batch_state()
@@ -174,7 +175,7 @@ class DeviceRuntime:
         MEMORY_USED.labels(self.worker).set(snapshot["used_bytes"])
         MEMORY_SHARE.labels(self.worker).set(snapshot["budget_bytes"])
         try:
-            publish_state(self.client, self.worker, json.dumps(self.state()), ttl)
+            publish_state(self.client, self.worker, json.dumps(self.state(snapshot)), ttl)
         except redis.RedisError as exc:
             log.warning("could not publish worker state: %s", exc)
 
