@@ -97,33 +97,37 @@ class ModelEntry:
 PERSON = frozenset({"person"})
 ANY = frozenset({"person", "vehicle", "animal"})
 
+# estimated_mb: what each model measured once loaded on one H100 at full size (real architectures, random
+# weights, this project's own loaders: the CUDA allocator's gain over the load; 2026-11-27). The seed's guesses
+# (threat 400, pose 300, clothing 800, age_gender 500, vehicle 1500, pet 200, reid 100, depth 150, action 1500,
+# florence 1200, clip 800) were up to 30x off. The cache charges an estimate only until its first load measures.
 MODELS: tuple[ModelEntry, ...] = (
-    ModelEntry("threat", "threat:ThreatModel", "Subh775/Threat-Detection-YOLOv8n", 400, Priority.CRITICAL, PERSON, "threat"),
-    ModelEntry("pose", "pose:PoseModel", "yolov8n-pose.pt", 300, Priority.HIGH, PERSON, "pose"),
-    ModelEntry("clothing", "clothing:ClothingModel", "Marqo/marqo-fashionCLIP", 800, Priority.HIGH, PERSON, "clothing"),
+    ModelEntry("threat", "threat:ThreatModel", "Subh775/Threat-Detection-YOLOv8n", 12, Priority.CRITICAL, PERSON, "threat"),
+    ModelEntry("pose", "pose:PoseModel", "yolov8n-pose.pt", 13, Priority.HIGH, PERSON, "pose"),
+    ModelEntry("clothing", "clothing:ClothingModel", "Marqo/marqo-fashionCLIP", 573, Priority.HIGH, PERSON, "clothing"),
     ModelEntry(
-        "age_gender", "age_gender:AgeGenderModel", "abhilash88/age-gender-prediction", 500, Priority.HIGH, PERSON,
+        "age_gender", "age_gender:AgeGenderModel", "abhilash88/age-gender-prediction", 329, Priority.HIGH, PERSON,
         "demographics", condition=Condition.FACE_VISIBLE,
     ),
     ModelEntry(
-        "vehicle", "vehicle:VehicleModel", "lxyuan/vit-base-patch16-224-vehicle-segment-classification", 1500,
+        "vehicle", "vehicle:VehicleModel", "lxyuan/vit-base-patch16-224-vehicle-segment-classification", 327,
         Priority.MEDIUM, frozenset({"vehicle"}), "vehicle",
     ),
     ModelEntry(
-        "pet", "pet:PetModel", "hilmansw/resnet18-catdog-classifier", 200, Priority.MEDIUM, frozenset({"animal"}), "pet",
+        "pet", "pet:PetModel", "hilmansw/resnet18-catdog-classifier", 43, Priority.MEDIUM, frozenset({"animal"}), "pet",
     ),
-    ModelEntry("reid", "reid:ReidModel", "osnet_x0_25", 100, Priority.MEDIUM, PERSON, "reid"),
-    ModelEntry("depth", "depth:DepthModel", "depth-anything/Depth-Anything-V2-Small-hf", 150, Priority.LOW, ANY, "depth"),
+    ModelEntry("reid", "reid:ReidModel", "osnet_x0_25", 1, Priority.MEDIUM, PERSON, "reid"),
+    ModelEntry("depth", "depth:DepthModel", "depth-anything/Depth-Anything-V2-Small-hf", 48, Priority.LOW, ANY, "depth"),
     ModelEntry(
-        "action", "action:ActionModel", "microsoft/xclip-base-patch16-zero-shot", 1500, Priority.LOW, PERSON,
+        "action", "action:ActionModel", "microsoft/xclip-base-patch16-zero-shot", 650, Priority.LOW, PERSON,
         "action", condition=Condition.SUSPICIOUS_WITH_FRAMES,
     ),
     ModelEntry(
-        "florence", "florence:FlorenceModel", "florence-community/Florence-2-large", 1200, Priority.RESIDENT, PERSON,
+        "florence", "florence:FlorenceModel", "florence-community/Florence-2-large", 1469, Priority.RESIDENT, PERSON,
         "scene", scene=True,
     ),
     ModelEntry(
-        "clip", "clip:ClipModel", "openai/clip-vit-large-patch14", 800, Priority.RESIDENT, PERSON, "scene", scene=True,
+        "clip", "clip:ClipModel", "openai/clip-vit-large-patch14", 581, Priority.RESIDENT, PERSON, "scene", scene=True,
     ),
 )
 
