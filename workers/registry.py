@@ -1,9 +1,8 @@
-"""The model zoo as data: each model's family, default weights, memory estimate, priority and trigger."""
+"""The model zoo as data: each model's family, where its weights come from, its memory estimate, priority and trigger."""
 
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -45,12 +44,35 @@ SUSPICIOUS_THRESHOLD = 50.0
 
 
 @dataclass(frozen=True)
+class HubRepo:
+    """Weights that are a Hugging Face Hub repository, fetched as a snapshot."""
+
+    repo_id: str
+
+    @property
+    def url(self) -> str:
+        return f"hf://{self.repo_id}"
+
+
+@dataclass(frozen=True)
+class DirectFile:
+    """One weights file outside the Hub, saved as `filename` in the model's directory."""
+
+    url: str
+    filename: str
+    via: str = "http"  # "http": resumable ranged GET; "gdrive": Google Drive through gdown
+
+
+WeightsSource = HubRepo | DirectFile
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """One row of the model table."""
 
     name: str
     family: str  # "module:Class" under workers.models
-    default_weights: str  # hub id or file name; resolved under MODELS_DIR unless overridden
+    source: WeightsSource  # where scripts/download_models.py fetches the real weights from
     estimated_mb: int
     priority: Priority
     detection_types: frozenset[str]
@@ -69,20 +91,23 @@ class ModelEntry:
         return f"{self.name.upper()}_MODEL_FAMILY"
 
     @property
-    def local_dir(self) -> str:
-        """Directory (or file) name under MODELS_DIR for this model."""
-        return self.name
-
-    @property
     def needs_frames(self) -> bool:
         """Whether the model reads the event's frame buffer (only then do workers fetch and decode it)."""
         return self.condition is Condition.SUSPICIOUS_WITH_FRAMES
 
-    def load_class(self, env: Mapping[str, str] = os.environ) -> type:
-        """The wrapper class: <NAME>_MODEL_FAMILY when set (a dotted module is taken as is), else the table's."""
-        module_name, class_name = (env.get(self.family_env) or self.family).split(":")
+    def load_class(self, families: Mapping[str, str] | None = None) -> type:
+        """The wrapper class: the override in `families` (ZooSettings.model_families) when given, else the table's.
+
+        A dotted module ("tests.fault_models:RaisingModel") is taken as is; a bare one lives in workers.models.
+        """
+        module_name, class_name = ((families or {}).get(self.name) or self.family).split(":")
         module = module_name if "." in module_name else f"workers.models.{module_name}"
         return getattr(importlib.import_module(module), class_name)
+
+    def weights_path(self, models_dir: Path, overrides: Mapping[str, Path] | None = None) -> Path:
+        """Where the weights are read from: the override (ZooSettings.model_paths) when given, else MODELS_DIR/<name>."""
+        override = (overrides or {}).get(self.name)
+        return Path(override) if override else Path(models_dir) / self.name
 
     def applies_to(self, event: Any) -> bool:
         if event.detection_type not in self.detection_types:
@@ -95,40 +120,42 @@ class ModelEntry:
 
 
 PERSON = frozenset({"person"})
-ANY = frozenset({"person", "vehicle", "animal"})
+VEHICLE = frozenset({"vehicle"})
+ANIMAL = frozenset({"animal"})
+ANY = PERSON | VEHICLE | ANIMAL
 
 # estimated_mb: what each model measured once loaded on one H100 at full size (real architectures, random
 # weights, this project's own loaders: the CUDA allocator's gain over the load; 2026-11-27). The seed's guesses
 # (threat 400, pose 300, clothing 800, age_gender 500, vehicle 1500, pet 200, reid 100, depth 150, action 1500,
 # florence 1200, clip 800) were up to 30x off. The cache charges an estimate only until its first load measures.
 MODELS: tuple[ModelEntry, ...] = (
-    ModelEntry("threat", "threat:ThreatModel", "Subh775/Threat-Detection-YOLOv8n", 12, Priority.CRITICAL, PERSON, "threat"),
-    ModelEntry("pose", "pose:PoseModel", "yolov8n-pose.pt", 13, Priority.HIGH, PERSON, "pose"),
-    ModelEntry("clothing", "clothing:ClothingModel", "Marqo/marqo-fashionCLIP", 573, Priority.HIGH, PERSON, "clothing"),
-    ModelEntry(
-        "age_gender", "age_gender:AgeGenderModel", "abhilash88/age-gender-prediction", 329, Priority.HIGH, PERSON,
-        "demographics", condition=Condition.FACE_VISIBLE,
-    ),
-    ModelEntry(
-        "vehicle", "vehicle:VehicleModel", "lxyuan/vit-base-patch16-224-vehicle-segment-classification", 327,
-        Priority.MEDIUM, frozenset({"vehicle"}), "vehicle",
-    ),
-    ModelEntry(
-        "pet", "pet:PetModel", "hilmansw/resnet18-catdog-classifier", 43, Priority.MEDIUM, frozenset({"animal"}), "pet",
-    ),
-    ModelEntry("reid", "reid:ReidModel", "osnet_x0_25", 1, Priority.MEDIUM, PERSON, "reid"),
-    ModelEntry("depth", "depth:DepthModel", "depth-anything/Depth-Anything-V2-Small-hf", 48, Priority.LOW, ANY, "depth"),
-    ModelEntry(
-        "action", "action:ActionModel", "microsoft/xclip-base-patch16-zero-shot", 650, Priority.LOW, PERSON,
-        "action", condition=Condition.SUSPICIOUS_WITH_FRAMES,
-    ),
-    ModelEntry(
-        "florence", "florence:FlorenceModel", "florence-community/Florence-2-large", 1469, Priority.RESIDENT, PERSON,
-        "scene", scene=True,
-    ),
-    ModelEntry(
-        "clip", "clip:ClipModel", "openai/clip-vit-large-patch14", 581, Priority.RESIDENT, PERSON, "scene", scene=True,
-    ),
+    ModelEntry("threat", "threat:ThreatModel", HubRepo("Subh775/Threat-Detection-YOLOv8n"), 12, Priority.CRITICAL,
+               PERSON, "threat"),
+    # the release ultralytics 8.4 itself resolves "yolov8n-pose.pt" to
+    ModelEntry("pose", "pose:PoseModel",
+               DirectFile("https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov8n-pose.pt",
+                          "yolov8n-pose.pt"),
+               13, Priority.HIGH, PERSON, "pose"),
+    ModelEntry("clothing", "clothing:ClothingModel", HubRepo("Marqo/marqo-fashionCLIP"), 573, Priority.HIGH, PERSON,
+               "clothing"),
+    ModelEntry("age_gender", "age_gender:AgeGenderModel", HubRepo("abhilash88/age-gender-prediction"), 329,
+               Priority.HIGH, PERSON, "demographics", condition=Condition.FACE_VISIBLE),
+    ModelEntry("vehicle", "vehicle:VehicleModel", HubRepo("lxyuan/vit-base-patch16-224-vehicle-segment-classification"),
+               327, Priority.MEDIUM, VEHICLE, "vehicle"),
+    ModelEntry("pet", "pet:PetModel", HubRepo("hilmansw/resnet18-catdog-classifier"), 43, Priority.MEDIUM, ANIMAL, "pet"),
+    # torchreid's ImageNet-pretrained OSNet x0.25 (its pretrained_urls entry)
+    ModelEntry("reid", "reid:ReidModel",
+               DirectFile("https://drive.google.com/uc?id=1rb8UN5ZzPKRc_xvtHlyDh-cSz88YX9hs",
+                          "osnet_x0_25_imagenet.pth", via="gdrive"),
+               1, Priority.MEDIUM, PERSON, "reid"),
+    ModelEntry("depth", "depth:DepthModel", HubRepo("depth-anything/Depth-Anything-V2-Small-hf"), 48, Priority.LOW, ANY,
+               "depth"),
+    ModelEntry("action", "action:ActionModel", HubRepo("microsoft/xclip-base-patch16-zero-shot"), 650, Priority.LOW,
+               PERSON, "action", condition=Condition.SUSPICIOUS_WITH_FRAMES),
+    ModelEntry("florence", "florence:FlorenceModel", HubRepo("florence-community/Florence-2-large"), 1469,
+               Priority.RESIDENT, PERSON, "scene", scene=True),
+    ModelEntry("clip", "clip:ClipModel", HubRepo("openai/clip-vit-large-patch14"), 581, Priority.RESIDENT, PERSON,
+               "scene", scene=True),
 )
 
 REGISTRY: dict[str, ModelEntry] = {entry.name: entry for entry in MODELS}
@@ -148,8 +175,6 @@ def plan_models(event: Any, scene_models: Iterable[str] = ()) -> list[str]:
     return [e.name for e in sorted(chosen, key=lambda e: -int(e.priority))]
 
 
-def weights_path(entry: ModelEntry, models_dir: Path, overrides: dict[str, str]) -> Path:
-    """Where a model's weights are read from: its *_MODEL_PATH override, else MODELS_DIR/<name>."""
-    override = overrides.get(entry.path_env)
-    return Path(override) if override else models_dir / entry.local_dir
-
+def estimated_bytes() -> dict[str, int]:
+    """Every model's registry estimate in bytes (what placement charges a worker before it reports)."""
+    return {entry.name: entry.estimated_mb * 1024 * 1024 for entry in MODELS}

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import redis
-
 from PIL import Image
 
-from tasks.images import decode_image
+from workers.images import decode_image
 
 
 def frame_key(event_id: str) -> str:
@@ -55,7 +54,7 @@ class FrameStore:
 class DecodedFrames:
     """A worker's small LRU of decoded frames, so several models of one event decode the frame once."""
 
-    def __init__(self, store: FrameStore, max_pixels: int, capacity: int = 8):
+    def __init__(self, store: FrameStore | None, max_pixels: int, capacity: int = 8):
         self.store = store
         self.max_pixels = max_pixels
         self.capacity = capacity
@@ -66,12 +65,16 @@ class DecodedFrames:
         if key in self._images:
             self._images.move_to_end(key)
             return self._images[key]
-        data = self.store.get(key)
+        data = self.store.get(key) if self.store is not None else None
         if data is None:
             raise LookupError(f"frame {key} is gone from Redis (expired or already assembled)")
         self.bytes_read += len(data)
-        image = decode_image(key, data, self.max_pixels)
+        return self.remember(key, decode_image(key, data, self.max_pixels))
+
+    def remember(self, key: str, image: Image.Image) -> Image.Image:
+        """Keep an already decoded frame under its key (the direct pipeline hands its frames over this way)."""
         self._images[key] = image
+        self._images.move_to_end(key)
         while len(self._images) > self.capacity:
             self._images.popitem(last=False)
         return image

@@ -1,0 +1,203 @@
+"""The pool's one configuration object, read from the environment when built (names are documented in README).
+
+`Settings` holds every knob; groups that belong to one part of the pool are nested (`zoo`, `reid`, `nemotron`,
+`metrics`, `launch`) but keep their flat environment names (THREAT_CONFIDENCE, REID_THRESHOLD, NEMOTRON_URL,
+METRICS_PORT_BASE, ...). Constructors take the object (or the group they need); nothing else reads the
+environment, and nothing reads it at import time: `get_settings()` builds it once per process, on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+MODEL_PATH_SUFFIX = "_MODEL_PATH"
+MODEL_FAMILY_SUFFIX = "_MODEL_FAMILY"
+
+
+def per_model_environment(suffix: str) -> dict[str, str]:
+    """<NAME><suffix> variables as {name: value}: THREAT_MODEL_PATH=/w -> {"threat": "/w"}."""
+    return {key[: -len(suffix)].lower(): value for key, value in os.environ.items()
+            if key.upper().endswith(suffix) and len(key) > len(suffix) and value}
+
+
+def _config(prefix: str = "") -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, extra="ignore", case_sensitive=False)
+
+
+class ZooSettings(BaseSettings):
+    """How the model families behave and where each one's weights and implementation come from."""
+
+    model_config = _config()
+
+    threat_confidence: float = Field(0.5, description="Weapon detections below this are dropped")
+    pose_confidence: float = Field(0.25, description="Person detections of the pose model below this are ignored")
+    florence_max_new_tokens: int = Field(256, ge=1, description="Generation bound per Florence-2 task")
+    florence_num_beams: int | None = Field(None, ge=1, description="Beams for Florence-2 generation (checkpoint's when unset)")
+    florence_dense_regions: bool = Field(False, description="Add <DENSE_REGION_CAPTION> to the scene tasks")
+    clothing_prompts_file: Path | None = Field(None, description="Clothing prompt table (bundled TOML when unset)")
+    action_prompts_file: Path | None = Field(None, description="Security actions for X-CLIP (bundled TOML when unset)")
+    model_paths: dict[str, Path] = Field(
+        default_factory=lambda: per_model_environment(MODEL_PATH_SUFFIX),
+        description="<NAME>_MODEL_PATH: where one model's weights live instead of MODELS_DIR/<name>")
+    model_families: dict[str, str] = Field(
+        default_factory=lambda: per_model_environment(MODEL_FAMILY_SUFFIX),
+        description="<NAME>_MODEL_FAMILY: another implementation (module:Class) of one model")
+
+    @field_validator("florence_num_beams", "clothing_prompts_file", "action_prompts_file", mode="before")
+    @classmethod
+    def empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class ReidSettings(BaseSettings):
+    """The re-identification gallery: REID_THRESHOLD, REID_TTL_SECONDS."""
+
+    model_config = _config("REID_")
+
+    threshold: float = Field(0.75, ge=-1.0, le=1.0, description="Cosine similarity for a match")
+    ttl_seconds: float = Field(30 * 24 * 3600, gt=0, description="Unused identities expire after this")
+
+
+class NemotronSettings(BaseSettings):
+    """The optional risk call: NEMOTRON_URL (unset: off), NEMOTRON_MODEL, NEMOTRON_TIMEOUT."""
+
+    model_config = _config("NEMOTRON_")
+
+    url: str | None = Field(None, description="OpenAI-compatible server for the risk call")
+    model: str = Field("nemotron", description="Model name sent to that server")
+    timeout: float = Field(60.0, gt=0, description="Seconds before a risk call counts as failed")
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+
+class MetricsSettings(BaseSettings):
+    """Prometheus /metrics: METRICS_PORT_BASE for the launcher, METRICS_PORT for one worker, METRICS_ADDR, METRICS_DIR."""
+
+    model_config = _config("METRICS_")
+
+    port_base: int | None = Field(9808, description="Router on the base port, gpu.N on base+1+N, cpu.N on base+101+N")
+    port: int | None = Field(None, description="This worker's /metrics port (set by the launcher)")
+    addr: str = Field("0.0.0.0", description="Address the /metrics server binds")
+    dir: Path = Field(Path(tempfile.gettempdir()) / "model-zoo-metrics",
+                      description="prometheus_client multiprocess files, one fresh folder per worker")
+
+    @field_validator("port_base", "port", mode="before")
+    @classmethod
+    def zero_or_empty_is_off(cls, value: object) -> object:
+        return None if value in ("", "0", 0) else value
+
+
+class LaunchSettings(BaseSettings):
+    """How `python -m workers` starts workers."""
+
+    model_config = _config()
+
+    router_max_memory_kb: int = Field(1048576, description="The router worker's children are replaced above this size")
+    beat_schedule_file: Path = Field(Path("/tmp/model-zoo-beat-schedule"), description="The sweeper's beat schedule file")
+    visible_device_index: str | None = Field(None, description="CUDA index of a device worker's GPU as it sees it")
+
+
+class Settings(BaseSettings):
+    """Every knob the pool reads. Defaults run the whole pool on one machine."""
+
+    model_config = _config()
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Broker, result backend and frame store")
+    result_backend_url: str | None = Field(None, description="Celery result backend; defaults to REDIS_URL")
+    redis_password: str | None = Field(None, description="Password added to REDIS_URL when it has none")
+    models_dir: Path = Field(Path("models"), description="Where model weights live, one entry per model name")
+    result_ttl_seconds: int = Field(7 * 24 * 3600, description="TTL of enrichment:<event_id>")
+    frame_ttl_seconds: int = Field(900, description="TTL of frame:<event_id>:* (frames are deleted on assembly)")
+    scene_models: CommaList = Field(["florence", "clip"], description="Scene models run per event, comma list")
+    scene_detection_types: CommaList = Field(["person"], description="Detection types scene models run for")
+    device_queues: CommaList = Field(["cpu.0"], description="Static placement when no worker has reported yet")
+    device_queue: str = Field("cpu.0", description="The queue this device worker consumes (set by the launcher)")
+    worker_role: str | None = Field(None, description="device or router (set by the launcher)")
+    device: str | None = Field(None, description="Force a device worker's device (cpu); default: cuda when visible")
+    memory_share_mb: int | None = Field(None, description="Model memory budget of this worker; default: 90% of VRAM or 4 GiB RAM")
+    idle_evict_seconds: float = Field(1800.0, description="Non-resident models idle this long are unloaded")
+    heartbeat_seconds: float = Field(10.0, description="How often a device worker republishes its cache state")
+    model_soft_time_limit: float = Field(60.0, description="Soft time limit of one model task (seconds)")
+    model_time_limit: float = Field(90.0, description="Hard time limit of one model task; the child is killed")
+    task_events: bool = Field(True, description="Workers send task events (Flower needs them); 0 saves their cost")
+    affinity_routing: bool = Field(True, description="Prefer a worker that already holds the model; 0 to measure without")
+    model_batch_size: int = Field(1, ge=1, description="Micro-batch bound per model (set by the launcher's --batch-size)")
+    model_batch_wait_ms: float = Field(5.0, ge=0, description="How long the first request waits for others to join its batch")
+    max_image_pixels: int = Field(40_000_000, description="Largest decoded frame (PIL MAX_IMAGE_PIXELS)")
+    max_image_bytes: int = Field(16 * 1024 * 1024, description="Largest encoded frame")
+    max_frames: int = Field(32, description="Largest frame buffer for action recognition")
+    image_root: Path | None = Field(None, description="image_path must lie under this directory; unset: image_path refused")
+    event_deadline_seconds: float = Field(300.0, description="Sweeper finishes events older than this as partial")
+    sweep_interval_seconds: float = Field(30.0, description="How often the sweeper looks for overdue events")
+    max_deliveries: int = Field(3, description="A model task redelivered more often (its worker died) gives up")
+    visibility_timeout_seconds: int = Field(
+        3600, description="Unacknowledged tasks of a vanished worker are redelivered after this; above MODEL_TIME_LIMIT"
+    )
+
+    zoo: ZooSettings = Field(default_factory=ZooSettings)
+    reid: ReidSettings = Field(default_factory=ReidSettings)
+    nemotron: NemotronSettings = Field(default_factory=NemotronSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    launch: LaunchSettings = Field(default_factory=LaunchSettings)
+
+    @field_validator("scene_models", "scene_detection_types", "device_queues", mode="before")
+    @classmethod
+    def split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("redis_password", "result_backend_url", "device", "worker_role", "image_root", mode="before")
+    @classmethod
+    def empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def redelivery_after_time_limit(self) -> "Settings":
+        if self.visibility_timeout_seconds <= self.model_time_limit:
+            raise ValueError(
+                "VISIBILITY_TIMEOUT_SECONDS must exceed MODEL_TIME_LIMIT, or tasks still running are delivered twice"
+            )
+        return self
+
+    @property
+    def broker_url(self) -> str:
+        return with_password(self.redis_url, self.redis_password)
+
+    @property
+    def backend_url(self) -> str:
+        return with_password(self.result_backend_url or self.redis_url, self.redis_password)
+
+    @property
+    def is_device_worker(self) -> bool:
+        return self.worker_role == "device"
+
+
+def with_password(url: str, password: str | None) -> str:
+    """Insert a password into a redis:// or rediss:// URL that carries none."""
+    if not password or "@" in url.split("//", 1)[-1]:
+        return url
+    scheme, rest = url.split("//", 1)
+    return f"{scheme}//:{password}@{rest}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """This process's settings, built from the environment on first use."""
+    return Settings()
