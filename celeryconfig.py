@@ -1,6 +1,6 @@
 """Celery configuration: broker and backend from the environment, JSON only, at-least-once delivery."""
 
-from tasks.settings import get_settings
+from workers.settings import get_settings
 
 _settings = get_settings()
 
@@ -26,6 +26,11 @@ result_backend_always_retry = True
 result_backend_max_retries = 20
 redis_backend_health_check_interval = 10
 redis_socket_keepalive = True
+
+# Per-model time limits (prefork enforces them): a soft limit yields a "timeout" record, the hard one kills the child.
+task_annotations = {
+    "run_model": {"soft_time_limit": _settings.model_soft_time_limit, "time_limit": _settings.model_time_limit},
+}
 
 task_default_queue = "router"
 task_routes = {

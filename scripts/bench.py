@@ -3,12 +3,14 @@
 
     python scripts/bench.py                     # tiny real models: direct, pool, batched pool, affinity on/off
     python scripts/bench.py --noop              # no-op models: what orchestration alone costs
+    python scripts/bench.py --gpus 0 --device cuda --models-dir models   # on a GPU host, no patching
     python scripts/bench.py --events 200 --report var/bench/report.json
 
 One run replays the same seeded trace (mostly persons, some with a face, rare suspicious ones with a frame
 buffer, vehicles and animals, built from real photos) through:
 
-  direct     the model wrappers called in this process, one event after another (models loaded beforehand);
+  direct     tasks.pipeline.enrich_directly: the pool's own admission, planning, DeviceRuntime and assembly,
+             in this process, one event after another (models loaded beforehand), no Celery, no Redis;
   pool       a local redis-server, the router worker and one device worker (prefork, one child):
              events one at a time for latency, then CONCURRENCY in flight for throughput;
   threads    one device worker running a threads pool (8 x --batch-size threads) without batching;
@@ -16,7 +18,9 @@ buffer, vehicles and animals, built from real photos) through:
   affinity   two device workers, each with --affinity-share-mb, run twice on the same trace: router
              preferring the worker that holds the model, then not (AFFINITY_ROUTING=0); model loads compared.
 
-It prints a table and writes a JSON report. Figures: events/s, end-to-end latency p50/p95/p99 (submit to the
+It prints a table and writes a JSON report after every phase (a run cut short keeps what it measured). Each
+phase is bounded by --phase-timeout; a phase that fails or times out is recorded with its error and the tail
+of the pool's log, and the run goes on. Figures: events/s, end-to-end latency p50/p95/p99 (submit to the
 enrichment.completed announcement), orchestration overhead per event (pool latency minus the time spent
 loading and running models), bytes through Redis per event (INFO stats), frame bytes read by device workers
 per event against the event's frame bytes, model loads and cache hit rate.
@@ -24,6 +28,8 @@ per event against the event's frame bytes, model loads and cache hit rate.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
 import platform
@@ -33,9 +39,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import typer
 
@@ -43,9 +50,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tasks import sample_events  # noqa: E402
-from tasks.placement import WORKER_INDEX, WORKER_STATE_PREFIX  # noqa: E402
 from tasks.results import COMPLETED_CHANNEL, result_key  # noqa: E402
 from workers.registry import MODELS  # noqa: E402
+from workers.state import WORKER_INDEX, WORKER_STATE_PREFIX  # noqa: E402
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "False"}
 
@@ -71,17 +78,22 @@ def make_trace(count: int, seed: int, prefix: str) -> list[dict[str, Any]]:
     return [builders[rng.choices(kinds, weights)[0]](f"{prefix}-{n}") for n in range(count)]
 
 
+def warmup_trace(seed: int) -> list[dict[str, Any]]:
+    """Events that load every model before anything is measured."""
+    return make_trace(10, seed + 1, "warm") + [
+        sample_events.person_event("warm-s", face=True, suspicious=80, frames=8),
+        sample_events.vehicle_event("warm-v"), sample_events.animal_event("warm-a"),
+    ]
+
+
 def frame_bytes(event: dict[str, Any]) -> int:
     """Encoded bytes of the event's frame and frame buffer (what the models need)."""
-    import base64
-
     sources = [event] + list(event.get("frames", []))
     return sum(len(base64.b64decode(s["image"])) for s in sources if s.get("image"))
 
 
 def by_key(event: dict[str, Any], client: Any) -> dict[str, Any]:
     """The event as a backend that stores frames in Redis itself sends it: image_key instead of pixels."""
-    import base64
 
     def upload(source: dict[str, Any], name: str) -> dict[str, Any]:
         key = f"upload:{event['event_id']}:{name}"
@@ -93,6 +105,8 @@ def by_key(event: dict[str, Any], client: Any) -> dict[str, Any]:
         keyed["frames"] = [upload(frame, str(i)) for i, frame in enumerate(event["frames"])]
     return keyed
 
+
+# -- figures --------------------------------------------------------------------------------------------------
 
 def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
@@ -130,13 +144,27 @@ def cache_figures(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def traffic_figures(traffic: dict[str, int], events: int, frames: int) -> dict[str, Any]:
+    return {
+        "in_bytes_per_event": round(traffic["in"] / events),
+        "out_bytes_per_event": round(traffic["out"] / events),
+        "in_per_frame_byte": round(traffic["in"] / frames, 3),
+        "out_per_frame_byte": round(traffic["out"] / frames, 3),
+        "worker_frame_reads_per_frame_byte": round(traffic["reads"] / frames, 3),
+    }
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
 # -- models for both sides ------------------------------------------------------------------------------------
 
 def noop_environment(root: Path) -> dict[str, str]:
     """<NAME>_MODEL_FAMILY and <NAME>_MODEL_PATH for every model: the no-op family, one marker directory."""
-    from workers.models.noop import write_tiny
+    from workers.generated import write_noop_marker
 
-    write_tiny(root / "noop")
+    write_noop_marker(root / "noop")
     env = {}
     for entry in MODELS:
         env[entry.family_env] = "noop:NoopModel"
@@ -144,72 +172,55 @@ def noop_environment(root: Path) -> dict[str, str]:
     return env
 
 
-def tiny_models(models_dir: Path) -> None:
-    from workers.model_files import write_generated
+def ensure_tiny_models(models_dir: Path) -> None:
+    from workers.generated import write_generated
 
     for entry in MODELS:
         write_generated(entry, models_dir)
 
 
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """os.environ with env applied, restored afterwards (the direct path builds its Settings as a worker does)."""
+    previous = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
 # -- direct ---------------------------------------------------------------------------------------------------
 
-def run_direct(trace: list[dict[str, Any]], models_dir: Path, env: dict[str, str]) -> dict[str, Any]:
-    """The same wrappers, in this process, one event after another: validate, decode, plan, infer, prompt."""
-    from PIL import Image
+def run_direct(trace: list[dict[str, Any]], env: dict[str, str], device: str) -> dict[str, Any]:
+    """The pool's pipeline in this process (tasks.pipeline.enrich_directly), one event after another."""
+    from tasks.pipeline import enrich_directly
+    from workers.frames import DecodedFrames
+    from workers.runtime import DeviceRuntime
+    from workers.settings import Settings
 
-    from prompt_formatting.attributes import count_context_attributes
-    from prompt_formatting.template import build_risk_prompt
-    from tasks.assemble import merge_records, unavailable_models
-    from tasks.images import decode_base64, decode_image
-    from tasks.schemas import DetectionEvent, ModelRecord
-    from tasks.settings import Settings
-    from workers.models.base import ModelInput
-    from workers.registry import plan_models, weights_path
-
-    settings = Settings()
-    overrides = dict(os.environ) | env
-    wrappers = {}
+    with environment(env | {"DEVICE": device}):
+        settings = Settings()
+    runtime = DeviceRuntime(settings, DecodedFrames(None, settings.max_image_pixels, capacity=64), "direct")
     started = time.perf_counter()
     for entry in MODELS:
-        wrapper = entry.load_class(overrides)(str(weights_path(entry, models_dir, overrides)), "cpu")
-        wrapper.load()
-        wrappers[entry.name] = wrapper
+        runtime.cache.get(runtime.spec_for(entry))
     load_s = time.perf_counter() - started
-
-    def decode(text: str) -> Image.Image:
-        return decode_image("image", decode_base64("image", text, settings.max_image_bytes), settings.max_image_pixels)
-
     latencies, models = [], []
     started = time.perf_counter()
     for raw in trace:
         t0 = time.perf_counter()
-        event = DetectionEvent.model_validate(raw)
-        frame = decode(raw["image"])
-        inputs = ModelInput(frame=frame, bbox=event.bbox, detection_type=event.detection_type,
-                            face_bbox=event.face_bbox, frames=[decode(f["image"]) for f in raw.get("frames", [])])
-        scene = settings.scene_models if event.detection_type in settings.scene_detection_types else []
-        records, spent = [], 0.0
-        for name in plan_models(event, scene_models=scene):
-            m0 = time.perf_counter()
-            try:
-                records.append(ModelRecord(model=name, status="ok", data=wrappers[name].infer(inputs)).model_dump())
-            except Exception as exc:  # the same rule as the pool: a failing model is a record, not a crash
-                records.append(ModelRecord(model=name, status="skipped", error=str(exc)).model_dump())
-            spent += (time.perf_counter() - m0) * 1000
-        enrichment, by_model = merge_records(records, [r["model"] for r in records])
-        unavailable = unavailable_models(by_model)
-        summary = event.summary()
-        build_risk_prompt(summary, enrichment, unavailable)
-        count_context_attributes(enrichment)
+        result = enrich_directly(raw, runtime, settings).model_dump(mode="json")
         latencies.append((time.perf_counter() - t0) * 1000)
-        models.append(spent)
+        models.append(model_ms(result))
     elapsed = time.perf_counter() - started
-    for wrapper in wrappers.values():
-        wrapper.unload()
+    runtime.cache.clear()
     return {
-        "events": len(trace), "seconds": round(elapsed, 3), "events_per_s": round(len(trace) / elapsed, 2),
-        "latency_ms": percentiles(latencies), "model_ms": percentiles(models),
-        "overhead_ms": percentiles([lat - m for lat, m in zip(latencies, models)]), "load_all_models_s": round(load_s, 2),
+        "device": runtime.device, "events": len(trace), "seconds": round(elapsed, 3),
+        "events_per_s": round(len(trace) / elapsed, 2), "latency_ms": percentiles(latencies),
+        "model_ms": percentiles(models), "overhead_ms": percentiles([lat - m for lat, m in zip(latencies, models)]),
+        "load_all_models_s": round(load_s, 2),
     }
 
 
@@ -231,30 +242,19 @@ class Completions:
 
     def _listen(self) -> None:
         try:
-            self._read()
+            for message in self.pubsub.listen():
+                self._note(message, time.perf_counter())
         except Exception:  # noqa: BLE001 - the server went away at the end of a run: nothing left to hear
             return
 
-    def _read(self) -> None:
-        for message in self.pubsub.listen():
-            now = time.perf_counter()
-            try:
-                event_id = json.loads(message["data"])["event_id"]
-            except (ValueError, KeyError, TypeError):
-                continue
-            with self.ready:
-                self.finished.setdefault(event_id, now)
-                self.ready.notify_all()
-
-    def wait(self, event_ids: set[str], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    def _note(self, message: dict[str, Any], now: float) -> None:
+        try:
+            event_id = json.loads(message["data"])["event_id"]
+        except (ValueError, KeyError, TypeError):
+            return
         with self.ready:
-            while not event_ids <= self.finished.keys():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    missing = sorted(event_ids - self.finished.keys())
-                    raise TimeoutError(f"{len(missing)} events not finished after {timeout}s: {missing[:5]}")
-                self.ready.wait(remaining)
+            self.finished.setdefault(event_id, now)
+            self.ready.notify_all()
 
     def close(self) -> None:
         self.pubsub.close()
@@ -263,168 +263,230 @@ class Completions:
 PUBLISH_SETTLE = 1.5
 
 
-def redis_bytes(client: Any) -> tuple[int, int]:
-    stats = client.info("stats")
-    return int(stats["total_net_input_bytes"]), int(stats["total_net_output_bytes"])
+@dataclass
+class PoolRun:
+    """One started pool (its own redis-server) and the measurements taken on it."""
 
+    pool: Any
+    client: Any
+    completions: Completions
+    deadline: float
 
-def worker_states(client: Any) -> list[dict[str, Any]]:
-    """What each device worker last published, found through the router's own index (no keyspace scan)."""
-    names = [n.decode() for n in client.smembers(WORKER_INDEX)]
-    return [json.loads(raw) for raw in client.mget([WORKER_STATE_PREFIX + n for n in names]) if raw] if names else []
+    def submit_all(self, trace: list[dict[str, Any]], concurrency: int) -> dict[str, float]:
+        """Send the trace keeping `concurrency` events in flight; event_id -> latency in ms."""
+        sent: dict[str, float] = {}
+        pending = list(trace)
+        in_flight: set[str] = set()
+        while pending or in_flight:
+            while pending and len(in_flight) < concurrency:
+                event = pending.pop(0)
+                sent[event["event_id"]] = time.perf_counter()
+                self.pool.client.submit(event)
+                in_flight.add(event["event_id"])
+            in_flight -= self._wait_for_any(in_flight)
+        return {e: (self.completions.finished[e] - t) * 1000 for e, t in sent.items()}
 
+    def _wait_for_any(self, in_flight: set[str]) -> set[str]:
+        with self.completions.ready:
+            while True:
+                done = {e for e in in_flight if e in self.completions.finished}
+                if done:
+                    return done
+                if time.monotonic() > self.deadline:
+                    raise TimeoutError(f"{len(in_flight)} events still in flight when the phase ran out of time")
+                self.completions.ready.wait(0.5)
 
-def frame_reads(client: Any) -> int:
-    """Frame bytes the device workers have read from Redis so far (published in their state)."""
-    return sum(state.get("frame_bytes_read", 0) for state in worker_states(client))
+    def results(self, trace: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [json.loads(self.client.get(result_key(e["event_id"]))) for e in trace]
 
+    def worker_states(self) -> list[dict[str, Any]]:
+        """What each device worker last published, found through the router's own index (no keyspace scan)."""
+        names = [n.decode() for n in self.client.smembers(WORKER_INDEX)]
+        raws = self.client.mget([WORKER_STATE_PREFIX + n for n in names]) if names else []
+        return [json.loads(raw) for raw in raws if raw]
 
-def measure_traffic(client: Any, send: Callable[[], Any]) -> tuple[Any, dict[str, int]]:
-    """send() between two readings of Redis's byte counters and of the frame bytes the workers read."""
-    time.sleep(PUBLISH_SETTLE)  # workers republish their state (frame bytes read) on a 1 s heartbeat
-    bytes_in, bytes_out = redis_bytes(client)
-    reads = frame_reads(client)
-    outcome = send()
-    bytes_in2, bytes_out2 = redis_bytes(client)
-    time.sleep(PUBLISH_SETTLE)
-    return outcome, {"in": bytes_in2 - bytes_in, "out": bytes_out2 - bytes_out, "reads": frame_reads(client) - reads}
+    def measure_traffic(self, send: Callable[[], Any]) -> tuple[Any, dict[str, int]]:
+        """send() between two readings of Redis's byte counters and of the frame bytes the workers read."""
 
+        def reading() -> tuple[int, int, int]:
+            stats = self.client.info("stats")
+            reads = sum(state.get("frame_bytes_read", 0) for state in self.worker_states())
+            return int(stats["total_net_input_bytes"]), int(stats["total_net_output_bytes"]), reads
 
-def traffic_figures(traffic: dict[str, int], events: int, frames: int) -> dict[str, Any]:
-    return {
-        "in_bytes_per_event": round(traffic["in"] / events),
-        "out_bytes_per_event": round(traffic["out"] / events),
-        "in_per_frame_byte": round(traffic["in"] / frames, 3),
-        "out_per_frame_byte": round(traffic["out"] / frames, 3),
-        "worker_frame_reads_per_frame_byte": round(traffic["reads"] / frames, 3),
-    }
+        time.sleep(PUBLISH_SETTLE)  # workers republish their state (frame bytes read) on a 1 s heartbeat
+        before = reading()
+        outcome = send()
+        time.sleep(PUBLISH_SETTLE)
+        after = reading()
+        return outcome, {"in": after[0] - before[0], "out": after[1] - before[1], "reads": after[2] - before[2]}
 
+    def sequential(self, trace: list[dict[str, Any]]) -> dict[str, Any]:
+        """One event at a time: latency, the models' share of it, the router's time, and the one-task floor."""
+        latencies = self.submit_all(trace, 1)
+        results = self.results(trace)
+        lat = [latencies[e["event_id"]] for e in trace]
+        models = [model_ms(r) for r in results]
+        # The floor: one task round trip (a malformed event is answered by the router alone).
+        floor = self.submit_all([{"event_id": f"floor-{n}", "detection_type": "person"} for n in range(10)], 1)
+        return {
+            "latency_ms": percentiles(lat), "model_ms": percentiles(models),
+            "overhead_ms": percentiles([a - b for a, b in zip(lat, models)]),
+            "router_ms": percentiles([r.get("timings", {}).get("route_ms", 0.0) for r in results]),
+            "one_task_round_trip_ms": percentiles(list(floor.values())),
+        }
 
-def submit_all(pool: Any, completions: Completions, trace: list[dict[str, Any]], concurrency: int,
-               timeout: float) -> dict[str, float]:
-    """Send the trace keeping `concurrency` events in flight; event_id -> latency in ms."""
-    sent: dict[str, float] = {}
-    pending = list(trace)
-    in_flight: set[str] = set()
-    deadline = time.monotonic() + timeout
-    while pending or in_flight:
-        while pending and len(in_flight) < concurrency:
-            event = pending.pop(0)
-            sent[event["event_id"]] = time.perf_counter()
-            pool.client.submit(event)
-            in_flight.add(event["event_id"])
-        with completions.ready:
-            done = {e for e in in_flight if e in completions.finished}
-            if not done:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{len(in_flight)} events still in flight after {timeout}s")
-                completions.ready.wait(0.5)
-                continue
-        in_flight -= done
-    return {e: (completions.finished[e] - t) * 1000 for e, t in sent.items()}
+    def concurrent(self, trace: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+        """CONCURRENCY events in flight: throughput, latency, Redis traffic, cache and batching figures."""
 
-
-def run_pool(trace: list[dict[str, Any]], warmup: list[dict[str, Any]], models_dir: Path, env: dict[str, str],
-             log_dir: Path, *, cpu_workers: int = 1, batch_size: int = 1, threads: int | None = None,
-             concurrency: int = 4,
-             sequential: bool = True, keyed: bool = False, timeout: float = 600) -> dict[str, Any]:
-    """Start redis-server and the pool, warm it, then measure the trace one at a time and/or concurrently."""
-    from workers.local_pool import LocalPool, RedisServer
-
-    server = RedisServer().start()
-    pool = LocalPool(server.url, models_dir, log_dir, env=env, cpu_workers=cpu_workers, batch_size=batch_size,
-                     threads=threads)
-    client = server.client()
-    report: dict[str, Any] = {"device_workers": cpu_workers, "batch_size": batch_size, "threads": threads,
-                              "concurrency": concurrency}
-    try:
-        pool.start(expected_workers=1 + cpu_workers)
-        completions = Completions(client)
-        submit_all(pool, completions, warmup, 1, timeout)  # models load here, not in the measured trace
-        if sequential:
-            latencies = submit_all(pool, completions, trace, 1, timeout)
-            results = [json.loads(client.get(result_key(e["event_id"]))) for e in trace]
-            lat = [latencies[e["event_id"]] for e in trace]
-            models = [model_ms(r) for r in results]
-            report["sequential"] = {
-                "latency_ms": percentiles(lat), "model_ms": percentiles(models),
-                "overhead_ms": percentiles([a - b for a, b in zip(lat, models)]),
-                "router_ms": percentiles([r.get("timings", {}).get("route_ms", 0.0) for r in results]),
-            }
-            # The floor: one task round trip (a malformed event is answered by the router alone).
-            bad = [{"event_id": f"floor-{n}", "detection_type": "person"} for n in range(10)]
-            floor = submit_all(pool, completions, bad, 1, timeout)
-            report["sequential"]["one_task_round_trip_ms"] = percentiles(list(floor.values()))
-            client.delete(*[result_key(e["event_id"]) for e in trace])
-            trace = [dict(e, event_id=e["event_id"] + "-c") for e in trace]
-
-        def concurrently() -> tuple[dict[str, float], float]:
+        def send() -> tuple[dict[str, float], float]:
             started = time.perf_counter()
-            return submit_all(pool, completions, trace, concurrency, timeout), time.perf_counter() - started
+            return self.submit_all(trace, concurrency), time.perf_counter() - started
 
-        (latencies, elapsed), traffic = measure_traffic(client, concurrently)
-        results = [json.loads(client.get(result_key(e["event_id"]))) for e in trace]
+        (latencies, elapsed), traffic = self.measure_traffic(send)
+        results = self.results(trace)
         frames = sum(frame_bytes(e) for e in trace)
         count = len(trace)
-        report["concurrent"] = {
-            "events": count, "seconds": round(elapsed, 3), "events_per_s": round(count / elapsed, 2),
-            "latency_ms": percentiles([latencies[e["event_id"]] for e in trace]),
+        return {
+            "concurrent": {"events": count, "seconds": round(elapsed, 3), "events_per_s": round(count / elapsed, 2),
+                           "latency_ms": percentiles([latencies[e["event_id"]] for e in trace])},
+            "redis": {"frame_bytes_per_event": round(frames / count)} | traffic_figures(traffic, count, frames) | {
+                "models_per_event": round(sum(len(r.get("models", {})) for r in results) / count, 2)},
+            "cache": cache_figures(results),
+            "batching": [{k: s.get(k) for k in ("worker", "batches", "batched_requests", "largest_batch",
+                                                "batch_limit")} for s in self.worker_states()],
         }
-        report["redis"] = {"frame_bytes_per_event": round(frames / count)} | traffic_figures(traffic, count, frames) | {
-            "models_per_event": round(sum(len(r.get("models", {})) for r in results) / count, 2),
-        }
-        if keyed:
-            keyed_trace = [dict(e, event_id=e["event_id"] + "-k") for e in trace]
-            _, traffic = measure_traffic(  # the backend's own SET of each frame counts as its crossing
-                client, lambda: submit_all(pool, completions, [by_key(e, client) for e in keyed_trace],
-                                           concurrency, timeout))
-            report["redis_by_key"] = traffic_figures(traffic, count, frames)
-        report["cache"] = cache_figures(results)
-        report["batching"] = [
-            {k: s.get(k) for k in ("worker", "batches", "batched_requests", "largest_batch", "batch_limit")}
-            for s in worker_states(client)
-        ]
-        completions.close()
-        return report
-    except Exception:
-        sys.stderr.write(pool.log_tail(60) + "\n")
-        raise
+
+    def keyed(self, trace: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+        """The same events sent by image_key (the backend's own SET of each frame counts as its crossing)."""
+        frames = sum(frame_bytes(e) for e in trace)
+        _, traffic = self.measure_traffic(lambda: self.submit_all([by_key(e, self.client) for e in trace], concurrency))
+        return traffic_figures(traffic, len(trace), frames)
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """How one pool phase is started and what it measures."""
+
+    env: dict[str, str]
+    gpus: str = "none"
+    cpu_workers: int = 1
+    batch_size: int = 1
+    threads: int | None = None
+    concurrency: int = 4
+    sequential: bool = True
+    keyed: bool = False
+    warm: bool = True
+
+
+def device_slots(gpus: str, cpu_workers: int) -> int:
+    return cpu_workers if gpus == "none" else len([g for g in gpus.split(",") if g.strip()])
+
+
+@contextlib.contextmanager
+def started_pool(plan: PoolPlan, models_dir: Path, log_dir: Path, timeout: float) -> Iterator[PoolRun]:
+    """A redis-server and `python -m workers start` for one phase; both stopped however the phase ends."""
+    from tasks.local_pool import LocalPool, RedisServer
+
+    server = RedisServer().start()
+    pool = LocalPool(server.url, models_dir, log_dir, env=plan.env, gpus=plan.gpus, cpu_workers=plan.cpu_workers,
+                     batch_size=plan.batch_size, threads=plan.threads)
+    client = server.client()
+    completions = None
+    try:
+        pool.start(expected_workers=1 + device_slots(plan.gpus, plan.cpu_workers))
+        completions = Completions(client)
+        yield PoolRun(pool, client, completions, time.monotonic() + timeout)
     finally:
+        if completions is not None:
+            completions.close()
         pool.stop()
         client.close()
         server.cleanup()
 
 
-# -- the command ----------------------------------------------------------------------------------------------
+def run_pool(plan: PoolPlan, trace: list[dict[str, Any]], warmup: list[dict[str, Any]], models_dir: Path,
+             log_dir: Path, timeout: float) -> dict[str, Any]:
+    """Warm a fresh pool, then measure the trace one at a time and/or concurrently."""
+    report: dict[str, Any] = {"device_workers": device_slots(plan.gpus, plan.cpu_workers), "gpus": plan.gpus,
+                              "batch_size": plan.batch_size, "threads": plan.threads, "concurrency": plan.concurrency}
+    with started_pool(plan, models_dir, log_dir, timeout) as run:
+        if plan.warm:
+            run.submit_all(warmup, 1)  # models load here, not in the measured trace
+        if plan.sequential:
+            report["sequential"] = run.sequential(trace)
+            trace = [dict(e, event_id=e["event_id"] + "-c") for e in trace]
+        report |= run.concurrent(trace, plan.concurrency)
+        if plan.keyed:
+            report["redis_by_key"] = run.keyed([dict(e, event_id=e["event_id"] + "-k") for e in trace],
+                                               plan.concurrency)
+    return report
 
-def ratio(a: float, b: float) -> float | None:
-    return round(a / b, 3) if b else None
+
+# -- the report -----------------------------------------------------------------------------------------------
+
+class Report:
+    """The JSON report, written after every phase; a failed phase keeps its error and the pool's log tail."""
+
+    def __init__(self, path: Path, header: dict[str, Any]):
+        self.path = path
+        self.data = dict(header)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def phase(self, name: str, measure: Callable[[], dict[str, Any]], log_dir: Path | None = None) -> None:
+        typer.echo(f"{name} ...")
+        started = time.perf_counter()
+        try:
+            self.data[name] = measure()
+        except Exception as exc:  # noqa: BLE001 - record it and go on with the other phases
+            self.data[name] = {"error": f"{type(exc).__name__}: {exc}", "log_tail": log_tail(log_dir)}
+            typer.echo(f"{name} failed: {type(exc).__name__}: {exc}", err=True)
+        self.data[name]["phase_seconds"] = round(time.perf_counter() - started, 1)
+        self.write()
+
+    def write(self) -> None:
+        self.path.write_text(json.dumps(self.data, indent=2) + "\n")
+
+    def failed(self) -> list[str]:
+        return [name for name, value in self.data.items() if isinstance(value, dict) and "error" in value]
+
+
+def log_tail(log_dir: Path | None, lines: int = 60) -> str:
+    log = log_dir / "pool.log" if log_dir else None
+    if log is None or not log.exists():
+        return "(no pool log)"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def ok(report: dict[str, Any], name: str) -> dict[str, Any] | None:
+    phase = report.get(name)
+    return phase if isinstance(phase, dict) and "error" not in phase else None
 
 
 def summarise(report: dict[str, Any]) -> dict[str, Any]:
-    direct, pool = report["direct"], report["pool"]
+    """The headline ratios and figures, from the phases that succeeded."""
+    direct, pool = ok(report, "direct") or {}, ok(report, "pool") or {}
+    rate = lambda run: (run or {}).get("concurrent", {}).get("events_per_s")  # noqa: E731
     summary = {
-        "pool_over_direct_throughput": ratio(pool["concurrent"]["events_per_s"], direct["events_per_s"]),
+        "pool_over_direct_throughput": ratio(rate(pool), direct.get("events_per_s")),
         "overhead_ms_p50": pool.get("sequential", {}).get("overhead_ms", {}).get("p50"),
         "one_task_round_trip_ms_p50": pool.get("sequential", {}).get("one_task_round_trip_ms", {}).get("p50"),
-        "frame_reads_per_frame_byte": pool["redis"]["worker_frame_reads_per_frame_byte"],
-        "redis_in_per_frame_byte": pool["redis"]["in_per_frame_byte"],
-        "redis_in_per_frame_byte_by_key": pool["redis_by_key"]["in_per_frame_byte"],
+        "frame_reads_per_frame_byte": pool.get("redis", {}).get("worker_frame_reads_per_frame_byte"),
+        "redis_in_per_frame_byte": pool.get("redis", {}).get("in_per_frame_byte"),
+        "redis_in_per_frame_byte_by_key": pool.get("redis_by_key", {}).get("in_per_frame_byte"),
     }
-    if "pool_no_events" in report:
+    if ok(report, "pool_no_events"):
         summary["overhead_ms_p50_without_task_events"] = report["pool_no_events"]["sequential"]["overhead_ms"]["p50"]
-    if "batched" in report:
-        summary["batched_over_pool_throughput"] = ratio(
-            report["batched"]["concurrent"]["events_per_s"], pool["concurrent"]["events_per_s"])
-        summary["batched_over_threads_throughput"] = ratio(
-            report["batched"]["concurrent"]["events_per_s"], report["threads"]["concurrent"]["events_per_s"])
-        summary["batched_over_direct_throughput"] = ratio(
-            report["batched"]["concurrent"]["events_per_s"], direct["events_per_s"])
-    if "affinity" in report:
-        summary["loads_per_event_with_affinity"] = report["affinity"]["on"]["cache"]["loads_per_event"]
-        summary["loads_per_event_without_affinity"] = report["affinity"]["off"]["cache"]["loads_per_event"]
-        summary["skipped_with_affinity"] = report["affinity"]["on"]["cache"]["skipped"]
-        summary["skipped_without_affinity"] = report["affinity"]["off"]["cache"]["skipped"]
+    if ok(report, "batched"):
+        batched = rate(report["batched"])
+        summary["batched_over_pool_throughput"] = ratio(batched, rate(pool))
+        summary["batched_over_threads_throughput"] = ratio(batched, rate(ok(report, "threads")))
+        summary["batched_over_direct_throughput"] = ratio(batched, direct.get("events_per_s"))
+    for label in ("on", "off"):
+        run = ok(report, f"affinity_{label}")
+        if run:
+            summary[f"loads_per_event_affinity_{label}"] = run["cache"]["loads_per_event"]
+            summary[f"skipped_affinity_{label}"] = run["cache"]["skipped"]
+    summary["failed_phases"] = [name for name in report if isinstance(report[name], dict) and "error" in report[name]]
     return summary
 
 
@@ -436,24 +498,48 @@ def print_report(report: dict[str, Any]) -> None:
     for column in ("run", "events/s", "p50 ms", "p95 ms", "p99 ms", "overhead p50 ms", "loads/event", "hit rate",
                    "skipped", "partial"):
         table.add_column(column, justify="right" if column != "run" else "left")
-    direct = report["direct"]
-    table.add_row("direct", str(direct["events_per_s"]), *[str(direct["latency_ms"][q]) for q in ("p50", "p95", "p99")],
-                  str(direct["overhead_ms"]["p50"]), "-", "-", "-", "-")
-    runs = [("pool", report["pool"])] + [
-        (name.replace("_", " "), report[name]) for name in ("pool_no_events", "threads", "batched") if name in report]
-    if "affinity" in report:
-        runs += [("affinity on", report["affinity"]["on"]), ("affinity off", report["affinity"]["off"])]
-    for name, run in runs:
+    direct = ok(report, "direct")
+    if direct:
+        table.add_row("direct", str(direct["events_per_s"]), *[str(direct["latency_ms"][q]) for q in ("p50", "p95", "p99")],
+                      str(direct["overhead_ms"]["p50"]), "-", "-", "-", "-")
+    for name in ("pool", "pool_no_events", "threads", "batched", "affinity_on", "affinity_off"):
+        run = ok(report, name)
+        if run is None:
+            continue
         seq = run.get("sequential", {})
         lat = seq.get("latency_ms") or run["concurrent"]["latency_ms"]
-        table.add_row(f"{name} ({'1 at a time' if seq else 'concurrent'} latency)", str(run["concurrent"]["events_per_s"]),
-                      *[str(lat[q]) for q in ("p50", "p95", "p99")], str(seq.get("overhead_ms", {}).get("p50", "-")),
-                      str(run["cache"]["loads_per_event"]), str(run["cache"]["hit_rate"]), str(run["cache"]["skipped"]),
-                      str(run["cache"]["statuses"]["partial"]))
+        table.add_row(f"{name.replace('_', ' ')} ({'1 at a time' if seq else 'concurrent'} latency)",
+                      str(run["concurrent"]["events_per_s"]), *[str(lat[q]) for q in ("p50", "p95", "p99")],
+                      str(seq.get("overhead_ms", {}).get("p50", "-")), str(run["cache"]["loads_per_event"]),
+                      str(run["cache"]["hit_rate"]), str(run["cache"]["skipped"]), str(run["cache"]["statuses"]["partial"]))
     Console(width=160).print(table)
-    Console().print_json(data={"redis (frames inline)": report["pool"]["redis"],
-                               "redis (frames by image_key)": report["pool"]["redis_by_key"],
-                               "summary": report["summary"]})
+    pool = ok(report, "pool") or {}
+    Console().print_json(data={"redis (frames inline)": pool.get("redis"),
+                               "redis (frames by image_key)": pool.get("redis_by_key"), "summary": report["summary"]})
+
+
+# -- the command ----------------------------------------------------------------------------------------------
+
+def pool_phases(noop: bool, env: dict[str, str], gpus: str, concurrency: int, batch_size: int, affinity: bool,
+                affinity_share_mb: int) -> dict[str, PoolPlan]:
+    """The pool phases of one run, by name, in order."""
+    phases = {"pool": PoolPlan(env, gpus=gpus, concurrency=concurrency, keyed=True)}
+    if noop:
+        phases["pool_no_events"] = PoolPlan(env | {"TASK_EVENTS": "0"}, gpus=gpus, concurrency=concurrency)
+    if batch_size > 1:
+        from workers.launch import BATCH_WINDOW
+
+        threads = BATCH_WINDOW * batch_size
+        phases["threads"] = PoolPlan(env, gpus=gpus, threads=threads, concurrency=concurrency * 2, sequential=False)
+        phases["batched"] = PoolPlan(env, gpus=gpus, batch_size=batch_size, concurrency=concurrency * 2,
+                                     sequential=False)
+    two_workers = gpus == "none" or device_slots(gpus, 1) >= 2
+    if affinity and two_workers:
+        shares = env | {"MEMORY_SHARE_MB": str(affinity_share_mb)}
+        for label, flag in (("on", "1"), ("off", "0")):
+            phases[f"affinity_{label}"] = PoolPlan(shares | {"AFFINITY_ROUTING": flag}, gpus=gpus, cpu_workers=2,
+                                                   concurrency=concurrency, sequential=False, warm=False)
+    return phases
 
 
 @app.command()
@@ -463,66 +549,39 @@ def main(
     seed: int = typer.Option(7, help="Trace seed"),
     concurrency: int = typer.Option(4, min=1, help="Events in flight in the throughput phase"),
     batch_size: int = typer.Option(4, min=1, help="Micro-batch bound of the batched run (1 skips it)"),
-    affinity: bool = typer.Option(True, help="Run the two-worker affinity comparison"),
+    affinity: bool = typer.Option(True, help="Run the two-worker affinity comparison (needs two device workers)"),
     affinity_share_mb: int = typer.Option(4096, help="Memory share of each worker in the affinity runs"),
-    models_dir: Path = typer.Option(REPO / "var" / "tiny-models", help="Tiny models (generated when missing)"),
+    gpus: str = typer.Option("none", help="The pool's GPUs, as `python -m workers start --gpus` takes them"),
+    device: str = typer.Option("cpu", help="The direct pipeline's device (cpu, cuda, cuda:1)"),
+    phase_timeout: float = typer.Option(600.0, min=1, help="Seconds one phase may take before it is abandoned"),
+    models_dir: Path = typer.Option(REPO / "var" / "tiny-models", help="Model weights (tiny ones generated when missing)"),
     report_path: Path = typer.Option(REPO / "var" / "bench" / "report.json", "--report", help="JSON report"),
 ) -> None:
     """Replay one trace through the direct pipeline and the pool; print the figures, write the JSON report."""
     os.environ.update(OFFLINE)
     work = Path(tempfile.mkdtemp(prefix="mz-bench-"))
-    env = {"MEMORY_SHARE_MB": "16384", "METRICS_PORT_BASE": "0"}
+    env = {"MEMORY_SHARE_MB": "16384", "METRICS_PORT_BASE": "0", "MODELS_DIR": str(models_dir)}
     if noop:
         env |= noop_environment(work)
     else:
-        typer.echo(f"tiny models in {models_dir} ...")
-        tiny_models(models_dir)
-    trace = make_trace(events, seed, "bench")
-    warmup = make_trace(10, seed + 1, "warm") + [
-        sample_events.person_event("warm-s", face=True, suspicious=80, frames=8),
-        sample_events.vehicle_event("warm-v"), sample_events.animal_event("warm-a"),
-    ]
-    report: dict[str, Any] = {
+        typer.echo(f"models in {models_dir} (tiny ones generated where missing) ...")
+        ensure_tiny_models(models_dir)
+    trace, warmup = make_trace(events, seed, "bench"), warmup_trace(seed)
+    report = Report(report_path, {
         "events": events, "seed": seed, "models": "noop" if noop else "tiny", "machine": platform.machine(),
-        "cpus": os.cpu_count(), "python": platform.python_version(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    previous = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the direct run reads the same family/path overrides as the workers
-    try:
-        typer.echo("direct ...")
-        report["direct"] = run_direct(trace, models_dir, env)
-    finally:
-        for key, value in previous.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
-    typer.echo("pool (prefork, one device worker) ...")
-    report["pool"] = run_pool(trace, warmup, models_dir, env, work / "pool", concurrency=concurrency, keyed=True)
-    if noop:
-        typer.echo("pool without task events (TASK_EVENTS=0) ...")
-        report["pool_no_events"] = run_pool(trace, warmup, models_dir, env | {"TASK_EVENTS": "0"},
-                                            work / "pool-no-events", concurrency=concurrency)
-    if batch_size > 1:
-        from workers.launch import BATCH_WINDOW
-
-        threads = BATCH_WINDOW * batch_size
-        typer.echo(f"pool with {threads} threads, no batching ...")
-        report["threads"] = run_pool(trace, warmup, models_dir, env, work / "threads", threads=threads,
-                                     concurrency=concurrency * 2, sequential=False)
-        typer.echo(f"pool with {threads} threads and micro-batching (batch {batch_size}) ...")
-        report["batched"] = run_pool(trace, warmup, models_dir, env, work / "batched", batch_size=batch_size,
-                                     concurrency=concurrency * 2, sequential=False)
-    if affinity:
-        shares = env | {"MEMORY_SHARE_MB": str(affinity_share_mb)}
-        report["affinity"] = {}
-        for label, flag in (("on", "1"), ("off", "0")):
-            typer.echo(f"two device workers, affinity {label} ...")
-            report["affinity"][label] = run_pool(
-                trace, [], models_dir, shares | {"AFFINITY_ROUTING": flag}, work / f"affinity-{label}",
-                cpu_workers=2, concurrency=concurrency, sequential=False)
-    report["summary"] = summarise(report)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
-    print_report(report)
+        "cpus": os.cpu_count(), "python": platform.python_version(), "gpus": gpus, "direct_device": device,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })
+    report.phase("direct", lambda: run_direct(trace, env, device))
+    for name, plan in pool_phases(noop, env, gpus, concurrency, batch_size, affinity, affinity_share_mb).items():
+        log_dir = work / name
+        report.phase(name, lambda: run_pool(plan, trace, warmup, models_dir, log_dir, phase_timeout), log_dir)
+    report.data["summary"] = summarise(report.data)
+    report.write()
+    print_report(report.data)
     typer.echo(f"report: {report_path}")
+    if report.failed():
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from tasks.sample_events import demo_events  # noqa: E402
-from workers.local_pool import LocalPool, RedisServer  # noqa: E402
-from workers.model_files import write_generated  # noqa: E402
+from tasks.local_pool import LocalPool, RedisServer  # noqa: E402
+from workers.generated import write_generated  # noqa: E402
 from workers.registry import REGISTRY  # noqa: E402
 
 console = Console()

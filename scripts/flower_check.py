@@ -24,7 +24,7 @@ from pathlib import Path
 
 import typer
 
-from workers.local_pool import free_port
+from tasks.local_pool import free_port
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 CHROMIUM_FLAGS = [

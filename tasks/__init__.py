@@ -1,5 +1,5 @@
-"""Celery app and tasks: router, run_model, assemble, sweeper; schemas; frame store; client helpers."""
+"""The pool's Celery side: the app (tasks.celery), the tasks, their stores, and the backend's client.
 
-from tasks.app import app
-
-__all__ = ["app"]
+Importing this package imports nothing else: a backend that only uses tasks.client never loads the tasks, the
+worker signals or the model zoo. `celery -A tasks` finds the app in tasks/celery.py.
+"""

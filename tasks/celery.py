@@ -1,8 +1,8 @@
-"""The Celery application every process of the pool shares."""
+"""The Celery application every process of the pool shares (`celery -A tasks` finds it here)."""
 
 from celery import Celery
 
-from tasks.metrics import connect_worker_signals
+from tasks.signals import connect_worker_signals
 
 TASK_MODULES = ["tasks.router", "tasks.model_task", "tasks.assemble", "tasks.sweeper", "tasks.risk_task", "tasks.control"]
 

@@ -10,7 +10,6 @@ import base64
 import contextlib
 import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from tasks.results import COMPLETED_CHANNEL
-from tasks.settings import Settings, with_password
+from workers.settings import Settings, with_password
 
 if TYPE_CHECKING:
     from celery.result import AsyncResult
@@ -160,12 +159,12 @@ def stop_waiting(pending: AsyncResult) -> None:
 @app.callback()
 def main(
     ctx: typer.Context,
-    url: str = typer.Option(None, "--redis-url", envvar="REDIS_URL", show_default="REDIS_URL or redis://127.0.0.1:6379/0",
+    url: str = typer.Option(None, "--redis-url", show_default="REDIS_URL or redis://127.0.0.1:6379/0",
                             help="Broker and result store; REDIS_PASSWORD is added when the URL has none"),
 ) -> None:
     """Submit events to the Model Zoo pool and read results."""
-    base = url or Settings.model_fields["redis_url"].default
-    ctx.obj = {"redis_url": with_password(base, os.environ.get("REDIS_PASSWORD") or None)}
+    settings = Settings()
+    ctx.obj = {"redis_url": with_password(url or settings.redis_url, settings.redis_password)}
 
 
 # -- commands -------------------------------------------------------------------------------------------
@@ -184,6 +183,25 @@ def submit(
     as_json: bool = typer.Option(False, "--json", help="Print raw JSON"),
 ) -> None:
     """Enrich one image file: submit the event, wait for the result, print its summary and prompt."""
+    event = build_event(read_image(image), parse_box(box), detection_type, camera, event_id or new_event_id(),
+                        face=parse_box(face) if face else None, suspicious=suspicious)
+    client = enrichment_client(redis_url(ctx))
+    pending = None
+    try:
+        pending = client.submit(event)
+        if not wait:
+            print_submitted(event["event_id"], pending.id, as_json)
+            return
+        result = wait_for(pending, event["event_id"], timeout, f"enriching {event['event_id']} ({image.name})")
+        print_json(result) if as_json else print_result(result)
+    finally:
+        if pending is not None:
+            stop_waiting(pending)
+        client.close()
+
+
+def read_image(image: Path) -> bytes:
+    """The file's bytes, once PIL agrees it is an image; otherwise one clear line and exit code 1."""
     try:
         data = image.read_bytes()
     except OSError as exc:
@@ -194,39 +212,30 @@ def submit(
         Image.open(io.BytesIO(data)).verify()
     except Exception as exc:
         fail(f"{image} is not a readable image ({exc})")
-    event = build_event(data, parse_box(box), detection_type, camera, event_id or new_event_id(),
-                        face=parse_box(face) if face else None, suspicious=suspicious)
-    client = enrichment_client(redis_url(ctx))
-    pending = None
-    try:
-        pending = client.submit(event)
-        if not wait:
-            if as_json:
-                print_json({"event_id": event["event_id"], "task_id": pending.id})
-            else:
-                console.print(f"submitted {event['event_id']}  task {pending.id}\n"
-                              f"read it later with: model-zoo show {event['event_id']}")
-            return
-        from celery.exceptions import TimeoutError as ResultTimeout
+    return data
 
-        try:
-            with console.status(f"enriching {event['event_id']} ({image.name})"):
-                result = pending.get(timeout=timeout)
-        except ResultTimeout:
-            fail(f"no result for {event['event_id']} within {timeout:g}s (is a worker running?); "
-                 f"try later: model-zoo show {event['event_id']}")
-        except redis.RedisError as exc:
-            fail(f"lost Redis while waiting: {exc}", UNREACHABLE_EXIT)
-        except Exception as exc:
-            fail(f"task for {event['event_id']} failed: {type(exc).__name__}: {exc}")
-        if as_json:
-            print_json(result)
-        else:
-            print_result(result)
-    finally:
-        if pending is not None:
-            stop_waiting(pending)
-        client.close()
+
+def print_submitted(event_id: str, task_id: str, as_json: bool) -> None:
+    if as_json:
+        print_json({"event_id": event_id, "task_id": task_id})
+    else:
+        console.print(f"submitted {event_id}  task {task_id}\nread it later with: model-zoo show {event_id}")
+
+
+def wait_for(pending: AsyncResult, event_id: str, timeout: float, status: str) -> dict[str, Any]:
+    """The task's result within timeout, with a spinner; a timeout, lost Redis or failed task ends the command."""
+    from celery.exceptions import TimeoutError as ResultTimeout
+
+    try:
+        with console.status(status):
+            return pending.get(timeout=timeout)
+    except ResultTimeout:
+        fail(f"no result for {event_id} within {timeout:g}s (is a worker running?); "
+             f"try later: model-zoo show {event_id}")
+    except redis.RedisError as exc:
+        fail(f"lost Redis while waiting: {exc}", UNREACHABLE_EXIT)
+    except Exception as exc:
+        fail(f"task for {event_id} failed: {type(exc).__name__}: {exc}")
 
 
 @app.command()

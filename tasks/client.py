@@ -1,4 +1,7 @@
-"""What the backend uses: submit enrich_detection by name, wait for its result, read stored results."""
+"""What the backend uses: submit enrich_detection by name, wait for its result, read stored results.
+
+It imports no task code, no worker signals and no model zoo: a thin Celery app that sends by name.
+"""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ import json
 
 from celery.worker.control import inspect_command
 
-from tasks.placement import WORKER_STATE_PREFIX
-from tasks.results import redis_client
+from tasks.connection import redis_client
+from workers.state import WORKER_STATE_PREFIX
 
 
 @inspect_command()

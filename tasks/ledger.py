@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
 import redis
+
+from tasks.schemas import RoutedEvent
 
 DEADLINES_KEY = "ledger:deadlines"
 
@@ -20,14 +20,15 @@ def claim_key(event_id: str) -> str:
 
 
 class Ledger:
-    """ledger:<event_id> holds the router's meta; ledger:deadlines orders events by when they are overdue."""
+    """ledger:<event_id> holds the RoutedEvent; ledger:deadlines orders events by when they are overdue."""
 
     def __init__(self, client: redis.Redis):
         self.client = client
 
-    def open(self, event_id: str, meta: dict[str, Any], deadline_seconds: float, ttl_seconds: int) -> None:
+    def open(self, routed: RoutedEvent, deadline_seconds: float, ttl_seconds: int) -> None:
+        event_id = routed.event.event_id
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(ledger_key(event_id), json.dumps(meta), ex=ttl_seconds)
+            pipe.set(ledger_key(event_id), routed.model_dump_json(), ex=ttl_seconds)
             pipe.zadd(DEADLINES_KEY, {event_id: time.time() + deadline_seconds})
             pipe.execute()
 
@@ -48,6 +49,6 @@ class Ledger:
         now = time.time() if now is None else now
         return [m.decode() for m in self.client.zrangebyscore(DEADLINES_KEY, 0, now, start=0, num=limit)]
 
-    def meta(self, event_id: str) -> dict[str, Any] | None:
+    def routed(self, event_id: str) -> RoutedEvent | None:
         raw = self.client.get(ledger_key(event_id))
-        return json.loads(raw) if raw else None
+        return RoutedEvent.model_validate_json(raw) if raw else None

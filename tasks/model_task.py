@@ -1,4 +1,10 @@
-"""run_model: one model on one detection, on a device queue; returns a record and never raises."""
+"""run_model: one model on one detection, on a device queue; returns a record and never raises.
+
+The device runtime (model cache, decoded frames, batchers) lives in the process that runs the tasks: created
+when a prefork child starts (never in the parent that forks, so CUDA is never touched there), or on first use
+in a threads-pool worker. Time limits come from celeryconfig's task_annotations (MODEL_SOFT_TIME_LIMIT,
+MODEL_TIME_LIMIT).
+"""
 
 from __future__ import annotations
 
@@ -10,23 +16,20 @@ from typing import Any
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown, worker_shutdown
+from pydantic import ValidationError
 
-from tasks.app import app
-from tasks.metrics import INFERENCE_SECONDS, MODEL_RECORDS
-from tasks.results import redis_client
-from tasks.schemas import ModelRecord
-from tasks.settings import get_settings
+from tasks.celery import app
+from tasks.connection import redis_client
+from workers.frames import DecodedFrames, FrameStore
+from workers.records import ModelRecord, ModelRequest
+from workers.runtime import DeviceRuntime
+from workers.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-_settings = get_settings()
 _node = {"name": ""}
-_runtime = None
-_runtime_lock = threading.Lock()  # a threads pool (micro-batching) may ask for it from several threads at once
-
-
-def is_device_worker() -> bool:
-    return os.environ.get("WORKER_ROLE") == "device"
+_runtime: DeviceRuntime | None = None
+_runtime_lock = threading.Lock()  # a threads pool may ask for it from several threads at once
 
 
 @celeryd_init.connect
@@ -35,18 +38,32 @@ def remember_node_name(sender: str, **_: Any) -> None:
     _node["name"] = sender
 
 
-def runtime():
-    """This process's DeviceRuntime, created on first use: in the prefork child, or in a threads-pool worker."""
+def runtime() -> DeviceRuntime:
+    """This process's DeviceRuntime, created on first use and announced in Redis."""
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            from workers.runtime import DeviceRuntime
-
-            created = DeviceRuntime(_settings, redis_client(), _node["name"] or f"pid{os.getpid()}")
+            settings = get_settings()
+            frames = DecodedFrames(FrameStore(redis_client(), settings.frame_ttl_seconds), settings.max_image_pixels)
+            created = DeviceRuntime(settings, frames, _node["name"] or f"pid{os.getpid()}", client=redis_client())
             created.publish()
             created.start_heartbeat()
             _runtime = created
     return _runtime
+
+
+@worker_process_init.connect
+def start_runtime(**_: Any) -> None:
+    """Device children set up their cache at start (no model is loaded until a task asks)."""
+    if get_settings().is_device_worker:
+        runtime()
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def stop_runtime(**_: Any) -> None:
+    if _runtime is not None:
+        _runtime.stop()
 
 
 def count_delivery(task_id: str | None) -> int:
@@ -62,46 +79,31 @@ def count_delivery(task_id: str | None) -> int:
         return 1
 
 
-@worker_process_init.connect
-def start_runtime(**_: Any) -> None:
-    """Device children set up their cache at start (no model is loaded until a task asks)."""
-    if is_device_worker():
-        runtime()
-
-
-@worker_process_shutdown.connect
-@worker_shutdown.connect
-def stop_runtime(**_: Any) -> None:
-    if _runtime is not None:
-        _runtime.stop()
-
-
-@app.task(
-    name="run_model",
-    bind=True,
-    soft_time_limit=_settings.model_soft_time_limit,
-    time_limit=_settings.model_time_limit,
-)
-def run_model(self, event_id: str, model: str, context: dict[str, Any]) -> dict[str, Any]:
-    """Run `model` for `event_id` on this worker's device and return its ModelRecord as JSON."""
-    deliveries = count_delivery(self.request.id)
+def run_request(request: ModelRequest, deliveries: int) -> ModelRecord:
+    """The record for one delivery of a model task: given up, timed out, failed, or the model's answer."""
+    settings = get_settings()
+    worker = _node["name"]
     try:
-        if deliveries > _settings.max_deliveries:
-            record = ModelRecord(
-                model=model, status="error", worker=_node["name"],
-                error=f"gave up after {deliveries - 1} deliveries: the worker died running it each time",
-            )
-        else:
-            record = runtime().run(model, context)
+        if deliveries > settings.max_deliveries:
+            return ModelRecord(model=request.model, status="error", worker=worker, error=(
+                f"gave up after {deliveries - 1} deliveries: the worker died running it each time"))
+        return runtime().run(request)
     except SoftTimeLimitExceeded:
-        record = ModelRecord(
-            model=model, status="timeout", worker=_node["name"], device=_runtime.device if _runtime else None,
-            error=f"exceeded the {_settings.model_soft_time_limit:g}s soft time limit",
-        )
+        return ModelRecord(model=request.model, status="timeout", worker=worker,
+                           device=_runtime.device if _runtime else None,
+                           error=f"exceeded the {settings.model_soft_time_limit:g}s soft time limit")
     except Exception as exc:  # never raise into the chord: the callback would not fire
-        log.exception("run_model %s for %s failed", model, event_id)
-        record = ModelRecord(model=model, status="error", worker=_node["name"], error=f"{type(exc).__name__}: {exc}")
-    MODEL_RECORDS.labels(model, record.status).inc()
-    if record.status == "ok":
-        INFERENCE_SECONDS.labels(model).observe(record.infer_ms / 1000)
-    return record.model_dump(mode="json")
+        log.exception("run_model %s for %s failed", request.model, request.event_id)
+        return ModelRecord(model=request.model, status="error", worker=worker, error=f"{type(exc).__name__}: {exc}")
+
+
+@app.task(name="run_model", bind=True)
+def run_model(self, request: dict[str, Any]) -> dict[str, Any]:
+    """Run one ModelRequest on this worker's device and return its ModelRecord as JSON."""
+    try:
+        parsed = ModelRequest.model_validate(request)
+    except ValidationError as exc:  # only the router writes requests; still, never raise into the chord
+        model = request.get("model") if isinstance(request, dict) else None
+        return ModelRecord(model=str(model or "unknown"), status="error", worker=_node["name"],
+                           error=f"malformed model request: {exc.errors()[0]['msg']}").model_dump(mode="json")
+    return run_request(parsed, count_delivery(self.request.id)).model_dump(mode="json")

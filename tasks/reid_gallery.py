@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import redis
 
-DEFAULT_THRESHOLD = 0.75
-DEFAULT_TTL_SECONDS = 30 * 24 * 3600
+from workers.settings import ReidSettings
+
+DEFAULTS = ReidSettings.model_construct()  # the documented defaults, without reading the environment
 # The stored template is a running mean over at most this many sightings, so it follows slow changes
 # (a coat taken off) instead of being frozen by a long history.
 TEMPLATE_MEMORY = 20
@@ -45,8 +45,8 @@ class ReidGallery:
     def __init__(
         self,
         client: redis.Redis,
-        threshold: float | None = None,
-        ttl_seconds: float | None = None,
+        threshold: float = DEFAULTS.threshold,
+        ttl_seconds: float = DEFAULTS.ttl_seconds,
         prefix: str = "reid",
         lock_timeout: float = 10.0,
         lock_wait: float = 10.0,
@@ -54,13 +54,16 @@ class ReidGallery:
         if client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("ReidGallery needs a client with decode_responses=False (templates are raw float32 bytes)")
         self.client = client
-        self.threshold = float(threshold if threshold is not None else os.environ.get("REID_THRESHOLD", DEFAULT_THRESHOLD))
-        self.ttl_seconds = float(
-            ttl_seconds if ttl_seconds is not None else os.environ.get("REID_TTL_SECONDS", DEFAULT_TTL_SECONDS)
-        )
+        self.threshold = float(threshold)
+        self.ttl_seconds = float(ttl_seconds)
         self.prefix = prefix
         self.lock_timeout = lock_timeout
         self.lock_wait = lock_wait
+
+    @classmethod
+    def configured(cls, client: redis.Redis, settings: ReidSettings) -> "ReidGallery":
+        """The gallery with REID_THRESHOLD and REID_TTL_SECONDS from the pool's settings."""
+        return cls(client, threshold=settings.threshold, ttl_seconds=settings.ttl_seconds)
 
     # -- keys -------------------------------------------------------------------------------------------
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-from dataclasses import dataclass
 from typing import Literal
 
 import httpx
@@ -35,27 +33,6 @@ class RiskAssessment(BaseModel):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
-
-
-@dataclass(frozen=True)
-class NemotronSettings:
-    """Where the risk model lives: NEMOTRON_URL (unset: the call is off), NEMOTRON_MODEL, NEMOTRON_TIMEOUT."""
-
-    url: str | None
-    model: str = "nemotron"
-    timeout: float = 60.0
-
-    @classmethod
-    def from_env(cls) -> "NemotronSettings":
-        return cls(
-            url=os.environ.get("NEMOTRON_URL") or None,
-            model=os.environ.get("NEMOTRON_MODEL", cls.model),
-            timeout=float(os.environ.get("NEMOTRON_TIMEOUT", cls.timeout)),
-        )
-
-    @property
-    def enabled(self) -> bool:
-        return self.url is not None
 
 
 def chat_url(url: str) -> str:

@@ -1,4 +1,4 @@
-"""The pool's edges as pydantic models: the detection event in, model records and the result out."""
+"""The pool's data as pydantic models: the detection event in, the routed event on the way, the result out."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from workers.records import Box, ModelRecord
 from workers.registry import normalise_label
 
 EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
 
-Box = tuple[float, float, float, float]
+FRAME_FIELDS = ("image", "image_path", "image_key")
 
 
 class FrameSource(BaseModel):
@@ -26,10 +27,15 @@ class FrameSource(BaseModel):
 
     @model_validator(mode="after")
     def exactly_one(self) -> "FrameSource":
-        given = [name for name in ("image", "image_path", "image_key") if getattr(self, name)]
+        given = [name for name in FRAME_FIELDS if getattr(self, name)]
         if len(given) != 1:
             raise ValueError(f"give exactly one of image, image_path, image_key (got {given or 'none'})")
         return self
+
+    @property
+    def field(self) -> str:
+        """The name of the field this frame came in (image, image_path or image_key)."""
+        return next(name for name in FRAME_FIELDS if getattr(self, name))
 
 
 def _check_box(value: Box | None) -> Box | None:
@@ -91,11 +97,42 @@ class DetectionEvent(BaseModel):
     def frame_source(self) -> FrameSource:
         return FrameSource(image=self.image, image_path=self.image_path, image_key=self.image_key)
 
-    def summary(self) -> dict[str, Any]:
-        """The event without its pixels: what travels to the assembler and into the prompt."""
-        return self.model_dump(mode="json", exclude={"image", "image_path", "image_key", "frames"}) | {
-            "frame_count": len(self.frames)
-        }
+    def summary(self, bbox: Box, face_bbox: Box | None) -> "EventSummary":
+        """The event without its pixels, with the boxes as the models saw them (clamped to the frame)."""
+        return EventSummary(
+            **self.model_dump(exclude={"image", "image_path", "image_key", "frames", "bbox", "face_bbox"}),
+            bbox=bbox, face_bbox=face_bbox, frame_count=len(self.frames),
+        )
+
+
+class EventSummary(BaseModel):
+    """What travels to assembly and into the prompt: the event's facts, its boxes clamped to the frame."""
+
+    event_id: str
+    camera_id: str
+    timestamp: datetime
+    detection_type: str
+    confidence: float
+    bbox: Box
+    face_visible: bool = False
+    face_bbox: Box | None = None
+    suspicious_score: float = 0.0
+    frame_count: int = 0
+
+
+class RoutedEvent(BaseModel):
+    """What the router decided for one event; rides the chord to assembly and waits in the ledger for the sweeper."""
+
+    event: EventSummary
+    planned: list[str]
+    placement: dict[str, str]
+    task_ids: dict[str, str]
+    frame_key: str
+    buffer_keys: list[str] = Field(default_factory=list)
+    owned_keys: list[str] = Field(default_factory=list)  # what assembly deletes; a backend's own keys stay
+    frame_size: tuple[int, int]
+    received_at: float
+    routed_at: float
 
 
 def validation_errors(error: ValidationError) -> dict[str, str]:
@@ -106,23 +143,6 @@ def validation_errors(error: ValidationError) -> dict[str, str]:
         message = item["msg"].removeprefix("Value error, ")
         errors.setdefault(field, message)
     return errors
-
-
-ModelStatus = Literal["ok", "error", "skipped", "timeout"]
-
-
-class ModelRecord(BaseModel):
-    """What one model task returns: never an exception, always a record with a reason."""
-
-    model: str
-    status: ModelStatus
-    data: dict[str, Any] | None = None
-    error: str | None = None
-    device: str | None = None
-    worker: str | None = None
-    cache_hit: bool = False
-    load_ms: float = 0.0
-    infer_ms: float = 0.0
 
 
 ResultStatus = Literal["complete", "partial", "rejected"]

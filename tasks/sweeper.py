@@ -6,20 +6,21 @@ import logging
 
 from celery.result import AsyncResult
 
-from tasks.app import app
 from tasks.assemble import finish_event
+from tasks.celery import app
+from tasks.connection import redis_client, result_store
 from tasks.ledger import Ledger
-from tasks.results import redis_client, result_store
+from tasks.schemas import RoutedEvent
 
 log = logging.getLogger(__name__)
 
 SWEEP_NOTE = "no record before the event deadline (finished by the sweeper)"
 
 
-def finished_records(meta: dict) -> list[dict]:
+def finished_records(routed: RoutedEvent) -> list[dict]:
     """Records of the header tasks that did finish, read back from the result backend."""
     records = []
-    for model, task_id in meta.get("task_ids", {}).items():
+    for model, task_id in routed.task_ids.items():
         result = AsyncResult(task_id, app=app)
         if result.successful() and isinstance(result.result, dict):
             records.append(result.result)
@@ -35,12 +36,12 @@ def sweep_stalled_events(limit: int = 100) -> dict:
     ledger = Ledger(redis_client())
     finished, closed = [], []
     for event_id in ledger.overdue(limit=limit):
-        meta = ledger.meta(event_id)
-        if meta is None or result_store().get(event_id) is not None:
+        routed = ledger.routed(event_id)
+        if routed is None or result_store().get(event_id) is not None:
             ledger.close(event_id)
             closed.append(event_id)
             continue
         log.warning("event %s missed its deadline; finishing it as partial", event_id)
-        finish_event(finished_records(meta), meta)
+        finish_event(finished_records(routed), routed)
         finished.append(event_id)
     return {"finished": finished, "closed": closed}

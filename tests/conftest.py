@@ -37,7 +37,7 @@ def tiny_model(tiny_models_dir):
 @pytest.fixture(scope="session")
 def redis_server():
     """A real redis-server for the whole test session (flush between tests yourself if needed)."""
-    from workers.local_pool import RedisServer
+    from tasks.local_pool import RedisServer
 
     server = RedisServer().start()
     yield server

@@ -11,6 +11,7 @@ from dataclasses import replace
 import typer
 
 from workers.launch import device_command, device_slots, router_command
+from workers.settings import Settings
 
 BATCH_HELP = ("Micro-batching: up to N concurrent requests for one model run as one batch "
               "(a threads pool holding 8N model tasks; no time limits there). 1 = off: prefork with one child")
@@ -21,28 +22,34 @@ cli = typer.Typer(add_completion=False, help="Start Model Zoo workers.")
 
 
 def exec_worker(command: list[str], env: dict[str, str]) -> None:
-    os.environ.update(env)
-    os.execv(command[0], command)
+    """Become the worker: its environment is ours plus what the launcher decided for it."""
+    os.execve(command[0], command, os.environ | env)
 
 
 @cli.command()
 def router(loglevel: str = "info", concurrency: int = 2, beat: bool = True) -> None:
     """Run the router/assemble worker in the foreground (one per deployment when --beat is on)."""
-    exec_worker(*router_command(loglevel, concurrency, beat))
+    exec_worker(*router_command(Settings(), loglevel, concurrency, beat))
 
 
 @cli.command()
 def device(index: int = 0, cpu: bool = typer.Option(False, help="A CPU worker (queue cpu.`index`) instead of GPU `index`"),
            visible: str | None = typer.Option(
-               None, "--visible-device", envvar="VISIBLE_DEVICE_INDEX",
-               help="CUDA index of this GPU as the worker sees it (0 in a container given only this GPU)"),
+               None, "--visible-device",
+               help="CUDA index of this GPU as the worker sees it (0 in a container given only this GPU); "
+                    "default VISIBLE_DEVICE_INDEX"),
            batch_size: int = typer.Option(1, help=BATCH_HELP),
            threads: int | None = typer.Option(None, help=THREADS_HELP),
            loglevel: str = "info") -> None:
     """Run one device worker in the foreground on queue gpu.`index`, pinned to that GPU (or the CPU)."""
+    settings = Settings()
+    visible = visible if visible is not None else settings.launch.visible_device_index
     try:
-        slot = device_slots("none", index + 1)[index] if cpu else replace(device_slots(str(index))[0], visible=visible)
-        command = device_command(slot, loglevel, batch_size, threads)
+        if cpu:
+            slot = device_slots("none", index + 1, settings)[index]
+        else:
+            slot = replace(device_slots(str(index), settings=settings)[0], visible=visible)
+        command = device_command(settings, slot, loglevel, batch_size, threads)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     exec_worker(*command)
@@ -55,12 +62,13 @@ def start(gpus: str = typer.Option("auto", help="auto, none (CPU only), or GPU i
           batch_size: int = typer.Option(1, help=BATCH_HELP),
           threads: int | None = typer.Option(None, help=THREADS_HELP)) -> None:
     """Start the router worker and one device worker per GPU (or CPU workers); stop all on Ctrl-C."""
+    settings = Settings()
     try:
-        slots = device_slots(gpus, cpu_workers)
-        devices = [device_command(s, loglevel, batch_size, threads) for s in slots]
+        slots = device_slots(gpus, cpu_workers, settings)
+        devices = [device_command(settings, s, loglevel, batch_size, threads) for s in slots]
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    specs = ([router_command(loglevel)] if router_worker else []) + devices
+    specs = ([router_command(settings, loglevel)] if router_worker else []) + devices
     stopping = False
 
     def launch(command: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -96,7 +104,7 @@ def start(gpus: str = typer.Option("auto", help="auto, none (CPU only), or GPU i
 @cli.command("slots")
 def show_slots(gpus: str = "auto", cpu_workers: int = 1) -> None:
     """Print the device workers `start` would launch."""
-    for slot in device_slots(gpus, cpu_workers):
+    for slot in device_slots(gpus, cpu_workers, Settings()):
         typer.echo(f"{slot.queue}\t{slot.node}\t{slot.environment()}")
 
 

@@ -25,23 +25,14 @@ class FrameStore:
         self.client = client
         self.ttl_seconds = ttl_seconds
 
-    def put_frame(self, event_id: str, frame: bytes) -> str:
-        self.client.set(frame_key(event_id), frame, ex=self.ttl_seconds)
-        return frame_key(event_id)
-
-    def put_buffer(self, event_id: str, buffer: list[bytes | str]) -> tuple[list[str], list[str]]:
-        """Store the buffer's bytes (a str is a key already in Redis, used as is).
-
-        Returns every frame's key in order, and the keys written here (the ones the event owns).
-        """
-        keys = [item if isinstance(item, str) else buffer_key(event_id, i) for i, item in enumerate(buffer)]
-        owned = [(key, item) for key, item in zip(keys, buffer) if not isinstance(item, str)]
-        if owned:
-            with self.client.pipeline(transaction=False) as pipe:
-                for key, data in owned:
-                    pipe.set(key, data, ex=self.ttl_seconds)
-                pipe.execute()
-        return keys, [key for key, _ in owned]
+    def put_many(self, frames: dict[str, bytes]) -> None:
+        """SET each key to its bytes with the frame TTL, in one round trip."""
+        if not frames:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for key, data in frames.items():
+                pipe.set(key, data, ex=self.ttl_seconds)
+            pipe.execute()
 
     def get(self, key: str) -> bytes | None:
         return self.client.get(key)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+
+from workers.settings import Settings
 
 ROUTER_QUEUES = "router,assemble"
 
@@ -39,21 +38,20 @@ class DeviceSlot:
         return env
 
 
-def metrics_environment(name: str, offset: int) -> dict[str, str]:
+def metrics_environment(settings: Settings, name: str, offset: int) -> dict[str, str]:
     """Each worker serves /metrics on METRICS_PORT_BASE + offset, from its own fresh multiprocess directory."""
-    base = os.environ.get("METRICS_PORT_BASE", "9808")
-    if not base or base == "0":
+    base = settings.metrics.port_base
+    if base is None:
         return {}
-    root = Path(os.environ.get("METRICS_DIR", Path(tempfile.gettempdir()) / "model-zoo-metrics"))
-    directory = root / name
+    directory = settings.metrics.dir / name
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
-    return {"METRICS_PORT": str(int(base) + offset), "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    return {"METRICS_PORT": str(base + offset), "PROMETHEUS_MULTIPROC_DIR": str(directory)}
 
 
-def detect_gpus() -> list[int]:
+def detect_gpus(settings: Settings) -> list[int]:
     """GPU indices from nvidia-smi (never from torch: the launcher must not initialise CUDA)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES") == "" or not shutil.which("nvidia-smi"):
+    if settings.launch.cuda_visible_devices == "" or not shutil.which("nvidia-smi"):
         return []
     try:
         out = subprocess.run(
@@ -65,7 +63,7 @@ def detect_gpus() -> list[int]:
     return [int(line) for line in out.split() if line.strip().isdigit()]
 
 
-def device_slots(gpus: str, cpu_workers: int = 1) -> list[DeviceSlot]:
+def device_slots(gpus: str, cpu_workers: int = 1, settings: Settings | None = None) -> list[DeviceSlot]:
     """'auto': every GPU nvidia-smi lists, else CPU slots; 'none': CPU slots only; '0,2': those GPUs.
 
     CPU slots are cpu.0 .. cpu.<cpu_workers - 1>: several CPU workers stand in for several GPUs
@@ -77,7 +75,7 @@ def device_slots(gpus: str, cpu_workers: int = 1) -> list[DeviceSlot]:
     if gpus == "none":
         return cpu
     if gpus == "auto":
-        found = detect_gpus()
+        found = detect_gpus(settings or Settings())
         return [DeviceSlot("gpu", i) for i in found] or cpu
     try:
         return [DeviceSlot("gpu", int(part)) for part in gpus.split(",") if part.strip()]
@@ -85,34 +83,29 @@ def device_slots(gpus: str, cpu_workers: int = 1) -> list[DeviceSlot]:
         raise ValueError(f"--gpus takes auto, none or a comma list of indices, not {gpus!r}") from None
 
 
-def task_events() -> bool:
-    """TASK_EVENTS (on by default): workers send task events, which Flower needs."""
-    from tasks.settings import get_settings
-
-    return get_settings().task_events
-
-
-def celery_worker_command(queues: str, node: str, concurrency: int, loglevel: str, extra: list[str],
-                          pool: str = "prefork") -> list[str]:
+def celery_worker_command(settings: Settings, queues: str, node: str, concurrency: int, loglevel: str,
+                          extra: list[str], pool: str = "prefork") -> list[str]:
+    """`celery -A tasks worker` for these queues; -E (task events, which Flower needs) unless TASK_EVENTS=0."""
     return [
         sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queues, "-n", node, "-c", str(concurrency),
-        "-P", pool, "--loglevel", loglevel, *(["-E"] if task_events() else []), *extra,
+        "-P", pool, "--loglevel", loglevel, *(["-E"] if settings.task_events else []), *extra,
     ]
 
 
-def router_command(loglevel: str, concurrency: int = 2, beat: bool = True) -> tuple[list[str], dict[str, str]]:
+def router_command(settings: Settings, loglevel: str, concurrency: int = 2,
+                   beat: bool = True) -> tuple[list[str], dict[str, str]]:
     """The CPU worker for the router and assemble queues; it runs the sweeper's beat schedule too."""
-    extra = ["--max-memory-per-child", os.environ.get("ROUTER_MAX_MEMORY_KB", "1048576")]
+    extra = ["--max-memory-per-child", str(settings.launch.router_max_memory_kb)]
     if beat:
-        extra += ["-B", "-s", os.environ.get("BEAT_SCHEDULE_FILE", "/tmp/model-zoo-beat-schedule")]
-    command = celery_worker_command(ROUTER_QUEUES, "router@%h", concurrency, loglevel, extra)
-    return command, {"WORKER_ROLE": "router", "CUDA_VISIBLE_DEVICES": ""} | metrics_environment("router", 0)
+        extra += ["-B", "-s", str(settings.launch.beat_schedule_file)]
+    command = celery_worker_command(settings, ROUTER_QUEUES, "router@%h", concurrency, loglevel, extra)
+    return command, {"WORKER_ROLE": "router", "CUDA_VISIBLE_DEVICES": ""} | metrics_environment(settings, "router", 0)
 
 
 BATCH_WINDOW = 8  # model tasks a batching worker holds, per unit of batch size
 
 
-def device_command(slot: DeviceSlot, loglevel: str, batch_size: int = 1,
+def device_command(settings: Settings, slot: DeviceSlot, loglevel: str, batch_size: int = 1,
                    threads: int | None = None) -> tuple[list[str], dict[str, str]]:
     """prefork with one child: models load lazily in the child, which owns the device.
 
@@ -128,9 +121,9 @@ def device_command(slot: DeviceSlot, loglevel: str, batch_size: int = 1,
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be at least 1, not {threads}")
     offset = 1 + slot.index + (100 if slot.kind == "cpu" else 0)
-    env = slot.environment() | metrics_environment(slot.queue, offset)
+    env = slot.environment() | metrics_environment(settings, slot.queue, offset)
     if batch_size == 1 and threads is None:
-        return celery_worker_command(slot.queue, slot.node, 1, loglevel, []), env
+        return celery_worker_command(settings, slot.queue, slot.node, 1, loglevel, []), env
     env["MODEL_BATCH_SIZE"] = str(batch_size)
     threads = threads or BATCH_WINDOW * batch_size
-    return celery_worker_command(slot.queue, slot.node, threads, loglevel, [], pool="threads"), env
+    return celery_worker_command(settings, slot.queue, slot.node, threads, loglevel, [], pool="threads"), env

@@ -1,6 +1,7 @@
-"""A device worker's process-local state: its model cache, decoded frames, and the status it publishes.
+"""A device worker's process-local state: its model cache, decoded frames, batchers, and the status it publishes.
 
-Created lazily in the prefork child on its first model task, so the parent never touches CUDA.
+Created lazily in the worker process that owns the device (the prefork child, or the threads pool's process),
+so a parent that forks never touches CUDA. The same runtime serves the direct pipeline of scripts/bench.py.
 """
 
 from __future__ import annotations
@@ -16,24 +17,22 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from model_cache import ModelCache, ModelSkipped, ModelSpec
-from tasks.frame_store import DecodedFrames, FrameStore
-from tasks.metrics import MEMORY_SHARE, MEMORY_USED, CacheMetrics
-from tasks.placement import publish_state, withdraw_state
-from tasks.schemas import ModelRecord
-from tasks.settings import Settings
 from workers.batching import MicroBatcher, infer_many
-from workers.models.base import ModelInput
-from workers.models.base import ModelSkipped as InferenceSkipped
-from workers.registry import REGISTRY, ModelEntry, weights_path
+from workers.frames import DecodedFrames
+from workers.metrics import INFERENCE_SECONDS, MEMORY_SHARE, MEMORY_USED, MODEL_RECORDS, CacheMetrics
+from workers.models.base import InferenceSkipped, ModelInput
+from workers.records import ModelRecord, ModelRequest
+from workers.registry import REGISTRY, ModelEntry
+from workers.settings import Settings
+from workers.state import publish_state, withdraw_state
 
 log = logging.getLogger(__name__)
 
 CPU_DEFAULT_SHARE_MB = 4096
 
 
-def pick_device() -> str:
-    """cuda when this (pinned) process sees a GPU, else cpu; DEVICE=cpu forces the CPU."""
-    forced = os.environ.get("DEVICE")
+def pick_device(forced: str | None = None) -> str:
+    """cuda when this (pinned) process sees a GPU, else cpu; DEVICE=cpu (settings.device) forces the CPU."""
     if forced:
         return forced
     import torch
@@ -54,17 +53,17 @@ def memory_budget_bytes(device: str, share_mb: int | None) -> int:
 
 
 class DeviceRuntime:
-    """Runs model tasks on one device through one ModelCache and tells Redis what it holds."""
+    """Runs model requests on one device through one ModelCache and (given a Redis client) tells Redis what it holds."""
 
     PUBLISH_EVERY = 1.0  # seconds between state publishes caused by tasks alone
 
-    def __init__(self, settings: Settings, client: redis.Redis, worker: str):
+    def __init__(self, settings: Settings, frames: DecodedFrames, worker: str, client: redis.Redis | None = None):
         self.settings = settings
         self.client = client
         self.worker = worker
         self.queue = settings.device_queue
-        self.device = pick_device()
-        self.frames = DecodedFrames(FrameStore(client, settings.frame_ttl_seconds), settings.max_image_pixels)
+        self.device = pick_device(settings.device)
+        self.frames = frames
         self._specs: dict[str, ModelSpec] = {}
         self.cache = ModelCache(
             memory_budget_bytes(self.device, settings.memory_share_mb),
@@ -84,68 +83,79 @@ class DeviceRuntime:
 
     # -- models -------------------------------------------------------------------------------
     def spec_for(self, entry: ModelEntry) -> ModelSpec:
+        """The cache's view of a registry entry: its estimate, priority, and how to load and unload it."""
         if entry.name not in self._specs:
-            path = weights_path(entry, self.settings.models_dir, dict(os.environ))
-
-            def load() -> Any:
-                if not path.exists():
-                    raise FileNotFoundError(
-                        f"weights for {entry.name} missing at {path}: run scripts/download_models.py "
-                        f"or scripts/make_tiny_models.py, or set {entry.path_env}"
-                    )
-                wrapper = entry.load_class()(str(path), self.device)
-                wrapper.load()
-                return wrapper
-
             self._specs[entry.name] = ModelSpec(
                 name=entry.name, estimated_mb=entry.estimated_mb, priority=entry.priority,
-                loader=load, unloader=lambda wrapper: wrapper.unload(),
-                triggers=tuple(sorted(entry.detection_types)),
+                loader=lambda: self.load_family(entry), unloader=lambda wrapper: wrapper.unload(),
             )
         return self._specs[entry.name]
 
-    def inputs_for(self, context: dict[str, Any], with_buffer: bool = True) -> ModelInput:
+    def load_family(self, entry: ModelEntry) -> Any:
+        """The model's family wrapper, built from its weights on this device and loaded."""
+        zoo = self.settings.zoo
+        path = entry.weights_path(self.settings.models_dir, zoo.model_paths)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"weights for {entry.name} missing at {path}: run scripts/download_models.py "
+                f"or scripts/make_tiny_models.py, or set {entry.path_env}"
+            )
+        wrapper = entry.load_class(zoo.model_families)(str(path), self.device, zoo)
+        wrapper.load()
+        return wrapper
+
+    def inputs_for(self, request: ModelRequest, with_buffer: bool = True) -> ModelInput:
         """The decoded frame and boxes; the frame buffer only for models that read it."""
         return ModelInput(
-            frame=self.frames.get(context["frame_key"]),
-            bbox=tuple(context["bbox"]),
-            detection_type=context["detection_type"],
-            face_bbox=tuple(context["face_bbox"]) if context.get("face_bbox") else None,
-            frames=[self.frames.get(key) for key in context.get("buffer_keys", [])] if with_buffer else [],
+            frame=self.frames.get(request.frame_key),
+            bbox=request.bbox,
+            detection_type=request.detection_type,
+            face_bbox=request.face_bbox,
+            frames=[self.frames.get(key) for key in request.buffer_keys] if with_buffer else [],
         )
 
-    def run(self, model: str, context: dict[str, Any]) -> ModelRecord:
+    def run(self, request: ModelRequest) -> ModelRecord:
         """Load (or reuse) the model and run it; every failure comes back as a record."""
-        record = ModelRecord(model=model, status="ok", device=self.device, worker=self.worker)
-        entry = REGISTRY.get(model)
+        record = ModelRecord(model=request.model, status="ok", device=self.device, worker=self.worker)
+        entry = REGISTRY.get(request.model)
         if entry is None:
-            return record.model_copy(update={"status": "error", "error": f"unknown model {model!r}"})
+            record = record.failed("error", f"unknown model {request.model!r}")
+        else:
+            record = self._run_entry(entry, request, record)
+        MODEL_RECORDS.labels(record.model, record.status).inc()
+        if record.status == "ok":
+            INFERENCE_SECONDS.labels(record.model).observe(record.infer_ms / 1000)
+        return record
+
+    def _run_entry(self, entry: ModelEntry, request: ModelRequest, record: ModelRecord) -> ModelRecord:
         try:
-            inputs = self.inputs_for(context, with_buffer=entry.needs_frames)
+            inputs = self.inputs_for(request, with_buffer=entry.needs_frames)
         except Exception as exc:  # the frame expired or cannot be decoded
-            return record.model_copy(update={"status": "error", "error": f"frame unavailable: {exc}"})
+            return record.failed("error", f"frame unavailable: {exc}")
         try:
             loaded = self.cache.get(self.spec_for(entry))
         except ModelSkipped as exc:
-            return record.model_copy(update={"status": "skipped", "error": str(exc)})
+            return record.failed("skipped", str(exc))
         except SoftTimeLimitExceeded:
             raise
         except Exception as exc:
-            log.exception("loading %s failed", model)
-            return record.model_copy(update={"status": "error", "error": f"load failed: {type(exc).__name__}: {exc}"})
+            log.exception("loading %s failed", entry.name)
+            return record.failed("error", f"load failed: {type(exc).__name__}: {exc}")
         record = record.model_copy(update={"cache_hit": loaded.hit, "load_ms": round(loaded.load_ms, 2)})
+        return self._infer(entry.name, inputs, record)
+
+    def _infer(self, model: str, inputs: ModelInput, record: ModelRecord) -> ModelRecord:
         started = time.perf_counter()
         try:
             data = self.batcher.submit(model, inputs)
         except InferenceSkipped as exc:
-            return record.model_copy(update={"status": "skipped", "error": str(exc)})
+            return record.failed("skipped", str(exc))
         except SoftTimeLimitExceeded:
             raise
         except Exception as exc:
             log.exception("inference of %s failed", model)
-            return record.model_copy(update={"status": "error", "error": f"{type(exc).__name__}: {exc}"})
-        finally:
-            infer_ms = (time.perf_counter() - started) * 1000
+            return record.failed("error", f"{type(exc).__name__}: {exc}")
+        infer_ms = (time.perf_counter() - started) * 1000
         self.publish_soon()
         return record.model_copy(update={"data": data, "infer_ms": round(infer_ms, 2)})
 
@@ -156,24 +166,23 @@ class DeviceRuntime:
     # -- published state ----------------------------------------------------------------------
     def state(self, snapshot: dict[str, Any] | None = None) -> dict[str, Any]:
         """What this worker publishes: its cache snapshot (taken now unless given), identity and counters."""
+        stats = self.batcher.stats()
         return (snapshot or self.cache.snapshot()) | {
             "worker": self.worker, "queue": self.queue, "device": self.device,
             "pid": os.getpid(), "updated_at": time.time(), "frame_bytes_read": self.frames.bytes_read,
-        } | self.batch_state()
-
-    def batch_state(self) -> dict[str, Any]:
-        """Micro-batching figures for the published state."""
-        stats = self.batcher.stats()
-        return {"batches": stats.batches, "batched_requests": stats.items, "largest_batch": stats.largest,
-                "batch_limit": self.batcher.max_size}
+            "batches": stats.batches, "batched_requests": stats.items, "largest_batch": stats.largest,
+            "batch_limit": self.batcher.max_size,
+        }
 
     def publish(self) -> None:
         """SET workers:state:<worker> with a TTL of three heartbeats: a dead worker drops out by itself."""
         self._published_at = time.monotonic()
-        ttl = max(1, int(self.settings.heartbeat_seconds * 3))
         snapshot = self.cache.snapshot()
         MEMORY_USED.labels(self.worker).set(snapshot["used_bytes"])
         MEMORY_SHARE.labels(self.worker).set(snapshot["budget_bytes"])
+        if self.client is None:
+            return
+        ttl = max(1, int(self.settings.heartbeat_seconds * 3))
         try:
             publish_state(self.client, self.worker, json.dumps(self.state(snapshot)), ttl)
         except redis.RedisError as exc:
@@ -201,5 +210,5 @@ class DeviceRuntime:
     def stop(self) -> None:
         self._stop.set()
         self.cache.clear()
-        withdraw_state(self.client, self.worker)
-
+        if self.client is not None:
+            withdraw_state(self.client, self.worker)

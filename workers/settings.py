@@ -111,6 +111,7 @@ class LaunchSettings(BaseSettings):
     router_max_memory_kb: int = Field(1048576, description="The router worker's children are replaced above this size")
     beat_schedule_file: Path = Field(Path("/tmp/model-zoo-beat-schedule"), description="The sweeper's beat schedule file")
     visible_device_index: str | None = Field(None, description="CUDA index of a device worker's GPU as it sees it")
+    cuda_visible_devices: str | None = Field(None, description="CUDA's own pinning; empty means no GPU for this process")
 
 
 class Settings(BaseSettings):
@@ -187,6 +188,28 @@ class Settings(BaseSettings):
     @property
     def is_device_worker(self) -> bool:
         return self.worker_role == "device"
+
+
+GROUPS = ("zoo", "reid", "nemotron", "metrics", "launch")
+PER_MODEL_FIELDS = {"model_paths": MODEL_PATH_SUFFIX, "model_families": MODEL_FAMILY_SUFFIX}
+
+
+def environment_names(settings_class: type[BaseSettings] = Settings) -> dict[str, str]:
+    """Every environment variable the settings read, with its description (README's table is checked against it).
+
+    Per-model variables are named by their pattern (<NAME>_MODEL_PATH, <NAME>_MODEL_FAMILY).
+    """
+    prefix = settings_class.model_config.get("env_prefix", "")
+    names: dict[str, str] = {}
+    for name, info in settings_class.model_fields.items():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseSettings):
+            names |= environment_names(kind)
+        elif name in PER_MODEL_FIELDS:
+            names[f"<NAME>{PER_MODEL_FIELDS[name]}"] = info.description or ""
+        else:
+            names[f"{prefix}{name}".upper()] = info.description or ""
+    return names
 
 
 def with_password(url: str, password: str | None) -> str:

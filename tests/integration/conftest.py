@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.local_pool import LocalPool, RedisServer, free_port
+from tasks.local_pool import LocalPool, RedisServer, free_port
 
 
 def free_port_block(size: int) -> int:

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from tasks.results import COMPLETED_CHANNEL
-from workers.local_pool import LocalPool, RedisServer
+from tasks.local_pool import LocalPool, RedisServer
 
 # Scene models are left out: these tests are about delivery, not about which models run.
 BASE_ENV = {"SCENE_MODELS": "", "METRICS_PORT_BASE": "0"}

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tasks.placement import WORKER_STATE_PREFIX
+from workers.state import WORKER_STATE_PREFIX
 from tasks.sample_events import person_event
 from tests.reliability.conftest import CompletionCounter, report, wait_for_results
 

@@ -12,34 +12,25 @@ import yaml
 from typer.testing import CliRunner
 
 import workers.__main__ as workers_cli
-from tasks.settings import Settings
 from workers.launch import ROUTER_QUEUES
 from workers.registry import REGISTRY
+from workers.settings import environment_names
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 SECRETS = {"REDIS_PASSWORD": "test-password", "FLOWER_BASIC_AUTH": "admin:test"}
 
-SETTINGS_VARIABLES = {name.upper() for name in Settings.model_fields}
+# Every variable the pool reads goes through workers.settings.Settings (nested groups included).
+SETTINGS_VARIABLES = set(environment_names())
 MODEL_PATH_VARIABLES = {entry.path_env for entry in REGISTRY.values()}
-# Read with os.environ outside Settings: the file that reads each one.
-PROJECT_VARIABLES = {
-    "METRICS_PORT_BASE": "workers/launch.py",
-    "NEMOTRON_URL": "tasks/risk.py",
-    "VISIBLE_DEVICE_INDEX": "workers/__main__.py",  # pending: see the xfail below
-}
 # Read by other software, or by the compose file itself.
 OTHER_VARIABLES = {
-    "CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "YOLO_OFFLINE", "PYTHONUNBUFFERED",
+    "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "YOLO_OFFLINE", "PYTHONUNBUFFERED",
     "FLOWER_BASIC_AUTH",  # Flower's --basic-auth
     "REDISCLI_AUTH",  # redis-cli's password, for the redis healthcheck
     "WORKER_NODE",  # the worker healthcheck's node name
 }
-KNOWN_VARIABLES = SETTINGS_VARIABLES | MODEL_PATH_VARIABLES | set(PROJECT_VARIABLES) | OTHER_VARIABLES
-
-LAUNCHER_KNOWS_VISIBLE_INDEX = "VISIBLE_DEVICE_INDEX" in "".join(
-    (REPO / path).read_text() for path in ("workers/launch.py", "workers/__main__.py")
-)
+KNOWN_VARIABLES = SETTINGS_VARIABLES | MODEL_PATH_VARIABLES | OTHER_VARIABLES
 
 
 def interpolate(value: str, env: dict[str, str] | None = None) -> str:
@@ -110,11 +101,9 @@ def test_every_environment_key_is_a_variable_the_code_reads(services):
     assert not unknown, f"not read by the code (typo?): {sorted(unknown)}"
 
 
-def test_project_variables_are_read_where_the_allow_list_says():
-    for variable, path in PROJECT_VARIABLES.items():
-        if variable == "VISIBLE_DEVICE_INDEX" and not LAUNCHER_KNOWS_VISIBLE_INDEX:
-            continue  # covered by the xfail below until the launcher reads it
-        assert variable in (REPO / path).read_text(), f"{variable} is not read in {path}"
+def test_the_variables_compose_sets_for_the_pool_are_settings():
+    for variable in ("METRICS_PORT_BASE", "NEMOTRON_URL", "VISIBLE_DEVICE_INDEX", "MEMORY_SHARE_MB", "REDIS_URL"):
+        assert variable in SETTINGS_VARIABLES
 
 
 def test_model_path_overrides_default_to_models_dir_and_name(services):
@@ -122,7 +111,7 @@ def test_model_path_overrides_default_to_models_dir_and_name(services):
         env = environment(service)
         assert env["MODELS_DIR"] == "/models"
         for entry in REGISTRY.values():
-            assert env[entry.path_env] == f"/models/{entry.local_dir}", f"{name}: {entry.path_env}"
+            assert env[entry.path_env] == f"/models/{entry.name}", f"{name}: {entry.path_env}"
 
 
 def test_workers_mount_the_models_read_only(services):
@@ -192,10 +181,6 @@ def test_a_second_host_moves_its_workers_to_other_queues(services, tmp_path, mon
     assert services["gpu0"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["0"]
 
 
-@pytest.mark.xfail(
-    not LAUNCHER_KNOWS_VISIBLE_INDEX, strict=True,
-    reason="workers/launch.py sets CUDA_VISIBLE_DEVICES to the queue index; a container given only GPU N sees it as 0",
-)
 def test_each_gpu_worker_sees_its_reserved_gpu_as_cuda_device_0(services, tmp_path, monkeypatch):
     for service in gpu_services(services).values():
         _, env = launched(service, tmp_path, monkeypatch)

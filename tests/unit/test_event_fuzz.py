@@ -8,14 +8,15 @@ import math
 import struct
 import tracemalloc
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-import tasks.router as router
-from tasks.router import Rejected, admit_event
-from tasks.settings import Settings
+from tasks.admission import Rejected, admit, parse_event
+from workers.settings import Settings
 
 TRIED = {"count": 0, "rejected": 0, "admitted": 0}
 
@@ -47,11 +48,24 @@ def valid_event(**changes) -> dict:
     return {k: v for k, v in event.items() if v is not ...}
 
 
+@dataclass
+class Gate:
+    """The router's admission with small limits; image_key frames are read from a real Redis."""
+
+    settings: Settings
+    read_key: Callable[[str], bytes | None]
+
+
 @pytest.fixture
-def fuzz_settings(tmp_path, redis_client, monkeypatch):
-    monkeypatch.setattr(router, "redis_client", lambda: redis_client)
+def fuzz_settings(tmp_path, redis_client):
     (tmp_path / "ok.jpg").write_bytes(jpeg())
-    return Settings(image_root=tmp_path, max_image_pixels=1_000_000, max_image_bytes=256 * 1024, max_frames=4)
+    limits = Settings(image_root=tmp_path, max_image_pixels=1_000_000, max_image_bytes=256 * 1024, max_frames=4)
+    return Gate(limits, redis_client.get)
+
+
+def admit_event(event, gate: Gate):
+    """What the router does before any model runs: parse once, then decode every frame once."""
+    return admit(parse_event(event), gate.settings, read_key=gate.read_key)
 
 
 def outcome(event, settings_) -> str:
@@ -108,7 +122,7 @@ def test_malformed_frames_boxes_and_labels(fuzz_settings, image, box, frames, la
     result = outcome(event, fuzz_settings)
     if result == "admitted":
         assert len(box) == 4 and all(math.isfinite(v) for v in box) and box[2] > box[0] and box[3] > box[1]
-        assert frames <= fuzz_settings.max_frames
+        assert frames <= fuzz_settings.settings.max_frames
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -5,16 +5,12 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from tasks.settings import get_settings
 from workers.__main__ import cli
 from workers.launch import BATCH_WINDOW, DeviceSlot, device_command, device_slots
+from workers.settings import Settings
 
 
-@pytest.fixture(autouse=True)
-def fresh_settings():
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+SETTINGS = Settings(metrics={"port_base": None})
 
 
 def option(command: list[str], flag: str) -> str:
@@ -40,24 +36,23 @@ def test_gpu_slots_are_pinned_to_their_device():
 
 
 def test_a_device_worker_is_prefork_with_one_child_by_default():
-    command, env = device_command(DeviceSlot("gpu", 1), "info")
+    command, env = device_command(SETTINGS, DeviceSlot("gpu", 1), "info")
     assert option(command, "-P") == "prefork" and option(command, "-c") == "1"
     assert option(command, "-Q") == "gpu.1" and "MODEL_BATCH_SIZE" not in env
 
 
 def test_batching_runs_a_threads_pool_with_room_for_each_model():
-    command, env = device_command(DeviceSlot("cpu", 0), "info", batch_size=4)
+    command, env = device_command(SETTINGS, DeviceSlot("cpu", 0), "info", batch_size=4)
     assert option(command, "-P") == "threads" and option(command, "-c") == str(4 * BATCH_WINDOW)
     assert env["MODEL_BATCH_SIZE"] == "4" and env["DEVICE_QUEUE"] == "cpu.0"
     with pytest.raises(ValueError, match="--batch-size"):
-        device_command(DeviceSlot("cpu", 0), "info", batch_size=0)
+        device_command(SETTINGS, DeviceSlot("cpu", 0), "info", batch_size=0)
 
 
 def test_task_events_follow_the_setting(monkeypatch):
-    assert "-E" in device_command(DeviceSlot("cpu", 0), "info")[0]
+    assert "-E" in device_command(SETTINGS, DeviceSlot("cpu", 0), "info")[0]
     monkeypatch.setenv("TASK_EVENTS", "0")
-    get_settings.cache_clear()
-    assert "-E" not in device_command(DeviceSlot("cpu", 0), "info")[0]
+    assert "-E" not in device_command(Settings(metrics={"port_base": None}), DeviceSlot("cpu", 0), "info")[0]
 
 
 def test_slots_command_lists_the_cpu_workers():
@@ -72,7 +67,7 @@ def test_bad_batch_size_is_a_usage_error():
 
 
 def test_threads_without_batching_for_measuring():
-    command, env = device_command(DeviceSlot("cpu", 0), "info", batch_size=1, threads=6)
+    command, env = device_command(SETTINGS, DeviceSlot("cpu", 0), "info", batch_size=1, threads=6)
     assert option(command, "-P") == "threads" and option(command, "-c") == "6" and env["MODEL_BATCH_SIZE"] == "1"
     with pytest.raises(ValueError, match="--threads"):
-        device_command(DeviceSlot("cpu", 0), "info", threads=0)
+        device_command(SETTINGS, DeviceSlot("cpu", 0), "info", threads=0)

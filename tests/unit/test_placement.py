@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tasks.placement import WORKER_INDEX, WorkerState, choose_queue, live_workers, publish_state, withdraw_state
+from tasks.placement import choose_queue, place_models
+from workers.state import WORKER_INDEX, WorkerState, live_workers, publish_state, withdraw_state
 
 GB = 1024 ** 3
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tasks.reid_gallery import ReidGallery
+from workers.settings import Settings
 
 DIM = 512
 
@@ -113,10 +114,10 @@ def test_each_sighting_refreshes_the_ttl(redis_client):
     assert gallery.get(identity)["sighting_count"] == 4
 
 
-def test_ttl_and_threshold_come_from_the_environment(redis_client, monkeypatch):
+def test_ttl_and_threshold_come_from_the_settings(redis_client, monkeypatch):
     monkeypatch.setenv("REID_THRESHOLD", "0.9")
     monkeypatch.setenv("REID_TTL_SECONDS", "120")
-    gallery = ReidGallery(redis_client)
+    gallery = ReidGallery.configured(redis_client, Settings().reid)
     assert (gallery.threshold, gallery.ttl_seconds) == (0.9, 120.0)
     identity = gallery.match_or_add(unit(7), "cam", 1.0)["identity"]
     assert 100_000 < redis_client.pttl(f"reid:identity:{identity}") <= 120_000

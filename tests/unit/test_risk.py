@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tasks.risk import NemotronSettings, RiskAssessment, RiskCallError, assess_risk, chat_url, extract_json_object
+from workers.settings import NemotronSettings
+from tasks.risk import RiskAssessment, RiskCallError, assess_risk, chat_url, extract_json_object
 
 GOOD = {"risk_score": 82, "risk_level": "high", "summary": "Masked person with a knife at the back door.",
         "reasoning": "Weapon detected at 87%, crouching posture, picking-lock action."}
@@ -147,8 +148,8 @@ def test_chat_url_accepts_base_or_full_endpoint(base):
 
 def test_settings_from_environment(monkeypatch):
     monkeypatch.delenv("NEMOTRON_URL", raising=False)
-    assert NemotronSettings.from_env().enabled is False
+    assert NemotronSettings().enabled is False
     monkeypatch.setenv("NEMOTRON_URL", "http://llm:8091")
     monkeypatch.setenv("NEMOTRON_MODEL", "nemotron-30b")
     monkeypatch.setenv("NEMOTRON_TIMEOUT", "12.5")
-    assert NemotronSettings.from_env() == NemotronSettings("http://llm:8091", "nemotron-30b", 12.5)
+    assert NemotronSettings() == NemotronSettings(url="http://llm:8091", model="nemotron-30b", timeout=12.5)

@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-from workers.models.base import ModelInput, ModelSkipped, clamp_box
+from workers.models.base import ModelInput, InferenceSkipped, clamp_box
 
 ACTIONS_FILE = Path(__file__).with_name("security_actions.toml")
 ACTIONS_ENV = "ACTION_PROMPTS_FILE"
@@ -122,7 +122,7 @@ class ActionModel:
     def clip_frames(self, inputs: ModelInput) -> tuple[list[Image.Image], int]:
         """The frames X-CLIP sees (exactly num_frames, cut to the context box) and how many distinct ones."""
         if not inputs.frames:
-            raise ModelSkipped("no frames given: action recognition needs the event's frame sequence")
+            raise InferenceSkipped("no frames given: action recognition needs the event's frame sequence")
         indices = sample_frame_indices(len(inputs.frames), self.num_frames)
         clip = []
         for i in indices:

@@ -8,7 +8,7 @@ from typing import Protocol
 from PIL import Image
 
 
-class ModelSkipped(Exception):
+class InferenceSkipped(Exception):
     """Raised by infer() when the model has nothing to do for this input (e.g. no frames)."""
 
 

@@ -1,0 +1,112 @@
+"""Admission: what the router checks before any model runs. The schema once, then every frame decoded once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+from pydantic import ValidationError
+
+from tasks.schemas import DetectionEvent, FrameSource, validation_errors
+from workers.images import InputError, decode_base64, decode_image, read_confined
+from workers.models.base import clamp_box
+from workers.records import Box
+from workers.settings import Settings
+
+# Reads a key the backend already put in Redis (None when there is no such key).
+KeyReader = Callable[[str], bytes | None]
+
+
+class Rejected(Exception):
+    """The event cannot be enriched; errors name the field(s) and why."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__(errors)
+        self.errors = errors
+
+
+@dataclass
+class CheckedFrame:
+    """One frame as admitted: its bytes to store (None when it is already in Redis), its key there, its pixels."""
+
+    data: bytes | None
+    key: str | None
+    image: Image.Image
+
+
+@dataclass
+class AdmittedEvent:
+    """A valid event with its frames decoded and its boxes clamped to the frame."""
+
+    event: DetectionEvent
+    frame: CheckedFrame
+    bbox: Box
+    face_bbox: Box | None
+    buffer: list[CheckedFrame] = field(default_factory=list)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.frame.image.size
+
+
+def parse_event(raw: Any) -> DetectionEvent:
+    """Schema validation only (cheap): raises Rejected naming the bad fields."""
+    if not isinstance(raw, dict):
+        raise Rejected({"event": f"expected a JSON object, got {type(raw).__name__}"})
+    try:
+        return DetectionEvent.model_validate(raw)
+    except ValidationError as exc:
+        raise Rejected(validation_errors(exc)) from None
+
+
+def admit(event: DetectionEvent, settings: Settings, read_key: KeyReader) -> AdmittedEvent:
+    """Decode every frame of a parsed event once, so no model task ever meets a bad image; raises Rejected."""
+    try:
+        return _admit(event, settings, read_key)
+    except InputError as exc:
+        raise Rejected({exc.field: exc.reason}) from None
+
+
+def _admit(event: DetectionEvent, settings: Settings, read_key: KeyReader) -> AdmittedEvent:
+    if len(event.frames) > settings.max_frames:
+        raise InputError("frames", f"{len(event.frames)} frames given, at most {settings.max_frames} allowed")
+    frame = check_frame(event.frame_source, "", settings, read_key)
+    width, height = frame.image.size
+    bbox = box_inside("bbox", event.bbox, width, height)
+    face = box_inside("face_bbox", event.face_bbox, width, height) if event.face_bbox else None
+    buffer = [check_frame(source, f"frames.{i}.", settings, read_key) for i, source in enumerate(event.frames)]
+    return AdmittedEvent(event=event, frame=frame, bbox=bbox, face_bbox=face, buffer=buffer)
+
+
+def check_frame(source: FrameSource, where: str, settings: Settings, read_key: KeyReader) -> CheckedFrame:
+    """Read and decode one frame source; a frame already in Redis is used where it is (never copied)."""
+    name = f"{where}{source.field}"
+    data = read_source(source, name, settings, read_key)
+    image = decode_image(where.rstrip(".") or name, data, settings.max_image_pixels)
+    if source.image_key is not None:
+        return CheckedFrame(data=None, key=source.image_key, image=image)
+    return CheckedFrame(data=data, key=None, image=image)
+
+
+def read_source(source: FrameSource, name: str, settings: Settings, read_key: KeyReader) -> bytes:
+    """The encoded bytes of one frame source, within the byte limit."""
+    if source.image is not None:
+        return decode_base64(name, source.image, settings.max_image_bytes)
+    if source.image_path is not None:
+        return read_confined(name, source.image_path, settings.image_root, settings.max_image_bytes)
+    data = read_key(source.image_key)
+    if data is None:
+        raise InputError(name, f"no such key {source.image_key!r} in Redis")
+    if len(data) > settings.max_image_bytes:
+        raise InputError(name, f"larger than the {settings.max_image_bytes} byte limit")
+    return data
+
+
+def box_inside(field_name: str, box: Box, width: int, height: int) -> tuple[int, int, int, int]:
+    """Clamp a box to the frame; a box that misses the frame entirely is an input error."""
+    x1, y1, x2, y2 = box
+    if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
+        raise InputError(field_name, f"{list(box)} lies outside the {width}x{height} frame")
+    return clamp_box(box, width, height)

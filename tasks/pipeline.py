@@ -1,0 +1,164 @@
+"""The enrichment pipeline as plain functions: plan and route an admitted event, then assemble its model records.
+
+The Celery tasks (router, run_model, assemble) are thin shells around these. `enrich_directly` runs the same
+steps in one process over a local DeviceRuntime, without Celery or Redis: scripts/bench.py's direct path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prompt_formatting import build_risk_prompt, count_context_attributes
+from tasks.admission import AdmittedEvent, admit, parse_event
+from tasks.reid_gallery import ReidGallery
+from tasks.schemas import EnrichmentResult, RoutedEvent
+from workers.frames import buffer_key, frame_key
+from workers.records import ModelRecord, ModelRequest
+from workers.registry import REGISTRY, plan_models
+from workers.runtime import DeviceRuntime
+from workers.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+# -- routing ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FrameKeys:
+    """Where an event's frames are: the full frame's key, the buffer's keys, and the bytes this event writes."""
+
+    frame: str
+    buffer: list[str]
+    to_write: dict[str, bytes]  # key -> bytes; the backend's own image_key frames are not copied
+
+
+def frame_keys(admitted: AdmittedEvent) -> FrameKeys:
+    """Keys for the event's frames: the backend's own key where it gave one, else frame:<event_id>:*."""
+    event_id = admitted.event.event_id
+    frame = admitted.frame.key or frame_key(event_id)
+    buffer = [f.key or buffer_key(event_id, i) for i, f in enumerate(admitted.buffer)]
+    to_write = {frame: admitted.frame.data} if admitted.frame.data is not None else {}
+    to_write |= {key: f.data for key, f in zip(buffer, admitted.buffer) if f.data is not None}
+    return FrameKeys(frame, buffer, to_write)
+
+
+def plan(admitted: AdmittedEvent, settings: Settings) -> list[str]:
+    """The models for this event, most important first (scene models only for the configured types)."""
+    event = admitted.event
+    scene = settings.scene_models if event.detection_type in settings.scene_detection_types else []
+    return plan_models(event, scene_models=scene)
+
+
+def route(admitted: AdmittedEvent, keys: FrameKeys, models: list[str], placement: Mapping[str, str],
+          task_ids: Mapping[str, str], received_at: float) -> tuple[RoutedEvent, list[ModelRequest]]:
+    """The routed event (what assembly and the sweeper read) and one request per planned model."""
+    event = admitted.event
+    routed = RoutedEvent(
+        event=event.summary(admitted.bbox, admitted.face_bbox), planned=models, placement=dict(placement),
+        task_ids=dict(task_ids), frame_key=keys.frame, buffer_keys=keys.buffer, owned_keys=list(keys.to_write),
+        frame_size=admitted.size, received_at=received_at, routed_at=time.time(),
+    )
+    requests = [
+        ModelRequest(event_id=event.event_id, model=model, frame_key=keys.frame, buffer_keys=keys.buffer,
+                     bbox=admitted.bbox, face_bbox=admitted.face_bbox, detection_type=event.detection_type,
+                     camera_id=event.camera_id)
+        for model in models
+    ]
+    return routed, requests
+
+
+# -- assembly ---------------------------------------------------------------------------------------------
+def merge_records(records: Iterable[ModelRecord | Mapping[str, Any] | None],
+                  planned: list[str]) -> tuple[dict[str, Any], dict[str, ModelRecord]]:
+    """Records by model, and the enrichment sections filled by the models that succeeded.
+
+    A planned model with no record (lost on the way) gets an error record, so silence never passes for success.
+    """
+    by_model = {r.model: r for r in (ModelRecord.model_validate(raw) for raw in records if raw)}
+    for name in planned:
+        by_model.setdefault(name, ModelRecord(model=name, status="error", error="no record came back"))
+    enrichment: dict[str, Any] = {}
+    for name, record in by_model.items():
+        if record.status != "ok" or record.data is None:
+            continue
+        section = REGISTRY[name].section if name in REGISTRY else name
+        if section == "scene":
+            enrichment.setdefault("scene", {})[name] = record.data
+        else:
+            enrichment[section] = dict(record.data)
+    return enrichment, by_model
+
+
+def unavailable_models(models: Mapping[str, ModelRecord]) -> dict[str, str]:
+    """Models whose silence must not read as safety: name -> status and reason."""
+    return {
+        name: f"{record.status}: {record.error or 'no reason given'}"
+        for name, record in models.items() if record.status != "ok"
+    }
+
+
+def match_identity(enrichment: dict[str, Any], camera_id: str, gallery: ReidGallery) -> str | None:
+    """Attach the gallery's reid_match to the reid section; returns the reason when the gallery failed."""
+    reid = enrichment.get("reid")
+    if not reid or not reid.get("embedding"):
+        return None
+    try:
+        reid["reid_match"] = gallery.match_or_add(reid["embedding"], camera_id, time.time())
+    except Exception as exc:
+        log.warning("re-identification gallery unavailable: %s", exc)
+        return f"error: {exc}"
+    return None
+
+
+def assemble_result(records: Iterable[ModelRecord | Mapping[str, Any] | None], routed: RoutedEvent,
+                    gallery: ReidGallery | None) -> EnrichmentResult:
+    """Merge the records of one routed event, match the person against the gallery, and write the prompt."""
+    event = routed.event
+    enrichment, models = merge_records(records, routed.planned)
+    unavailable = unavailable_models(models)
+    if gallery is not None:
+        gallery_error = match_identity(enrichment, event.camera_id, gallery)
+        if gallery_error:
+            unavailable["reid_gallery"] = gallery_error
+    summary = event.model_dump(mode="json")
+    now = time.time()
+    return EnrichmentResult(
+        event_id=event.event_id,
+        status="partial" if unavailable else "complete",
+        camera_id=event.camera_id,
+        detection_type=event.detection_type,
+        timestamp=summary["timestamp"],
+        enrichment=enrichment,
+        models=models,
+        prompt=build_risk_prompt(summary, enrichment, unavailable),
+        context_attributes=count_context_attributes(enrichment),
+        timings={
+            "route_ms": round((routed.routed_at - routed.received_at) * 1000, 2),
+            "models_ms": round((now - routed.routed_at) * 1000, 2),
+            "total_ms": round((now - routed.received_at) * 1000, 2),
+            "load_ms": round(sum(r.load_ms for r in models.values()), 2),
+            "infer_ms": round(sum(r.infer_ms for r in models.values()), 2),
+        },
+        errors=unavailable,
+    )
+
+
+# -- all of it in one process -----------------------------------------------------------------------------
+def enrich_directly(raw: Any, runtime: DeviceRuntime, settings: Settings) -> EnrichmentResult:
+    """One event through admission, planning, every model on `runtime`, and assembly, in this process.
+
+    Frames are handed to the runtime decoded (no Redis); the re-ID gallery is not consulted. Raises Rejected.
+    """
+    received_at = time.time()
+    admitted = admit(parse_event(raw), settings, read_key=lambda key: None)
+    keys = frame_keys(admitted)
+    runtime.frames.remember(keys.frame, admitted.frame.image)
+    for key, frame in zip(keys.buffer, admitted.buffer):
+        runtime.frames.remember(key, frame.image)
+    models = plan(admitted, settings)
+    local = {model: runtime.queue for model in models}
+    routed, requests = route(admitted, keys, models, local, {model: "" for model in models}, received_at)
+    return assemble_result([runtime.run(request) for request in requests], routed, gallery=None)
