@@ -1,4 +1,7 @@
-"""Fetch the real weights of every model in the zoo into MODELS_DIR, verify each loads, and report."""
+"""Fetch the real weights of every model in the zoo into MODELS_DIR, verify each loads, and report.
+
+Where each model comes from is its registry entry's `source` (a Hub repository or one direct file).
+"""
 
 from __future__ import annotations
 
@@ -13,32 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from workers.model_files import COMPLETE_MARKER, is_complete, model_dir
-from workers.registry import MODELS, REGISTRY, ModelEntry
+from workers.registry import MODELS, REGISTRY, DirectFile, HubRepo, ModelEntry
+from workers.settings import ZooSettings
 
 OFFLINE_ENV = "HF_HUB_OFFLINE"
 
-
-@dataclass(frozen=True)
-class DirectFile:
-    """A single weights file outside the Hugging Face Hub, saved as `filename` in the model's directory."""
-
-    url: str
-    filename: str
-    via: str = "http"  # "http": resumable ranged GET; "gdrive": Google Drive through gdown
-
-
-# Weights ids of the registry that are not Hub repositories, and where they come from. Anything else
-# named "owner/name" is a Hub repository snapshot.
-DIRECT_FILES: dict[str, DirectFile] = {
-    # the release ultralytics 8.4 itself resolves "yolov8n-pose.pt" to
-    "yolov8n-pose.pt": DirectFile(
-        "https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov8n-pose.pt", "yolov8n-pose.pt"
-    ),
-    # torchreid's ImageNet-pretrained OSNet x0.25 (its pretrained_urls entry)
-    "osnet_x0_25": DirectFile(
-        "https://drive.google.com/uc?id=1rb8UN5ZzPKRc_xvtHlyDh-cSz88YX9hs", "osnet_x0_25_imagenet.pth", via="gdrive"
-    ),
-}
 
 # Other frameworks' copies of the same weights: never needed by the PyTorch loaders.
 FOREIGN_WEIGHT_PATTERNS: tuple[str, ...] = (
@@ -56,13 +38,8 @@ def network_disabled() -> bool:
 
 
 def source_of(entry: ModelEntry) -> str:
-    """Where a model's weights come from, as shown in the report."""
-    direct = DIRECT_FILES.get(entry.default_weights)
-    if direct:
-        return direct.url
-    if "/" in entry.default_weights:
-        return f"hf://{entry.default_weights}"
-    raise FetchError(f"no known source for weights {entry.default_weights!r}")
+    """Where a model's weights come from (its registry entry's source), as shown in the report."""
+    return entry.source.url
 
 
 def hub_ignore_patterns(repo_files: list[str]) -> list[str]:
@@ -143,18 +120,16 @@ def fetch_direct(direct: DirectFile, dest: Path) -> None:
 
 
 def fetch(entry: ModelEntry, dest: Path) -> None:
-    """Fetch one model's weights into dest, by the kind of its weights id."""
-    direct = DIRECT_FILES.get(entry.default_weights)
-    if direct:
-        fetch_direct(direct, dest)
+    """Fetch one model's weights into dest, by the kind of its source."""
+    if isinstance(entry.source, HubRepo):
+        fetch_hub(entry.source.repo_id, dest)
     else:
-        source_of(entry)  # refuses ids with no known source
-        fetch_hub(entry.default_weights, dest)
+        fetch_direct(entry.source, dest)
 
 
 def verify(entry: ModelEntry, dest: Path, device: str) -> None:
-    """Load the model through its own wrapper and unload it again."""
-    wrapper = entry.load_class()(str(dest), device)
+    """Load the model through its own family and unload it again."""
+    wrapper = entry.load_class()(dest, device, ZooSettings())
     wrapper.load()
     wrapper.unload()
 
@@ -180,10 +155,7 @@ class Outcome:
 def process(entry: ModelEntry, models_dir: Path, skip_verify: bool, device: str) -> Outcome:
     """Fetch (unless complete) and verify one model; failures become the outcome's error."""
     dest = model_dir(entry, models_dir)
-    try:
-        source = source_of(entry)
-    except FetchError as exc:
-        return Outcome(entry.name, "-", dest, "failed", str(exc))
+    source = source_of(entry)
     present = is_complete(dest)
     try:
         if not present:
@@ -235,13 +207,10 @@ def main(
         raise typer.BadParameter(f"unknown model(s) {unknown}; known: {sorted(REGISTRY)}", param_hint="--only")
     entries = [REGISTRY[name] for name in only] if only else list(MODELS)
     if list_only:
-        outcomes = []
-        for entry in entries:
-            dest = model_dir(entry, models_dir)
-            try:
-                outcomes.append(Outcome(entry.name, source_of(entry), dest, local_status(dest)))
-            except FetchError as exc:
-                outcomes.append(Outcome(entry.name, "-", dest, "failed", str(exc)))
+        dests = [model_dir(entry, models_dir) for entry in entries]
+        outcomes = [
+            Outcome(entry.name, source_of(entry), dest, local_status(dest)) for entry, dest in zip(entries, dests)
+        ]
     else:
         models_dir.mkdir(parents=True, exist_ok=True)
         outcomes = [process(entry, models_dir, skip_verify, device) for entry in entries]

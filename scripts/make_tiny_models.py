@@ -14,7 +14,8 @@ from rich.table import Table
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from workers.model_files import is_complete, model_dir, write_generated  # noqa: E402
+from workers.generated import write_generated  # noqa: E402
+from workers.model_files import is_complete, model_dir  # noqa: E402
 from workers.registry import REGISTRY  # noqa: E402
 
 console = Console()

@@ -6,19 +6,14 @@ import os
 import signal
 import time
 
-from workers.models.base import ModelInput
+from workers.models.base import ModelFamily, ModelInput
 
 
-class _Fault:
-    def __init__(self, path: str, device: str):
-        self.path = path
-        self.device = device
+class _Fault(ModelFamily):
+    """Loads nothing (constructed like every family: path, device, zoo settings)."""
 
-    def load(self) -> None:
-        pass
-
-    def unload(self) -> None:
-        pass
+    def _load(self) -> None:
+        self.model = type(self).__name__
 
 
 class RaisingModel(_Fault):

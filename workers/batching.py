@@ -39,10 +39,6 @@ class BatchStats:
     items: int
     largest: int
 
-    @property
-    def mean_size(self) -> float:
-        return self.items / self.batches if self.batches else 0.0
-
 
 class MicroBatcher(Generic[Item]):
     """Groups concurrent submissions per key into batches of at most max_size.
@@ -140,16 +136,15 @@ def run_each(infer: Callable[[Item], Any], items: Sequence[Item]) -> list[Outcom
 
 
 def infer_many(wrapper: Any, items: Sequence[Any]) -> list[Outcome]:
-    """A wrapper's answers for items: its infer_batch() when it has one, else infer() per item.
+    """A wrapper's answers for items: one infer_batch() when its family declares `batchable`, else infer() per item.
 
     When infer_batch fails as a whole (one bad crop, or an item the family skips), every item is retried on
     its own so the others still get their answers and the bad one gets its own error.
     """
-    batched = getattr(wrapper, "infer_batch", None)
-    if batched is None or len(items) == 1:
+    if not getattr(wrapper, "batchable", False) or len(items) == 1:
         return run_each(wrapper.infer, items)
     try:
-        outcomes = list(batched(list(items)))
+        outcomes = list(wrapper.infer_batch(list(items)))
     except Exception as exc:  # noqa: BLE001 - fall back to one at a time
         if is_out_of_memory(exc):
             raise

@@ -9,16 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from workers.models.action import (
-    ACTIONS_ENV,
-    ActionModel,
-    context_box,
-    load_actions,
-    rank_actions,
-    sample_frame_indices,
-    tiny_clip_tokenizer,
-)
-from workers.models.base import ModelInput, ModelSkipped
+from workers.generated.tokenizers import build_word_clip_tokenizer
+from workers.models.action import ActionModel, context_box, load_actions, rank_actions, sample_frame_indices
+from workers.models.base import InferenceSkipped, ModelInput
+from workers.settings import ZooSettings
 
 BOX = (40.0, 30.0, 80.0, 110.0)
 
@@ -39,7 +33,7 @@ def event(count: int) -> ModelInput:
 
 @pytest.fixture(scope="module")
 def action(tiny_model):
-    model = ActionModel(str(tiny_model("action")), "cpu")
+    model = ActionModel(tiny_model("action"), "cpu")
     model.load()
     yield model
     model.unload()
@@ -51,14 +45,16 @@ def test_the_seed_lists_twelve_security_actions():
     assert "person climbing over fence" in actions and "person using tool on door" in actions
 
 
-def test_action_table_can_be_replaced_from_the_environment(tmp_path, monkeypatch):
+def test_action_table_can_be_replaced_through_the_zoo_settings(tmp_path, monkeypatch):
     table = tmp_path / "actions.toml"
     table.write_text('actions = ["person waving", "person sitting", "person jumping"]\n')
-    monkeypatch.setenv(ACTIONS_ENV, str(table))
-    assert load_actions() == ("person waving", "person sitting", "person jumping")
+    expected = ("person waving", "person sitting", "person jumping")
+    assert ActionModel("unused", "cpu", ZooSettings(action_prompts_file=table)).actions == expected
+    monkeypatch.setenv("ACTION_PROMPTS_FILE", str(table))  # read by the settings object, not by the family
+    assert ActionModel("unused", "cpu").actions == expected
     table.write_text('actions = ["person waving", "person waving"]\n')
     with pytest.raises(ValueError, match="duplicates"):
-        load_actions()
+        load_actions(table)
 
 
 @given(available=st.integers(1, 200), wanted=st.integers(1, 64))
@@ -91,14 +87,14 @@ def test_rank_actions_keeps_the_best_three_highest_first():
 
 
 def test_tiny_tokenizer_spells_each_action_word_as_one_token():
-    tokenizer = tiny_clip_tokenizer(["person climbing over fence"])
+    tokenizer = build_word_clip_tokenizer(["person climbing over fence"])
     tokens = tokenizer.convert_ids_to_tokens(tokenizer("person climbing over fence").input_ids)
     assert tokens == ["<|startoftext|>", "person</w>", "climbing</w>", "over</w>", "fence</w>", "<|endoftext|>"]
     assert tokenizer.convert_tokens_to_ids("<|endoftext|>") == len(tokenizer) - 1  # X-CLIP pools at argmax(ids)
 
 
 def test_no_frames_skips_with_a_reason(action):
-    with pytest.raises(ModelSkipped, match="no frames"):
+    with pytest.raises(InferenceSkipped, match="no frames"):
         action.infer(event(0))
 
 
@@ -126,8 +122,8 @@ def test_cached_prompt_embeddings_score_like_the_full_forward_pass(action):
     import torch
 
     clip, _ = action.clip_frames(event(3))
-    batch = action._processor(text=list(action.actions), videos=[clip], return_tensors="pt", padding=True)
+    batch = action.processor(text=list(action.actions), videos=[clip], return_tensors="pt", padding=True)
     with torch.inference_mode():
-        reference = action._model(**batch).logits_per_video
+        reference = action.model(**batch).logits_per_video
         cached = action.video_logits(batch["pixel_values"])
     torch.testing.assert_close(cached, reference, atol=1e-5, rtol=1e-5)

@@ -7,16 +7,9 @@ import json
 import pytest
 from PIL import Image
 
-from workers.models.age_gender import (
-    AgeGenderModel,
-    checkpoint_keys,
-    dual_head_result,
-    is_dual_head,
-    parse_age_gender,
-    write_tiny,
-)
+from workers.generated.classifiers import write_age_gender, write_tiny_classifier
+from workers.models.age_gender import AgeGenderModel, checkpoint_keys, dual_head_result, is_dual_head, parse_age_gender
 from workers.models.base import ModelInput
-from workers.models.hf_classifier import write_tiny_classifier
 
 # Plausible combined labels for a classifier-style age/gender model; a real one's come from its config.
 COMBINED_LABELS = ["0-12 male", "0-12 female", "13-19 male", "13-19 female", "20-39 male", "20-39 female", "60+ female"]
@@ -76,7 +69,7 @@ def test_dual_head_result_clamps_age_and_ranks_gender():
 
 @pytest.fixture(scope="module")
 def dual_head_model(tiny_model):
-    model = AgeGenderModel(str(tiny_model("age_gender")), "cpu")
+    model = AgeGenderModel(tiny_model("age_gender"), "cpu")
     model.load()
     yield model
     model.unload()
@@ -86,7 +79,7 @@ def dual_head_model(tiny_model):
 def classifier_model(tmp_path_factory):
     dest = tmp_path_factory.mktemp("age-gender-classifier")
     write_tiny_classifier(dest, COMBINED_LABELS)
-    model = AgeGenderModel(str(dest), "cpu")
+    model = AgeGenderModel(dest, "cpu")
     model.load()
     yield model
     model.unload()
@@ -145,7 +138,7 @@ def test_classifier_labels_come_from_its_config_and_are_parsed(classifier_model)
 
 def test_classifier_with_placeholder_labels_gives_null_age_and_gender(tmp_path):
     write_tiny_classifier(tmp_path, ["LABEL_0", "LABEL_1"])
-    model = AgeGenderModel(str(tmp_path), "cpu")
+    model = AgeGenderModel(tmp_path, "cpu")
     model.load()
     result = model.infer(ModelInput(person_frame(), PERSON_BOX))
     assert result["age"] is None and result["gender"] is None
@@ -172,17 +165,17 @@ def test_dual_head_checkpoint_missing_a_head_layer_is_refused(tmp_path, tiny_mod
     state = load_file(str(source / "model.safetensors"))
     save_file({k: v for k, v in state.items() if not k.startswith("gender_head.6.")}, str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match="gender_head.6"):
-        AgeGenderModel(str(tmp_path), "cpu").load()
+        AgeGenderModel(tmp_path, "cpu").load()
 
 
 def test_directory_without_weights_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="no model weights"):
-        AgeGenderModel(str(tmp_path), "cpu").load()
+        AgeGenderModel(tmp_path, "cpu").load()
 
 
 def test_unload_drops_the_model(tmp_path):
-    write_tiny(tmp_path)
-    model = AgeGenderModel(str(tmp_path), "cpu")
+    write_age_gender(tmp_path)
+    model = AgeGenderModel(tmp_path, "cpu")
     model.load()
     model.unload()
-    assert model.layout is None and model._model is None and model._classifier is None
+    assert model.layout is None and not model.loaded and model.processor is None

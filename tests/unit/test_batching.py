@@ -117,6 +117,8 @@ def test_bad_bounds_are_refused(size, wait):
 class Wrapper:
     """infer doubles; infer_batch does too, unless told to fail as a whole."""
 
+    batchable = True
+
     def __init__(self, batch_fails: Exception | None = None):
         self.batch_fails = batch_fails
         self.batch_calls = 0
@@ -157,9 +159,25 @@ def test_wrappers_without_infer_batch_are_called_per_item():
     assert infer_many(Plain(), [1, 2]) == [2, 3]
 
 
+def test_batching_is_declared_not_discovered():
+    class Undeclared(Wrapper):
+        batchable = False
+
+    wrapper = Undeclared()
+    assert infer_many(wrapper, [1, 2, 3]) == [2, 4, 6] and wrapper.batch_calls == 0
+
+
 # -- the real families: a batch answers exactly what one call per detection answers ----------------------
 
 BATCHED = ["clothing", "pose", "threat", "reid", "vehicle", "pet", "florence"]
+
+
+def test_the_batchable_families_declare_it():
+    from workers.models.noop import NoopModel
+    from workers.registry import MODELS
+
+    assert sorted(entry.name for entry in MODELS if entry.load_class().batchable) == sorted(BATCHED)
+    assert NoopModel.batchable
 
 
 def detections() -> list[ModelInput]:
@@ -175,7 +193,7 @@ def test_a_batch_matches_one_call_per_detection(name, tiny_model):
     from workers.registry import REGISTRY
 
     entry = REGISTRY[name]
-    wrapper = entry.load_class()(str(tiny_model(name)), "cpu")
+    wrapper = entry.load_class()(tiny_model(name), "cpu")
     wrapper.load()
     try:
         batch = detections()

@@ -25,7 +25,7 @@ def frame() -> Image.Image:
 
 @pytest.fixture(scope="module")
 def model(tiny_model) -> ClipModel:
-    wrapper = ClipModel(str(tiny_model("clip")), "cpu")
+    wrapper = ClipModel(tiny_model("clip"), "cpu")
     wrapper.load()
     yield wrapper
     wrapper.unload()
@@ -73,7 +73,7 @@ def test_saved_processor_loads_with_its_tokenizer(tiny_model):
 
 
 def test_infer_before_load_is_an_error(frame):
-    with pytest.raises(RuntimeError, match="before load"):
+    with pytest.raises(RuntimeError, match="not loaded"):
         ClipModel("unused", "cpu").infer(ModelInput(frame, PERSON_BOX))
 
 
@@ -83,7 +83,7 @@ def test_image_tower_reproduces_the_full_clip_model(model, frame, tiny_model):
     from transformers import CLIPModel
 
     full = CLIPModel.from_pretrained(str(tiny_model("clip"))).eval()
-    pixels = model.image_processor(images=[frame], return_tensors="pt")["pixel_values"]
+    pixels = model.processor(images=[frame], return_tensors="pt")["pixel_values"]
     with torch.inference_mode():
         expected = full.get_image_features(pixel_values=pixels).pooler_output[0].tolist()
     assert model.embed([frame])[0] == pytest.approx(unit_vector(expected), abs=1e-5)

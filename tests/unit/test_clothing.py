@@ -8,8 +8,11 @@ import math
 import pytest
 from PIL import Image, ImageDraw
 
+from workers.generated.clothing import write_clothing
 from workers.models.base import ModelInput
-from workers.models.clothing import ClothingModel, _tokenizer, load_prompts, write_tiny
+from workers.models.clothing import ClothingModel, load_prompts
+from workers.models.open_clip_family import local_tokenizer
+from workers.settings import ZooSettings
 
 PERSON_BOX = (240.0, 90.0, 360.0, 420.0)
 
@@ -26,7 +29,7 @@ def frame() -> Image.Image:
 
 @pytest.fixture(scope="module")
 def model(tiny_model) -> ClothingModel:
-    wrapper = ClothingModel(str(tiny_model("clothing")), "cpu")
+    wrapper = ClothingModel(tiny_model("clothing"), "cpu")
     wrapper.load()
     yield wrapper
     wrapper.unload()
@@ -59,8 +62,8 @@ def test_seed_prompt_table_is_complete():
 
 def test_text_embeddings_are_computed_at_load_not_per_inference(model, frame, monkeypatch):
     calls = []
-    original = model._model.encode_text
-    monkeypatch.setattr(model._model, "encode_text", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = model.model.encode_text
+    monkeypatch.setattr(model.model, "encode_text", lambda *a, **k: calls.append(1) or original(*a, **k))
 
     model.infer(ModelInput(frame, PERSON_BOX))
     model.infer(ModelInput(frame, (0, 0, 640, 480)))
@@ -76,18 +79,20 @@ def test_prompt_embedding_is_the_renormalised_template_average(model):
 
     prompt = model.prompts.categories["casual"][0]
     with torch.inference_mode():
-        each = model._model.encode_text(model._tokenizer([t.format(prompt) for t in model.prompts.templates]))
+        each = model.model.encode_text(model.tokenizer([t.format(prompt) for t in model.prompts.templates]))
     each = each / each.norm(dim=-1, keepdim=True)
     expected = each.mean(dim=0) / each.mean(dim=0).norm()
 
     assert torch.allclose(model.text_embeddings["casual"][0], expected, atol=1e-5)
 
 
-def test_prompts_file_from_environment_replaces_the_table(tiny_model, frame, tmp_path, monkeypatch):
+def test_prompts_file_from_the_zoo_settings_replaces_the_table(tiny_model, frame, tmp_path, monkeypatch):
     table = tmp_path / "prompts.toml"
     table.write_text('templates = ["a photo of {}"]\n[categories]\nhat = ["person in a cap", "person bareheaded"]\n')
-    monkeypatch.setenv("CLOTHING_PROMPTS_FILE", str(table))
-    wrapper = ClothingModel(str(tiny_model("clothing")), "cpu")
+    monkeypatch.setenv("CLOTHING_PROMPTS_FILE", str(table))  # read by the settings object, not by the family
+    assert list(ClothingModel("unused", "cpu").prompts.categories) == ["hat"]
+    monkeypatch.delenv("CLOTHING_PROMPTS_FILE")
+    wrapper = ClothingModel(tiny_model("clothing"), "cpu", ZooSettings(clothing_prompts_file=table))
     wrapper.load()
 
     result = wrapper.infer(ModelInput(frame, PERSON_BOX))
@@ -112,7 +117,7 @@ def test_malformed_prompt_table_is_rejected(tmp_path, text):
 
 
 def test_infer_after_unload_raises_until_loaded_again(tiny_model, frame):
-    wrapper = ClothingModel(str(tiny_model("clothing")), "cpu")
+    wrapper = ClothingModel(tiny_model("clothing"), "cpu")
     wrapper.load()
     wrapper.unload()
 
@@ -125,16 +130,16 @@ def test_infer_after_unload_raises_until_loaded_again(tiny_model, frame):
 
 
 def test_directory_without_checkpoint_fails_clearly(tmp_path):
-    write_tiny(tmp_path)
+    write_clothing(tmp_path)
     (tmp_path / "open_clip_pytorch_model.bin").unlink()
     with pytest.raises(FileNotFoundError, match="checkpoint"):
-        ClothingModel(str(tmp_path), "cpu").load()
+        ClothingModel(tmp_path, "cpu").load()
 
 
 def test_hf_tokenizer_name_without_local_files(tmp_path):
     import open_clip
 
-    clip_vocab = _tokenizer(tmp_path, {"hf_tokenizer_name": "openai/clip-vit-base-patch32", "vocab_size": 49408})
+    clip_vocab = local_tokenizer(tmp_path, {"hf_tokenizer_name": "openai/clip-vit-base-patch32", "vocab_size": 49408})
     assert isinstance(clip_vocab, open_clip.SimpleTokenizer)
     with pytest.raises(FileNotFoundError, match="tokenizer"):
-        _tokenizer(tmp_path, {"hf_tokenizer_name": "timm/ViT-B-16-SigLIP", "vocab_size": 32000})
+        local_tokenizer(tmp_path, {"hf_tokenizer_name": "timm/ViT-B-16-SigLIP", "vocab_size": 32000})

@@ -59,7 +59,7 @@ def test_box_depth_is_the_median_inside_the_box():
 
 @pytest.fixture(scope="module")
 def model(tiny_model) -> DepthModel:
-    wrapper = DepthModel(str(tiny_model("depth")), "cpu")
+    wrapper = DepthModel(tiny_model("depth"), "cpu")
     wrapper.load()
     yield wrapper
     wrapper.unload()
@@ -88,5 +88,5 @@ def test_infer_reports_the_box_depth_and_its_class(model, frame):
 
 
 def test_infer_before_load_is_an_error(frame):
-    with pytest.raises(RuntimeError, match="before load"):
+    with pytest.raises(RuntimeError, match="not loaded"):
         DepthModel("unused", "cpu").infer(ModelInput(frame, PERSON_BOX))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ from typer.testing import CliRunner
 
 from scripts import download_models
 from scripts.download_models import app, directory_mb, hub_ignore_patterns, source_of
+from workers.generated import WRITERS
 from workers.model_files import COMPLETE_MARKER
 from workers.registry import MODELS, REGISTRY
 
@@ -48,7 +48,7 @@ def populated(tiny_model, tmp_path_factory) -> Path:
     """A MODELS_DIR whose every entry is a complete tiny model (links to the shared tiny cache)."""
     models_dir = tmp_path_factory.mktemp("models")
     for entry in MODELS:
-        (models_dir / entry.local_dir).symlink_to(tiny_model(entry.name), target_is_directory=True)
+        (models_dir / entry.name).symlink_to(tiny_model(entry.name), target_is_directory=True)
     return models_dir
 
 
@@ -74,7 +74,7 @@ def test_missing_model_with_the_network_off_is_a_clear_error(tmp_path):
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
-    assert f"error: florence: cannot fetch {REGISTRY['florence'].default_weights}" in result.output
+    assert f"error: florence: cannot fetch {REGISTRY['florence'].source.repo_id}" in result.output
     assert "error: pose: cannot fetch https://github.com/ultralytics/assets" in result.output
     assert "network access is disabled (HF_HUB_OFFLINE=1)" in result.output
     assert not (tmp_path / "florence" / COMPLETE_MARKER).exists()
@@ -98,9 +98,8 @@ def test_list_shows_present_partial_and_missing_without_the_network(populated, t
 
 def test_fetched_model_is_verified_then_marked_complete(tmp_path, monkeypatch):
     def fake_download(entry, dest):  # stands in for the network: writes the real on-disk format
-        module = importlib.import_module(f"workers.models.{entry.family.split(':')[0]}")
         dest.mkdir(parents=True, exist_ok=True)
-        module.write_tiny(dest)
+        WRITERS[entry.name](dest)
 
     monkeypatch.setattr(download_models, "fetch", fake_download)
     result = invoke("--models-dir", str(tmp_path), "--only", "depth")

@@ -7,11 +7,12 @@ import json
 import pytest
 from PIL import Image, ImageDraw
 
-from workers.models import florence
+from workers.generated.florence import image_token_count
 from workers.models.base import ModelInput
 from workers.models.florence import (
     DENSE_REGIONS_TASK, SECURITY_OBJECTS, SECURITY_TASKS, FlorenceModel, answer_to_contract, polygon_box,
 )
+from workers.settings import ZooSettings
 
 FRAME_SIZE = (320, 240)
 PERSON_BOX = (120.0, 40.0, 200.0, 230.0)
@@ -28,13 +29,13 @@ def frame() -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def path(tiny_model) -> str:
-    return str(tiny_model("florence"))
+def path(tiny_model):
+    return tiny_model("florence")
 
 
 @pytest.fixture(scope="module")
 def model(path) -> FlorenceModel:
-    wrapper = FlorenceModel(path, "cpu", max_new_tokens=24)
+    wrapper = FlorenceModel(path, "cpu", ZooSettings(florence_max_new_tokens=24))
     wrapper.load()
     yield wrapper
     wrapper.unload()
@@ -70,20 +71,20 @@ def test_infer_on_the_full_frame_fills_the_contract(model, frame):
 
 
 def test_dense_regions_join_when_asked(path, frame):
-    wrapper = FlorenceModel(path, "cpu", dense_regions=True, max_new_tokens=16)
+    wrapper = FlorenceModel(path, "cpu", ZooSettings(florence_dense_regions=True, florence_max_new_tokens=16))
     wrapper.load()
-    result = wrapper.extract_security_context(frame)
+    result = wrapper.infer(ModelInput(frame, PERSON_BOX))
     wrapper.unload()
     assert set(result) == {"caption", "security_objects", "text_regions", "dense_regions"}
     assert set(result["dense_regions"]) == {"labels", "bboxes"}
 
 
-def test_dense_regions_follow_the_environment(monkeypatch):
-    monkeypatch.setenv("FLORENCE_DENSE_REGIONS", "1")
+def test_dense_regions_follow_the_zoo_settings(monkeypatch):
+    monkeypatch.setenv("FLORENCE_DENSE_REGIONS", "1")  # read by the settings object, not by the family
     assert FlorenceModel("unused", "cpu").tasks[-1] == DENSE_REGIONS_TASK
     monkeypatch.setenv("FLORENCE_DENSE_REGIONS", "0")
     assert DENSE_REGIONS_TASK not in FlorenceModel("unused", "cpu").tasks
-    assert DENSE_REGIONS_TASK in FlorenceModel("unused", "cpu", dense_regions=True).tasks
+    assert DENSE_REGIONS_TASK in FlorenceModel("unused", "cpu", ZooSettings(florence_dense_regions=True)).tasks
 
 
 def test_generation_is_bounded(model, frame, monkeypatch):
@@ -95,16 +96,19 @@ def test_generation_is_bounded(model, frame, monkeypatch):
         return generate(**kwargs)
 
     monkeypatch.setattr(model.model, "generate", spy)
-    model.extract_security_context(frame)
+    model.infer(ModelInput(frame, PERSON_BOX))
     assert seen["max_new_tokens"] == 24 and seen["do_sample"] is False
     assert seen["input_ids"].shape[0] == len(SECURITY_TASKS)  # one batch for all tasks
 
 
-def test_max_new_tokens_defaults_from_the_environment(monkeypatch):
+def test_generation_options_come_from_the_zoo_settings(monkeypatch):
     monkeypatch.delenv("FLORENCE_MAX_NEW_TOKENS", raising=False)
-    assert FlorenceModel("unused", "cpu").max_new_tokens == 256
-    monkeypatch.setenv("FLORENCE_MAX_NEW_TOKENS", "64")
-    assert FlorenceModel("unused", "cpu").max_new_tokens == 64
+    monkeypatch.delenv("FLORENCE_NUM_BEAMS", raising=False)
+    assert FlorenceModel("unused", "cpu").generate_options() == {"max_new_tokens": 256, "do_sample": False}
+    monkeypatch.setenv("FLORENCE_MAX_NEW_TOKENS", "64")  # read by the settings object, not by the family
+    assert FlorenceModel("unused", "cpu").generate_options()["max_new_tokens"] == 64
+    configured = FlorenceModel("unused", "cpu", ZooSettings(florence_max_new_tokens=32, florence_num_beams=3))
+    assert configured.generate_options() == {"max_new_tokens": 32, "do_sample": False, "num_beams": 3}
 
 
 def test_processor_parses_florence_answers_into_the_contract(model):
@@ -171,11 +175,11 @@ def test_tiny_writer_saves_a_native_florence_directory(path):
     assert processor.image_token_id == config.image_token_id
     # the saved processor emits as many image tokens as the vision tower yields features
     inputs = processor(text="<OCR>", images=Image.new("RGB", (50, 40)), return_tensors="pt")
-    assert int((inputs["input_ids"] == config.image_token_id).sum()) == florence.image_token_count(
+    assert int((inputs["input_ids"] == config.image_token_id).sum()) == image_token_count(
         processor.image_processor.size["height"], config.vision_config.patch_stride
     )
 
 
 def test_infer_before_load_is_an_error(frame):
-    with pytest.raises(RuntimeError, match="before load"):
+    with pytest.raises(RuntimeError, match="not loaded"):
         FlorenceModel("unused", "cpu").infer(ModelInput(frame, PERSON_BOX))

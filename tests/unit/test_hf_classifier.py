@@ -1,4 +1,4 @@
-"""The shared Hugging Face image-classifier runner, on tiny offline classifiers of each architecture."""
+"""The Hugging Face kind's image classifier, on tiny offline classifiers of each architecture."""
 
 from __future__ import annotations
 
@@ -7,16 +7,19 @@ import json
 import pytest
 from PIL import Image
 
-from workers.models.hf_classifier import ImageClassifier, write_tiny_classifier
+from workers.generated.classifiers import write_tiny_classifier
+from workers.models.hf_family import ImageClassifierFamily
 
 LABELS = ["sedan", "pickup", "van", "box truck", "motorcycle"]
 
 
 @pytest.fixture(scope="module", params=["vit", "resnet", "convnext"])
-def classifier(request, tmp_path_factory) -> ImageClassifier:
+def classifier(request, tmp_path_factory) -> ImageClassifierFamily:
     dest = tmp_path_factory.mktemp(f"tiny-{request.param}")
     write_tiny_classifier(dest, LABELS, architecture=request.param)
-    return ImageClassifier.load(dest, "cpu")
+    loaded = ImageClassifierFamily(dest, "cpu")
+    loaded.load()
+    return loaded
 
 
 def test_writes_a_hugging_face_directory(tmp_path):
@@ -71,8 +74,11 @@ def test_unknown_architecture_is_refused(tmp_path):
         write_tiny_classifier(tmp_path, LABELS, architecture="alexnet")
 
 
-def test_close_drops_the_weights(tmp_path):
+def test_unload_drops_the_weights(tmp_path):
     write_tiny_classifier(tmp_path, ["a", "b"])
-    loaded = ImageClassifier.load(tmp_path, "cpu")
-    loaded.close()
+    loaded = ImageClassifierFamily(tmp_path, "cpu")
+    loaded.load()
+    loaded.unload()
     assert loaded.model is None and loaded.processor is None
+    with pytest.raises(RuntimeError, match="not loaded"):
+        loaded.classify(Image.new("RGB", (8, 8)))

@@ -7,10 +7,12 @@ import json
 import pytest
 from PIL import Image, ImageDraw
 
+from workers.generated.yolo import write_checkpoint
 from workers.models.base import ModelInput
 from workers.models.pose import PoseModel, best_overlap, box_iou, pose_result
 from workers.models.posture import POSTURES
-from workers.models.yolo_common import find_checkpoint, padded_crop, write_checkpoint
+from workers.models.yolo_family import find_checkpoint, padded_crop
+from workers.settings import ZooSettings
 from tests.unit.test_posture import UPRIGHT, skeleton
 
 PERSON_BOX = (240.0, 90.0, 360.0, 420.0)
@@ -29,7 +31,7 @@ def frame() -> Image.Image:
 
 @pytest.fixture(scope="module")
 def model(tiny_model) -> PoseModel:
-    wrapper = PoseModel(str(tiny_model("pose")), "cpu")
+    wrapper = PoseModel(tiny_model("pose"), "cpu")
     wrapper.load()
     yield wrapper
     wrapper.unload()
@@ -59,6 +61,12 @@ def test_nobody_above_the_threshold_is_unknown(model, frame, monkeypatch):
     assert result == {"posture": "unknown", "posture_confidence": 0.0, "keypoints": [], "persons_detected": 0}
 
 
+def test_person_threshold_comes_from_the_zoo_settings(monkeypatch):
+    assert PoseModel("unused", "cpu", ZooSettings(pose_confidence=0.6)).confidence == 0.6
+    monkeypatch.delenv("POSE_CONFIDENCE", raising=False)
+    assert PoseModel("unused", "cpu").confidence == 0.25  # ultralytics' default
+
+
 def test_the_person_overlapping_the_event_box_is_chosen():
     bystander = skeleton({k: (x + 400, y) for k, (x, y) in UPRIGHT.items()}, right_wrist=(545, 30))
     subject = skeleton(UPRIGHT)
@@ -78,7 +86,7 @@ def test_box_overlap():
 
 
 def test_infer_after_unload_raises_until_loaded_again(tiny_model, frame):
-    wrapper = PoseModel(str(tiny_model("pose")), "cpu")
+    wrapper = PoseModel(tiny_model("pose"), "cpu")
     wrapper.load()
     wrapper.unload()
     with pytest.raises(RuntimeError, match="not loaded"):
@@ -89,8 +97,10 @@ def test_infer_after_unload_raises_until_loaded_again(tiny_model, frame):
 
 def test_a_detector_checkpoint_is_refused(tmp_path):
     write_checkpoint(tmp_path / "detector.pt", "yolov8n.yaml", {0: "gun"})
+    wrapper = PoseModel(tmp_path, "cpu")
     with pytest.raises(ValueError, match="not a pose model"):
-        PoseModel(str(tmp_path), "cpu").load()
+        wrapper.load()
+    assert not wrapper.loaded
 
 
 def test_checkpoint_is_found_in_a_file_or_directory(tmp_path):
@@ -104,7 +114,7 @@ def test_checkpoint_is_found_in_a_file_or_directory(tmp_path):
     (tmp_path / "last.pt").write_bytes(b"")
     assert find_checkpoint(tmp_path) == tmp_path / "last.pt"  # the top level wins
     (tmp_path / "other.pt").write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match="expected one"):
+    with pytest.raises(FileNotFoundError, match="exactly one"):
         find_checkpoint(tmp_path)
     with pytest.raises(FileNotFoundError):
         find_checkpoint(tmp_path / "missing")

@@ -8,16 +8,10 @@ import math
 import pytest
 from PIL import Image
 
+from workers.generated.reid import WEIGHTS_FILE
 from workers.models.base import ModelInput
-from workers.models.reid import (
-    EMBEDDING_DIM,
-    WEIGHTS_FILE,
-    ReidModel,
-    build_osnet,
-    preprocess,
-    unwrap_state_dict,
-    weights_file,
-)
+from workers.models.osnet_family import build_osnet, preprocess, unwrap_state_dict, weights_file
+from workers.models.reid import EMBEDDING_DIM, ReidModel
 
 
 def person(colour: tuple[int, int, int]) -> ModelInput:
@@ -28,7 +22,7 @@ def person(colour: tuple[int, int, int]) -> ModelInput:
 
 @pytest.fixture(scope="module")
 def reid(tiny_model):
-    model = ReidModel(str(tiny_model("reid")), "cpu")
+    model = ReidModel(tiny_model("reid"), "cpu")
     model.load()
     yield model
     model.unload()
@@ -85,7 +79,7 @@ def test_loads_wrapped_dataparallel_checkpoint_with_a_1000_class_head(tmp_path, 
     state["classifier.weight"] = torch.zeros(1000, EMBEDDING_DIM)
     state["classifier.bias"] = torch.zeros(1000)
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 150}, tmp_path / "ckpt.pth.tar")
-    wrapped = ReidModel(str(tmp_path), "cpu")
+    wrapped = ReidModel(tmp_path, "cpu")
     wrapped.load()
     inputs = person((120, 40, 160))
     assert wrapped.infer(inputs) == reid.infer(inputs)
@@ -99,4 +93,4 @@ def test_other_architectures_weights_are_refused(tmp_path):
     del state["fc.0.bias"]
     torch.save(state, tmp_path / "wrong.pth")
     with pytest.raises(ValueError, match="not osnet_x0_25 weights"):
-        ReidModel(str(tmp_path), "cpu").load()
+        ReidModel(tmp_path, "cpu").load()

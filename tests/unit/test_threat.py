@@ -7,9 +7,11 @@ import json
 import pytest
 from PIL import Image, ImageDraw
 
+from workers.generated.yolo import THREAT_NAMES, write_checkpoint
 from workers.models.base import ModelInput
-from workers.models.threat import TINY_NAMES, ThreatModel, threat_report
-from workers.models.yolo_common import padded_crop, write_checkpoint
+from workers.models.threat import ThreatModel, threat_report
+from workers.models.yolo_family import padded_crop
+from workers.settings import ZooSettings
 
 PERSON_BOX = (240.0, 90.0, 360.0, 420.0)
 
@@ -25,7 +27,7 @@ def frame() -> Image.Image:
 
 @pytest.fixture(scope="module")
 def model(tiny_model) -> ThreatModel:
-    wrapper = ThreatModel(str(tiny_model("threat")), "cpu")
+    wrapper = ThreatModel(tiny_model("threat"), "cpu")
     wrapper.load()
     yield wrapper
     wrapper.unload()
@@ -45,7 +47,7 @@ def test_detections_follow_the_contract_in_frame_pixels(model, frame, monkeypatc
     crop, (left, top) = padded_crop(inputs)
     for detection in result["detections"]:
         assert set(detection) == {"type", "confidence", "bbox"}
-        assert detection["type"] in TINY_NAMES.values()
+        assert detection["type"] in THREAT_NAMES.values()
         assert isinstance(detection["confidence"], float)
         x1, y1, x2, y2 = detection["bbox"]
         assert left <= x1 <= x2 <= left + crop.width and top <= y1 <= y2 <= top + crop.height
@@ -69,18 +71,18 @@ def test_every_reported_detection_meets_the_threshold(model, frame, monkeypatch)
     assert len(kept) < len(scores)
 
 
-def test_threshold_comes_from_the_environment(monkeypatch):
-    monkeypatch.setenv("THREAT_CONFIDENCE", "0.8")
-    assert ThreatModel("unused", "cpu").confidence == 0.8
+def test_threshold_comes_from_the_zoo_settings(monkeypatch):
+    assert ThreatModel("unused", "cpu", ZooSettings(threat_confidence=0.8)).confidence == 0.8
+    monkeypatch.setenv("THREAT_CONFIDENCE", "0.7")  # read by the settings object, not by the family
+    assert ThreatModel("unused", "cpu").confidence == 0.7
     monkeypatch.delenv("THREAT_CONFIDENCE")
-    assert ThreatModel("unused", "cpu").confidence == 0.5
+    assert ThreatModel("unused", "cpu", ZooSettings()).confidence == 0.5
 
 
 def test_class_names_come_from_the_checkpoint(tmp_path, frame):
     write_checkpoint(tmp_path / "custom.pt", "yolov8n.yaml", {0: "crowbar", 1: "machete"})
-    wrapper = ThreatModel(str(tmp_path), "cpu")
+    wrapper = ThreatModel(tmp_path, "cpu", ZooSettings(threat_confidence=0.0))
     wrapper.load()
-    wrapper.confidence = 0.0
     types = {d["type"] for d in wrapper.infer(ModelInput(frame, PERSON_BOX))["detections"]}
     assert types and types <= {"crowbar", "machete"}
 
@@ -99,15 +101,17 @@ def test_report_keeps_confident_detections_most_confident_first():
 
 
 def test_infer_after_unload_raises_until_loaded_again(tiny_model, frame):
-    wrapper = ThreatModel(str(tiny_model("threat")), "cpu")
+    wrapper = ThreatModel(tiny_model("threat"), "cpu")
     wrapper.load()
     wrapper.unload()
-    with pytest.raises(RuntimeError, match="not loaded"):
+    with pytest.raises(RuntimeError, match="ThreatModel is not loaded; call load"):
         wrapper.infer(ModelInput(frame, PERSON_BOX))
     wrapper.load()
     assert "threats_detected" in wrapper.infer(ModelInput(frame, PERSON_BOX))
 
 
 def test_a_pose_checkpoint_is_refused(tiny_model):
+    wrapper = ThreatModel(tiny_model("pose"), "cpu")
     with pytest.raises(ValueError, match="not a detector"):
-        ThreatModel(str(tiny_model("pose")), "cpu").load()
+        wrapper.load()
+    assert not wrapper.loaded

@@ -1,4 +1,4 @@
-"""Vehicle and pet classifiers through the shared Hugging Face runner on tiny random checkpoints."""
+"""Vehicle and pet classifiers through the Hugging Face crop classifier on tiny random checkpoints."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import json
 import pytest
 from PIL import Image, ImageDraw
 
+from workers.generated.classifiers import PET_CLASSES, VEHICLE_SEGMENT_CLASSES
 from workers.models.base import ModelInput
-from workers.models.pet import PET_CLASSES, PetModel
-from workers.models.vehicle import VEHICLE_SEGMENT_CLASSES, VehicleModel
+from workers.models.pet import PetModel
+from workers.models.vehicle import VehicleModel
 
 BOX = (60.0, 50.0, 220.0, 170.0)
 
@@ -28,7 +29,7 @@ def frame() -> Image.Image:
                 ids=["vehicle", "pet"])
 def case(request, tiny_model):
     cls, name, labels = request.param
-    wrapper = cls(str(tiny_model(name)), "cpu")
+    wrapper = cls(tiny_model(name), "cpu")
     wrapper.load()
     yield wrapper, labels
     wrapper.unload()
@@ -50,13 +51,13 @@ def test_contract_label_confidence_and_top3(case, frame):
 
 def test_labels_come_from_the_checkpoint(case):
     model, labels = case
-    assert model.classifier.labels == list(labels)
+    assert model.labels == list(labels)
 
 
 def test_classifies_the_detection_crop_not_the_frame(case, frame):
     model, _ = case
     crop = frame.crop((60, 50, 220, 170))
-    assert model.infer(ModelInput(frame, BOX)) == model.classifier.classify(crop, top_k=3)
+    assert model.infer(ModelInput(frame, BOX)) == model.classify(crop, top_k=3)
 
 
 def test_vehicle_classes_are_the_seed_segments():
@@ -66,5 +67,5 @@ def test_vehicle_classes_are_the_seed_segments():
 
 @pytest.mark.parametrize("cls", [VehicleModel, PetModel])
 def test_infer_before_load_is_an_error(cls, frame):
-    with pytest.raises(RuntimeError, match="before load"):
+    with pytest.raises(RuntimeError, match="not loaded"):
         cls("unused", "cpu").infer(ModelInput(frame, BOX))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.models.base import ModelInput
+from workers.models.hf_family import ImageClassifierFamily
 
 SCORE_DIGITS = 4
 TOP_K = 5
@@ -129,93 +130,47 @@ def is_dual_head(keys: set[str]) -> bool:
     return any(k.startswith("age_head.") for k in keys) and any(k.startswith("gender_head.") for k in keys)
 
 
-def _usable_processor(processor: Any) -> Any:
+def usable_processor(processor: Any) -> Any:
     """Turn off a centre crop that its config switched on without giving a crop size."""
     if getattr(processor, "do_center_crop", False) and not getattr(processor, "crop_size", None):
         processor.do_center_crop = False
     return processor
 
 
-class AgeGenderModel:
-    """Age/gender from a face crop, with the layout (dual head or classifier) read from the checkpoint."""
+class AgeGenderModel(ImageClassifierFamily):
+    """Age/gender from a face crop, with the layout (dual head or classifier) read from the checkpoint.
 
-    def __init__(self, path: str, device: str) -> None:
-        self.path = Path(path)
-        self.device = device
-        self.layout: str | None = None
-        self._model: Any = None
-        self._processor: Any = None
-        self._classifier: Any = None
+    The classifier layout is the Hugging Face kind's image classifier as is; the dual head swaps in its own model.
+    """
 
-    def load(self) -> None:
-        if is_dual_head(checkpoint_keys(self.path)):
-            self._load_dual_head()
-            self.layout = "dual_head"
-        else:
-            from workers.models.hf_classifier import ImageClassifier
+    loaded_attributes = ImageClassifierFamily.loaded_attributes + ("layout",)
+    layout: str | None  # "dual_head" or "classifier" once loaded
 
-            self._classifier = ImageClassifier.load(self.path, self.device)
-            self.layout = "classifier"
+    def _load(self) -> None:
+        self.layout = "dual_head" if is_dual_head(checkpoint_keys(self.path)) else "classifier"
+        super()._load()
 
-    def _load_dual_head(self) -> None:
-        from transformers import AutoImageProcessor
-
+    def load_model(self) -> Any:
+        if self.layout == "classifier":
+            return super().load_model()
         from workers.models.age_gender_vit import AgeGenderViTModel
 
-        model, info = AgeGenderViTModel.from_pretrained(
-            str(self.path), local_files_only=True, output_loading_info=True
-        )
+        model, info = self.pretrained(AgeGenderViTModel, dtype=self.dtype, output_loading_info=True)
         if info["missing_keys"]:
             raise ValueError(f"age/gender checkpoint lacks {sorted(info['missing_keys'])[:5]}")
-        self._model = model.to(self.device).eval()
-        self._processor = _usable_processor(AutoImageProcessor.from_pretrained(str(self.path), local_files_only=True))
+        return model
 
-    def unload(self) -> None:
-        if self._classifier is not None:
-            self._classifier.close()
-        self._model = self._processor = self._classifier = None
-        self.layout = None
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.empty_cache()
+    def load_processor(self) -> Any:
+        processor = super().load_processor()
+        return usable_processor(processor) if self.layout == "dual_head" else processor
 
     def predict(self, face: Any) -> dict[str, Any]:
         """Demographics for one face image (without face_source)."""
-        if self._classifier is not None:
-            return classifier_result(self._classifier.classify(face, top_k=TOP_K))
-        import torch
-
-        pixels = self._processor(images=face.convert("RGB"), return_tensors="pt")["pixel_values"]
-        with torch.inference_mode():
-            age, female = self._model(pixels.to(self.device, dtype=self._model.dtype))
+        if self.layout == "classifier":
+            return classifier_result(self.classify(face, top_k=TOP_K))
+        age, female = self.forward_images([face])
         return dual_head_result(float(age[0]), float(female[0]))
 
     def infer(self, inputs: ModelInput) -> dict:
         face_source = "face_bbox" if inputs.face_bbox is not None else "person_top_quarter"
         return {**self.predict(inputs.face_crop()), "face_source": face_source}
-
-
-# Tiny and full-size weights use the default model's layout (dual head), the one load() must read
-# for abhilash88/age-gender-prediction; the real model's processor config comes with its snapshot.
-TINY_VIT: dict[str, Any] = {
-    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-    "image_size": 32, "patch_size": 8,
-}
-FULL_VIT: dict[str, Any] = {}  # ViTConfig defaults: ViT-B/16 at 224 px, as in the published checkpoint
-
-
-def write_tiny(dest: Path, full_size: bool = False) -> None:
-    """Write a randomly initialised dual-head age/gender ViT and its image processor into dest."""
-    import torch
-    from transformers import ViTConfig, ViTImageProcessor
-
-    from workers.models.age_gender_vit import AgeGenderViTModel
-
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    config = ViTConfig(**(FULL_VIT if full_size else TINY_VIT))
-    torch.manual_seed(0)
-    AgeGenderViTModel(config).save_pretrained(dest)
-    size = config.image_size
-    ViTImageProcessor(size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(dest)

@@ -1,11 +1,14 @@
-"""The small face every model wrapper shares: what it is given and how it fails."""
+"""What every model family shares: its input, how it skips, and the base that owns path, device and loading."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Any, ClassVar
 
 from PIL import Image
+
+from workers.settings import ZooSettings
 
 
 class InferenceSkipped(Exception):
@@ -44,17 +47,94 @@ class ModelInput:
         return self.frame.crop(clamp_box((x1, y1, x2, y1 + (y2 - y1) / 4), *self.frame.size))
 
 
-class ModelWrapper(Protocol):
-    """What workers/registry.py expects of each model family's class.
+def find_weights_file(
+    path: str | Path, suffixes: tuple[str, ...], what: str, preferred: tuple[str, ...] = (), nested: bool = False
+) -> Path:
+    """The one weights file at path: the file itself, or the only file with one of these suffixes in the directory.
 
-    The constructor takes (path, device) and must not touch the GPU; load() does.
-    infer() returns a JSON-serialisable dict, or raises ModelSkipped with a reason.
-    A family that can run several detections in one forward pass also has
-    infer_batch(list[ModelInput]) -> list[dict] (workers/batching.py uses it when present); such
-    families define infer(x) as infer_batch([x])[0], so each has one code path.
+    With `nested`, subfolders are searched when the top level holds none; among several candidates, a name
+    in `preferred` (first match wins) decides.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"no {what} at {path}")
+
+    def matching(files: Any) -> list[Path]:
+        return sorted(p for p in files if p.name.endswith(suffixes) and p.is_file())
+
+    candidates = matching(path.iterdir())
+    if not candidates and nested:
+        candidates = matching(path.rglob("*"))
+    if len(candidates) == 1:
+        return candidates[0]
+    for name in preferred:
+        chosen = [c for c in candidates if c.name == name]
+        if len(chosen) == 1:
+            return chosen[0]
+    found = ", ".join(str(c.relative_to(path)) for c in candidates) or "none"
+    raise FileNotFoundError(f"expected exactly one {'/'.join(suffixes)} {what} in {path}, found: {found}")
+
+
+class ModelFamily:
+    """The face every model family shows the pool: construct (no GPU), load(), infer(), unload().
+
+    The constructor only records where the weights are, the device and the zoo settings; load() reads the
+    weights onto the device (subclasses fill in `_load`) and unload() drops everything `_load` set
+    (`loaded_attributes`) and hands cached device memory back. Batching is declared: a family with
+    `batchable = True` implements infer_batch(list[ModelInput]) -> list[dict] and its infer(x) is
+    infer_batch([x])[0]; other families implement infer(). infer() returns a JSON-serialisable dict, or
+    raises InferenceSkipped with a reason.
     """
 
-    def __init__(self, path: str, device: str) -> None: ...
-    def load(self) -> None: ...
-    def unload(self) -> None: ...
-    def infer(self, inputs: ModelInput) -> dict: ...
+    batchable: ClassVar[bool] = False
+    loaded_attributes: ClassVar[tuple[str, ...]] = ("model",)  # what _load() sets and unload() drops
+    model: Any
+
+    def __init__(self, path: str | Path, device: str, zoo: ZooSettings | None = None) -> None:
+        self.path = Path(path)
+        self.device = device
+        self.zoo = zoo if zoo is not None else ZooSettings()
+        self._drop()
+
+    @property
+    def loaded(self) -> bool:
+        return self.model is not None
+
+    def require_loaded(self) -> Any:
+        """The loaded model; the one place a family used before load() (or after unload()) says so."""
+        if self.model is None:
+            raise RuntimeError(f"{type(self).__name__} is not loaded; call load() first")
+        return self.model
+
+    def load(self) -> None:
+        """Read the weights onto the device; a load that fails leaves nothing half-loaded behind."""
+        try:
+            self._load()
+        except BaseException:
+            self.unload()
+            raise
+
+    def _load(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not say how it loads")
+
+    def unload(self) -> None:
+        """Drop the weights (and whatever else load() set); on a GPU also hand cached blocks back to the driver."""
+        self._drop()
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def _drop(self) -> None:
+        for name in self.loaded_attributes:
+            setattr(self, name, None)
+
+    def infer(self, inputs: ModelInput) -> dict:
+        """One detection's answer: a batchable family answers it as a batch of one."""
+        return self.infer_batch([inputs])[0]
+
+    def infer_batch(self, batch: list[ModelInput]) -> list[dict]:
+        """A micro-batch's answers in one pass; only families declaring `batchable = True` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} is not batchable")

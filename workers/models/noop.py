@@ -7,37 +7,21 @@ as they would with the real models, without their memory or their compute.
 
 from __future__ import annotations
 
-from pathlib import Path
+from workers.models.base import ModelFamily, ModelInput
 
-from workers.models.base import ModelInput
-
-MARKER = "noop.txt"
+MARKER = "noop.txt"  # its "weights": written by workers.generated.noop
 
 
-class NoopModel:
+class NoopModel(ModelFamily):
     """load/unload/infer that return at once; infer_batch() answers a batch in one call."""
 
-    def __init__(self, path: str, device: str):
-        self.path = path
-        self.device = device
-        self.loaded = False
+    batchable = True
 
-    def load(self) -> None:
-        if not (Path(self.path) / MARKER).exists():
-            raise FileNotFoundError(f"no {MARKER} under {self.path}: write it with workers.models.noop.write_tiny")
-        self.loaded = True
-
-    def unload(self) -> None:
-        self.loaded = False
-
-    def infer(self, inputs: ModelInput) -> dict:
-        return {}
+    def _load(self) -> None:
+        marker = self.path / MARKER
+        if not marker.exists():
+            raise FileNotFoundError(f"no {MARKER} under {self.path}: write it with workers.generated.noop.write_noop")
+        self.model = marker
 
     def infer_batch(self, batch: list[ModelInput]) -> list[dict]:
         return [{} for _ in batch]
-
-
-def write_tiny(dest: Path, full_size: bool = False) -> None:
-    """A marker file: the weights of a model that has none."""
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / MARKER).write_text("no-op model for orchestration benchmarks\n")

@@ -1,18 +1,12 @@
-"""YOLOv8-pose wrapper: the detected person's COCO-17 keypoints in frame pixels, and their posture."""
+"""YOLOv8-pose: the detected person's COCO-17 keypoints in frame pixels, and their posture."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Sequence
 
 from workers.models.base import ModelInput
 from workers.models.posture import classify_posture
-from workers.models.yolo_common import find_checkpoint, load_yolo, padded_crop, predict, release, write_checkpoint
-
-PERSON_CONFIDENCE = float(os.environ.get("POSE_CONFIDENCE", "0.25"))  # ultralytics' default detection threshold
-CHECKPOINT_NAME = "yolov8n-pose.pt"
-CONFIG = "yolov8n-pose.yaml"  # shipped with ultralytics; the tiny and full-size models are both yolov8n
+from workers.models.yolo_family import UltralyticsFamily
 
 Box = Sequence[float]
 
@@ -54,55 +48,18 @@ def pose_result(event_box: Box, boxes: Sequence[Box], keypoints: Sequence[Sequen
     }
 
 
-class PoseModel:
+class PoseModel(UltralyticsFamily):
     """Keypoints and posture for the person in a detection box (ultralytics YOLOv8n-pose).
 
-    The model runs on the box plus a margin; results are mapped back to full-frame pixels.
-    infer() after unload() raises RuntimeError: the model cache is expected to load() again.
+    Persons the model scores below the zoo's pose_confidence (POSE_CONFIDENCE, ultralytics' default 0.25) are ignored.
     """
 
-    def __init__(self, path: str, device: str) -> None:
-        self.path = path
-        self.device = device
-        self.confidence = PERSON_CONFIDENCE
-        self._model = None
-
-    def load(self) -> None:
-        self._model = load_yolo(self.path, self.device)
-        if self._model.task != "pose":
-            task = self._model.task
-            self._model = None
-            raise ValueError(f"{find_checkpoint(self.path)} is a {task!r} model, not a pose model")
-
-    def unload(self) -> None:
-        self._model = None
-        release(self.device)
-
-    def infer(self, inputs: ModelInput) -> dict:
-        return self.infer_batch([inputs])[0]
+    task = "pose"
+    confidence_setting = "pose_confidence"
 
     def infer_batch(self, batch: list[ModelInput]) -> list[dict]:
         """Pose for each detection; the padded crops go through the model in one call."""
-        if self._model is None:
-            raise RuntimeError("pose model is not loaded; call load() first")
-        crops = [padded_crop(inputs) for inputs in batch]
-        results = predict(self._model, [crop for crop, _ in crops], self.device, self.confidence)
-        answers = []
-        for inputs, (_, (dx, dy)), result in zip(batch, crops, results):
-            boxes = [[x1 + dx, y1 + dy, x2 + dx, y2 + dy] for x1, y1, x2, y2 in result.boxes.xyxy.tolist()]
-            keypoints = [[[x + dx, y + dy, c] for x, y, c in person] for person in _keypoint_triples(result)]
-            answers.append(pose_result(inputs.bbox, boxes, keypoints))
-        return answers
-
-
-def _keypoint_triples(result) -> list[list[list[float]]]:
-    """Per person 17 x [x, y, confidence] (confidence 1.0 where the model gives none)."""
-    if result.keypoints is None:
-        return []
-    data = result.keypoints.data.tolist()
-    return [[point if len(point) == 3 else [point[0], point[1], 1.0] for point in person] for person in data]
-
-
-def write_tiny(dest: Path, full_size: bool = False) -> None:
-    """Write a randomly initialised YOLOv8n-pose checkpoint (the real architecture is already small)."""
-    write_checkpoint(Path(dest) / CHECKPOINT_NAME, CONFIG, {0: "person"})
+        return [
+            pose_result(inputs.bbox, found.boxes, found.keypoints)
+            for inputs, found in zip(batch, self.detect(batch))
+        ]

@@ -1,0 +1,112 @@
+"""The Hugging Face kind of family: processor and model from a local directory, dtype, eval mode; image classifiers.
+
+A family names its transformers classes (`processor_class`, `model_class`) or overrides load_processor() /
+load_model(); `half_on_cuda` families (clip, depth, florence) run in float16 on a GPU, the others in float32.
+Image classifiers label the detection crop with the checkpoint's own config.id2label (softmax scores, 4 dp).
+torch and transformers are imported inside methods so importing a family stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from PIL import Image
+
+from workers.models.base import ModelFamily, ModelInput
+
+SCORE_DIGITS = 4
+
+
+class HuggingFaceFamily(ModelFamily):
+    """A transformers model and its processor, read from the model directory only (never the network)."""
+
+    processor_class: ClassVar[str] = "AutoProcessor"
+    model_class: ClassVar[str]
+    half_on_cuda: ClassVar[bool] = False
+    loaded_attributes = ("model", "processor")
+    processor: Any
+
+    @property
+    def dtype(self) -> Any:
+        """float16 on a GPU for families that run in half precision, else float32."""
+        import torch
+
+        return torch.float16 if self.half_on_cuda and self.device.startswith("cuda") else torch.float32
+
+    def pretrained(self, cls: Any, **options: Any) -> Any:
+        """cls.from_pretrained on the model directory, local files only."""
+        return cls.from_pretrained(str(self.path), local_files_only=True, **options)
+
+    def load_processor(self) -> Any:
+        import transformers
+
+        return self.pretrained(getattr(transformers, self.processor_class))
+
+    def load_model(self) -> Any:
+        import transformers
+
+        return self.pretrained(getattr(transformers, self.model_class), dtype=self.dtype)
+
+    def _load(self) -> None:
+        self.processor = self.load_processor()
+        self.model = self.load_model().to(self.device).eval()
+
+    def to_model(self, tensor: Any) -> Any:
+        """A pixel tensor moved to the model's device and dtype."""
+        return tensor.to(self.device, dtype=self.require_loaded().dtype)
+
+    def pixel_values(self, images: list[Image.Image]) -> Any:
+        """The processor's pixel_values for RGB copies of images, on the model's device and dtype."""
+        self.require_loaded()
+        batch = self.processor(images=[image.convert("RGB") for image in images], return_tensors="pt")
+        return self.to_model(batch["pixel_values"])
+
+    def forward_images(self, images: list[Image.Image]) -> Any:
+        """The model's outputs for images: their pixel values through one forward pass, without autograd."""
+        import torch
+
+        pixel_values = self.pixel_values(images)
+        with torch.inference_mode():
+            return self.model(pixel_values=pixel_values)
+
+
+class ImageClassifierFamily(HuggingFaceFamily):
+    """Any AutoModelForImageClassification: ranked labels from the checkpoint's config.id2label."""
+
+    processor_class = "AutoImageProcessor"
+    model_class = "AutoModelForImageClassification"
+
+    @property
+    def labels(self) -> list[str]:
+        """The model's own class names, in index order."""
+        id2label = self.require_loaded().config.id2label
+        return [str(id2label[i]) for i in range(len(id2label))]
+
+    def probabilities(self, images: list[Image.Image]) -> list[list[float]]:
+        """Softmax over the model's classes for each image, in one forward pass."""
+        return self.forward_images(images).logits.float().softmax(dim=-1).cpu().tolist()
+
+    def classify_many(self, images: list[Image.Image], top_k: int = 5) -> list[dict]:
+        """Per image: best label, its confidence and the top_k labels with scores (highest first)."""
+        answers = []
+        for probs in self.probabilities(images):
+            id2label = self.model.config.id2label
+            order = sorted(range(len(probs)), key=lambda i: probs[i], reverse=True)[: max(1, top_k)]
+            ranked = [{"label": str(id2label[i]), "score": round(float(probs[i]), SCORE_DIGITS)} for i in order]
+            answers.append({"label": ranked[0]["label"], "confidence": ranked[0]["score"], "top_k": ranked})
+        return answers
+
+    def classify(self, image: Image.Image, top_k: int = 5) -> dict:
+        """Best label, its confidence and the top_k labels with scores (highest first)."""
+        return self.classify_many([image], top_k)[0]
+
+
+class CropClassifierFamily(ImageClassifierFamily):
+    """Classifies each detection's box (vehicle, pet): label, confidence and the top_k ranked labels."""
+
+    batchable = True
+    top_k: ClassVar[int] = 3
+
+    def infer_batch(self, batch: list[ModelInput]) -> list[dict]:
+        """The crops of a micro-batch through the classifier in one forward pass."""
+        return self.classify_many([inputs.person_crop() for inputs in batch], top_k=self.top_k)
