@@ -162,9 +162,9 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def noop_environment(root: Path) -> dict[str, str]:
     """<NAME>_MODEL_FAMILY and <NAME>_MODEL_PATH for every model: the no-op family, one marker directory."""
-    from workers.generated import write_noop_marker
+    from workers.generated.noop import write_noop
 
-    write_noop_marker(root / "noop")
+    write_noop(root / "noop")
     env = {}
     for entry in MODELS:
         env[entry.family_env] = "noop:NoopModel"
