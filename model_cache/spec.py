@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Callable
 
@@ -26,7 +26,6 @@ class ModelSpec:
     priority: Priority
     loader: Callable[[], Any]
     unloader: Callable[[Any], None] | None = None
-    triggers: tuple[str, ...] = field(default=())
 
     @property
     def estimated_bytes(self) -> int:
