@@ -8,13 +8,22 @@ from typing import Any, Callable
 
 
 class Priority(IntEnum):
-    """Eviction order: lower goes first; RESIDENT models are pinned and never evicted."""
+    """How much a model is worth keeping: its value is its weight in the choice of victim, not a rank.
+
+    RESIDENT (the scene models) weighs most and is never released for idleness; like every model not in
+    use it can still be evicted to make room.
+    """
 
     LOW = 1
     MEDIUM = 2
     HIGH = 3
     CRITICAL = 4
     RESIDENT = 5
+
+    @property
+    def weight(self) -> float:
+        """The factor a model's demand per byte is multiplied by when the cache weighs whom to keep."""
+        return float(self.value)
 
 
 @dataclass(frozen=True)
