@@ -15,8 +15,8 @@ Rules:
   first among equals. So a big, rarely asked, unimportant model goes first, and priority is a weight, not a
   rank: a low priority is never starved. A victim that a later, bigger one made needless is spared.
 - Within one event the planner asks for the more important models first: a model asked for in the last
-  shield_seconds that outranks the one being loaded is evicted only when the others cannot make room, so
-  the event's less important models do not push out its more important ones. Resident models are not
+  shield_seconds that outranks the one being loaded is evicted last, only when the others cannot make
+  room, so the event's less important models do not push out its more important ones. Resident models are not
   shielded; they keep their place by weight (at small budgets shielding them starves the rest of the event).
 - A request is skipped (ModelSkipped) only when the model cannot fit at all: it is bigger than the budget,
   or models in use hold the rest.
@@ -398,10 +398,7 @@ class ModelCache:
         candidates = [h for h in self._held.values() if h.in_use == 0]  # least recently used first
         if need > free + sum(h.nbytes for h in candidates):
             return None
-        shielded = {h.spec.name for h in candidates if self._shielded(h, spec, now)}
-        if need > free + sum(h.nbytes for h in candidates if h.spec.name not in shielded):
-            shielded = set()  # the others cannot make room: the event's own models give way too
-        order = sorted(candidates, key=lambda h: (h.spec.name in shielded, self._keep_value(h, now)))
+        order = sorted(candidates, key=lambda h: (self._shielded(h, spec, now), self._keep_value(h, now)))
         victims: list[_Held] = []
         for held in order:
             if need <= free:

@@ -386,6 +386,17 @@ def test_idle_models_are_released():
     assert cache.stats.evictions == 1
 
 
+def test_model_in_use_is_not_released_however_long_it_runs():
+    clock = FakeClock()
+    cache = make_cache(1000, idle_seconds=60, clock=clock)
+    action = make_spec("action", 600, Priority.LOW)
+    with cache.using(action):
+        clock.advance(120)
+        assert cache.release_idle() == []
+    clock.advance(61)
+    assert cache.release_idle() == ["action"]
+
+
 def test_release_idle_without_idle_seconds_keeps_everything():
     clock = FakeClock()
     cache = make_cache(1000, clock=clock)
