@@ -8,16 +8,18 @@ Rules:
 - A model is charged its estimate until a load has been measured, then its measurement (remembered
   across unload and reload in this process). A model whose measurement turns out not to fit is unloaded
   again and skipped.
-- A model in use (inside using() or run_with_oom_retry()) is never evicted. That is the only wall: any
-  other model, resident or not, may be evicted to make room for any request.
+- A model in use (inside using() or run_with_oom_retry()) is never evicted to make room, for idleness or
+  after running out of memory (only the explicit evict() and clear() do not wait for it). That is the only
+  wall: any other model, resident or not, may be evicted to make room for any request.
 - Room is made by evicting the models least worth keeping: keep value = priority weight (LOW 1 ... RESIDENT 5)
   x demand (the model's requests, each fading with half_life_seconds) / bytes charged, least recently used
   first among equals. So a big, rarely asked, unimportant model goes first, and priority is a weight, not a
   rank: a low priority is never starved. A victim that a later, bigger one made needless is spared.
 - Within one event the planner asks for the more important models first: a model asked for in the last
   shield_seconds that outranks the one being loaded is evicted last, only when the others cannot make
-  room, so the event's less important models do not push out its more important ones. Resident models are not
-  shielded; they keep their place by weight (at small budgets shielding them starves the rest of the event).
+  room, so the event's less important models do not push out its more important ones. Resident models
+  are not shielded; they keep their place by weight (at small budgets shielding them starves the rest of
+  the event).
 - A request is skipped (ModelSkipped) only when the model cannot fit at all: it is bigger than the budget,
   or models in use hold the rest.
 - Resident models (florence, clip) are never released for idleness; others are after idle_seconds unused.
@@ -160,7 +162,7 @@ class ModelCache:
         return self._unload(idle, "idle")
 
     def evict(self, name: str) -> bool:
-        """Unload one model now, whatever its priority (an explicit command); False when it was not loaded."""
+        """Unload one model now, whatever its priority and even in use (a command); False when it was not loaded."""
         with self._lock:
             self._wait_until_idle()
             held = self._held.get(name)
