@@ -1,20 +1,31 @@
-"""A process-local model cache: LRU within priority, charged in bytes against one memory budget.
+"""A process-local model cache: models weighed by priority, demand and size, charged in bytes against one budget.
 
 Modelled on Ray Serve's model multiplexer (an OrderedDict in LRU order, loads serialised under one lock
-with a second look once inside), and extended with bytes instead of counts, priorities, measured
-footprints, idle release and one retry after running out of memory.
+with a second look once inside), and extended with bytes instead of counts, a weighted choice of victim,
+measured footprints, idle release and one retry after running out of memory.
 
 Rules:
 - A model is charged its estimate until a load has been measured, then its measurement (remembered
   across unload and reload in this process). A model whose measurement turns out not to fit is unloaded
   again and skipped.
-- Room is made by evicting lower priorities first, then least recently used among equals; a model may
-  evict models of its own priority, never a higher one, never a RESIDENT one, never one in use. A victim
-  that a later, bigger one made needless is spared. When no allowed eviction frees enough (or the model
-  is bigger than the budget) the request is skipped: ModelSkipped says what it needed and what is held.
-- Out of memory while loading, or inside run_with_oom_retry(): every other model the requester may evict
-  is unloaded (the accounting was wrong, so no byte count is trusted), memory is released, and the work
-  is retried once; a second failure raises ModelOutOfMemory.
+- A model in use (inside using() or run_with_oom_retry()) is never evicted to make room, for idleness or
+  after running out of memory (only the explicit evict() and clear() do not wait for it). That is the only
+  wall: any other model, resident or not, may be evicted to make room for any request.
+- Room is made by evicting the models least worth keeping: keep value = priority weight (LOW 1 ... RESIDENT 5)
+  x demand (the model's requests, each fading with half_life_seconds) / bytes charged, least recently used
+  first among equals. So a big, rarely asked, unimportant model goes first, and priority is a weight, not a
+  rank: a low priority is never starved. A victim that a later, bigger one made needless is spared.
+- Within one event the planner asks for the more important models first: a model asked for in the last
+  shield_seconds that outranks the one being loaded is evicted last, only when the others cannot make
+  room, so the event's less important models do not push out its more important ones. Resident models
+  are not shielded; they keep their place by weight (at small budgets shielding them starves the rest of
+  the event).
+- A request is skipped (ModelSkipped) only when the model cannot fit at all: it is bigger than the budget,
+  or models in use hold the rest.
+- Resident models (florence, clip) are never released for idleness; others are after idle_seconds unused.
+- Out of memory while loading, or inside run_with_oom_retry(): every other model not in use is unloaded
+  (the accounting was wrong, so no byte count is trusted), memory is released, and the work is retried
+  once; a second failure raises ModelOutOfMemory.
 - One lock (a Condition) guards the books. Loads and unloads run outside it, one at a time, so an
   allocator delta measures one model; hits and snapshot() are answered meanwhile, and a second get() of
   a model being loaded waits for that load instead of starting another.
@@ -40,6 +51,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MB = 1024 * 1024
+GB = 1024 * MB
 
 
 def _mb(nbytes: int) -> str:
@@ -68,10 +80,6 @@ class _Held:
     hits: int = 0
     in_use: int = 0  # run_with_oom_retry()/using() calls running with it: never evicted meanwhile
 
-    @property
-    def evictable(self) -> bool:
-        return self.spec.priority < Priority.RESIDENT and self.in_use == 0
-
 
 class ModelCache:
     """Loads models on demand and keeps as many as fit in budget_bytes."""
@@ -81,6 +89,8 @@ class ModelCache:
         budget_bytes: int,
         *,
         idle_seconds: float | None = None,
+        half_life_seconds: float = 1800.0,
+        shield_seconds: float = 5.0,
         device: str = "cpu",
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[], None] | None = None,
@@ -90,6 +100,8 @@ class ModelCache:
     ):
         self.budget_bytes = int(budget_bytes)
         self.idle_seconds = idle_seconds
+        self.half_life_seconds = half_life_seconds  # how fast a request stops counting as demand
+        self.shield_seconds = shield_seconds  # how long an event's more important models are shielded
         self.device = device
         self.stats = CacheStats()
         self._clock = clock
@@ -99,6 +111,7 @@ class ModelCache:
         self._release = release
         self._held: OrderedDict[str, _Held] = OrderedDict()  # least recently used first
         self._measured: dict[str, int] = {}  # name -> last measured bytes, kept after unload
+        self._demand: dict[str, tuple[float, float]] = {}  # name -> (decayed request count, as of), kept after unload
         self._lock = threading.Condition(threading.RLock())
         self._in_flight: str | None = None  # the load or unload running outside the lock, in words
         self._loading: str | None = None  # the model being loaded (published early, as Ray does, for routing)
@@ -119,7 +132,7 @@ class ModelCache:
             self._unpin(spec.name)
 
     def run_with_oom_retry(self, spec: ModelSpec, fn: Callable[[Any], T]) -> T:
-        """fn(model) with the model in use; on out-of-memory evict what its priority allows and retry once.
+        """fn(model) with the model in use; on out-of-memory evict every other model not in use and retry once.
 
         A model that get() already returned is not counted as a second request. Raises ModelOutOfMemory
         when the retry runs out of memory too.
@@ -139,14 +152,17 @@ class ModelCache:
             if self._in_flight is not None:
                 return []
             now = self._clock()
-            idle = [h for h in self._held.values() if h.evictable and now - h.last_used > self.idle_seconds]
+            idle = [
+                h for h in self._held.values()
+                if h.in_use == 0 and h.spec.priority != Priority.RESIDENT and now - h.last_used > self.idle_seconds
+            ]
             if not idle:
                 return []
             self._take(idle, "idle release")
         return self._unload(idle, "idle")
 
     def evict(self, name: str) -> bool:
-        """Unload one model now, whatever its priority; False when it was not loaded."""
+        """Unload one model now, whatever its priority and even in use (a command); False when it was not loaded."""
         with self._lock:
             self._wait_until_idle()
             held = self._held.get(name)
@@ -182,7 +198,12 @@ class ModelCache:
             return sum(h.nbytes for h in self._held.values()) + self._reserved
 
     def snapshot(self) -> dict[str, Any]:
-        """JSON-able state for publishing: budget, usage, models (least recently used first), counters."""
+        """JSON-able state for publishing: budget, usage, models (least recently used first), counters.
+
+        Each model shows the bytes it is charged beside its estimate and its measurement (None until one
+        load measured it); the totals add these up over the loaded models, the measured total over those
+        measured (`unmeasured` names the rest, charged their estimate).
+        """
         with self._lock:
             now = self._clock()
             used = self.used_bytes
@@ -191,6 +212,9 @@ class ModelCache:
                 "budget_bytes": self.budget_bytes,
                 "used_bytes": used,
                 "free_bytes": self.budget_bytes - used,
+                "estimated_bytes": sum(h.spec.estimated_bytes for h in self._held.values()),
+                "measured_bytes": sum(self._measured.get(name, 0) for name in self._held),
+                "unmeasured": [name for name in self._held if name not in self._measured],
                 "idle_seconds": self.idle_seconds,
                 "loading": self._loading,
                 "models": [
@@ -200,6 +224,7 @@ class ModelCache:
                         "bytes": h.nbytes,
                         "estimated_bytes": h.spec.estimated_bytes,
                         "measured_bytes": self._measured.get(name),
+                        "demand": round(self._demand_now(name, now), 3),
                         "last_used_age_s": round(now - h.last_used, 3),
                         "load_ms": round(h.load_ms, 2),
                         "hits": h.hits,
@@ -218,6 +243,7 @@ class ModelCache:
             if held is not None:
                 return self._hit(held, pin=pin, count=count)
             self.stats.misses += 1
+            self._count_demand(name)
             planned = self._measured.get(name, spec.estimated_bytes)
             victims = self._room_for(spec, planned)
             if victims is None:
@@ -265,6 +291,7 @@ class ModelCache:
         if count:
             self.stats.hits += 1
             held.hits += 1
+            self._count_demand(name)
             self._notify("on_hit", name)
         return CacheResult(model=held.model, hit=True)
 
@@ -277,7 +304,7 @@ class ModelCache:
     def _retry_once_after_oom(
         self, spec: ModelSpec, doing: str, attempt: Callable[[], T], *, claimed: bool, evicted: list[str] | None = None
     ) -> T:
-        """attempt(); after an out-of-memory error evict what spec may evict and attempt() once more."""
+        """attempt(); after an out-of-memory error evict every other model not in use and attempt() once more."""
         try:
             return attempt()
         except Exception as exc:
@@ -323,11 +350,11 @@ class ModelCache:
         return nbytes, None
 
     def _free_after_oom(self, spec: ModelSpec, *, claimed: bool) -> list[str]:
-        """Evict every other model this one may evict (accounting was wrong, so free all we can), then release."""
+        """Evict every other model not in use (accounting was wrong, so free all we can), then release."""
         with self._lock:
             if not claimed:
                 self._wait_until_idle()
-            victims = [h for h in self._eviction_order(spec) if h.spec.name != spec.name]
+            victims = [h for h in self._held.values() if h.in_use == 0 and h.spec.name != spec.name]
             self.stats.oom_retries += 1
             self._take(victims, f"out-of-memory retry of {spec.name}", claim=not claimed)
         log.warning("%s ran out of memory on %s; evicting %s and retrying once",
@@ -347,23 +374,39 @@ class ModelCache:
         while self._in_flight is not None:
             self._lock.wait()
 
-    def _eviction_order(self, spec: ModelSpec) -> list[_Held]:
-        """Models spec may evict, first to go first: lower priority, then least recently used."""
-        position = {name: index for index, name in enumerate(self._held)}
-        allowed = [h for h in self._held.values() if h.evictable and h.spec.priority <= spec.priority]
-        return sorted(allowed, key=lambda h: (h.spec.priority, position[h.spec.name]))
+    def _count_demand(self, name: str) -> None:
+        now = self._clock()
+        self._demand[name] = (self._demand_now(name, now) + 1.0, now)
+
+    def _demand_now(self, name: str, now: float) -> float:
+        """The model's requests so far, each weighing half as much every half_life_seconds."""
+        count, as_of = self._demand.get(name, (0.0, now))
+        return count * 0.5 ** (max(0.0, now - as_of) / self.half_life_seconds)
+
+    def _keep_value(self, held: _Held, now: float) -> float:
+        """What keeping this model is worth per GB it holds: priority weight x demand / size."""
+        return held.spec.priority.weight * self._demand_now(held.spec.name, now) * GB / max(held.nbytes, 1)
+
+    def _shielded(self, held: _Held, spec: ModelSpec, now: float) -> bool:
+        """Asked for moments ago and more important than spec: most likely an earlier model of spec's event."""
+        priority = held.spec.priority
+        recent = now - held.last_used <= self.shield_seconds
+        return recent and priority > spec.priority and priority != Priority.RESIDENT
 
     def _room_for(self, spec: ModelSpec, need: int) -> list[_Held] | None:
-        """Victims that make room for `need` bytes (sparing any that turn out unnecessary), or None."""
+        """Victims that make room for `need` bytes, least worth keeping first; None if models in use hold too much."""
+        now = self._clock()
         free = self.budget_bytes - self.used_bytes
+        candidates = [h for h in self._held.values() if h.in_use == 0]  # least recently used first
+        if need > free + sum(h.nbytes for h in candidates):
+            return None
+        order = sorted(candidates, key=lambda h: (self._shielded(h, spec, now), self._keep_value(h, now)))
         victims: list[_Held] = []
-        for held in self._eviction_order(spec):
+        for held in order:
             if need <= free:
                 break
             victims.append(held)
             free += held.nbytes
-        if need > free:
-            return None
         for held in reversed(victims[:-1]):  # a later, bigger victim may have made an earlier one needless
             if need <= free - held.nbytes:
                 victims.remove(held)
@@ -373,18 +416,13 @@ class ModelCache:
     def _skip_reason(self, spec: ModelSpec, need: int) -> str:
         if need > self.budget_bytes:
             return f"{spec.name} needs {_mb(need)}, more than the whole {_mb(self.budget_bytes)} budget"
-        evictable = {h.spec.name for h in self._eviction_order(spec)}
-        free = self.budget_bytes - self.used_bytes
-        may_free = sum(h.nbytes for h in self._held.values() if h.spec.name in evictable)
-        keeping = ", ".join(
-            f"{h.spec.name} ({h.spec.priority.name}{', in use' if h.in_use else ''}, {_mb(h.nbytes)})"
-            for h in self._held.values()
-            if h.spec.name not in evictable
-        )
+        in_use = [h for h in self._held.values() if h.in_use]
+        evictable = sum(h.nbytes for h in self._held.values() if not h.in_use)
         return (
-            f"{spec.name} ({spec.priority.name}) needs {_mb(need)} of the {_mb(self.budget_bytes)} budget: "
-            f"{_mb(free)} free and {_mb(may_free)} held by models it may evict; "
-            f"the rest is held by models it may not evict: {keeping or 'none'}"
+            f"{spec.name} needs {_mb(need)} of the {_mb(self.budget_bytes)} budget, but models in use hold "
+            f"{_mb(sum(h.nbytes for h in in_use))} of it: "
+            + ", ".join(f"{h.spec.name} ({h.spec.priority.name}, {_mb(h.nbytes)})" for h in in_use)
+            + f"; {_mb(self.budget_bytes - self.used_bytes)} free, {_mb(evictable)} held by models not in use"
         )
 
     def _take(self, victims: list[_Held], purpose: str, *, claim: bool = True) -> None:

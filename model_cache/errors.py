@@ -4,9 +4,10 @@ from __future__ import annotations
 
 
 class ModelSkipped(Exception):
-    """The model cannot fit in the budget without evicting a model that outranks it (or at all).
+    """The model cannot fit at all: it is bigger than the whole budget, or models in use hold the rest.
 
-    `reason` names the model, the bytes it needed, and what holds the rest of the budget.
+    Any model not in use is evicted to serve a request, whatever its priority, so this is the only refusal.
+    `reason` names the model, the bytes it needed, and the models in use that hold the budget.
     """
 
     def __init__(self, reason: str):

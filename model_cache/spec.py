@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Callable
 
 
 class Priority(IntEnum):
-    """Eviction order: lower goes first; RESIDENT models are pinned and never evicted."""
+    """How much a model is worth keeping: its value is its weight in the choice of victim, not a rank.
+
+    RESIDENT (the scene models) weighs most and is never released for idleness; like every model not in
+    use it can still be evicted to make room.
+    """
 
     LOW = 1
     MEDIUM = 2
     HIGH = 3
     CRITICAL = 4
     RESIDENT = 5
+
+    @property
+    def weight(self) -> float:
+        """The factor a model's demand per byte is multiplied by when the cache weighs whom to keep."""
+        return float(self.value)
 
 
 @dataclass(frozen=True)
@@ -26,7 +35,6 @@ class ModelSpec:
     priority: Priority
     loader: Callable[[], Any]
     unloader: Callable[[Any], None] | None = None
-    triggers: tuple[str, ...] = field(default=())
 
     @property
     def estimated_bytes(self) -> int:

@@ -112,7 +112,7 @@ def names(cache: ModelCache) -> list[str]:
     return [m["name"] for m in cache.snapshot()["models"]]
 
 
-# -- hits, misses, priorities --------------------------------------------------------------------------
+# -- hits, misses, the choice of victim --------------------------------------------------------------------------
 def test_second_get_is_a_hit_and_does_not_load_again():
     cache = make_cache(1000)
     spec = make_spec("pose", 300)
@@ -123,56 +123,157 @@ def test_second_get_is_a_hit_and_does_not_load_again():
     assert cache.stats.hits == 1 and cache.stats.misses == 1 and cache.stats.loads == 1
 
 
-def test_low_priority_load_never_evicts_critical():
+def test_low_priority_model_still_loads_when_only_higher_priorities_hold_the_budget():
     cache = make_cache(1000)
-    cache.get(make_spec("threat", 800, Priority.CRITICAL))
-    depth = make_spec("depth", 300, Priority.LOW)
-    with pytest.raises(ModelSkipped) as skipped:
-        cache.get(depth)
-    assert names(cache) == ["threat"]
-    assert depth.loader.calls == 0
-    assert cache.stats.skips == 1
-    assert "depth (LOW) needs 300.0 MB" in skipped.value.reason
-    assert "threat (CRITICAL, 800.0 MB)" in skipped.value.reason
+    cache.get(make_spec("threat", 500, Priority.CRITICAL))
+    cache.get(make_spec("pose", 400, Priority.HIGH))
+    result = cache.get(make_spec("depth", 300, Priority.LOW))  # no starvation: priority is a weight, not a wall
+    assert result.hit is False and result.evicted == ["pose"]  # the cheaper to lose: weight 3 against 4
+    assert names(cache) == ["threat", "depth"]
+    assert cache.stats.skips == 0
 
 
-def test_higher_priority_evicts_lower_priority_before_older_equals():
+def test_lower_priority_goes_first_at_equal_demand_and_size():
     clock = FakeClock()
     cache = make_cache(1000, clock=clock)
-    cache.get(make_spec("reid", 400, Priority.MEDIUM))  # oldest
-    clock.advance(1)
-    cache.get(make_spec("depth", 400, Priority.LOW))  # newer but lower
+    cache.get(make_spec("reid", 400, Priority.MEDIUM))  # older
+    cache.get(make_spec("depth", 400, Priority.LOW))  # as recent, but weighs less
     result = cache.get(make_spec("clothing", 400, Priority.HIGH))
     assert result.evicted == ["depth"]
     assert names(cache) == ["reid", "clothing"]
 
 
-def test_equal_priority_evicts_least_recently_used():
+def test_priority_is_weighed_against_demand():
+    clock = FakeClock()
+    cache = make_cache(1000, clock=clock)
+    depth, clothing = make_spec("depth", 400, Priority.LOW), make_spec("clothing", 400, Priority.HIGH)
+    cache.get(clothing)
+    for _ in range(4):
+        cache.get(depth)  # asked for four times: 4 x weight 1 outweighs 1 x weight 3
+    clock.advance(10)  # a later event
+    assert cache.get(make_spec("pet", 400, Priority.MEDIUM)).evicted == ["clothing"]
+    assert sorted(names(cache)) == ["depth", "pet"]
+
+
+def test_per_byte_a_big_model_is_worth_less_than_a_small_one():
+    cache = make_cache(1000)
+    cache.get(make_spec("reid", 100))  # least recently used, but holds little
+    cache.get(make_spec("vehicle", 500))
+    result = cache.get(make_spec("pet", 500))  # evicting reid alone would make room; vehicle frees more per request
+    assert result.evicted == ["vehicle"]
+    assert names(cache) == ["reid", "pet"]
+
+
+def test_old_demand_fades_with_the_half_life():
+    clock = FakeClock()
+    cache = make_cache(1000, clock=clock, half_life_seconds=600)
+    busy, recent = make_spec("pet", 400), make_spec("vehicle", 400)
+    for _ in range(3):
+        cache.get(busy)
+    clock.advance(1200)  # two half-lives: pet's three requests now count as 0.75
+    cache.get(recent)
+    assert cache.get(make_spec("reid", 400)).evicted == ["pet"]
+    assert [m["demand"] for m in cache.snapshot()["models"]] == [1.0, 1.0]
+
+
+def test_least_recently_used_goes_first_among_equals():
     cache = make_cache(1000)
     pet, reid = make_spec("pet", 400), make_spec("reid", 400)
     cache.get(pet)
-    cache.get(reid)
-    cache.get(pet)  # reid is now the least recently used
-    result = cache.get(make_spec("vehicle", 400))
-    assert result.evicted == ["reid"]
-    assert sorted(names(cache)) == ["pet", "vehicle"]
+    cache.get(reid)  # same clock, same demand, same size, same priority: only recency differs
+    assert cache.get(make_spec("vehicle", 400)).evicted == ["pet"]
 
 
 def test_victim_made_needless_by_a_bigger_one_is_spared():
-    cache = make_cache(1000)
+    clock = FakeClock()
+    cache = make_cache(1000, clock=clock, half_life_seconds=600)
     cache.get(make_spec("small", 100, Priority.LOW))
+    clock.advance(1200)  # small's demand has faded to 0.25: it is the first candidate
     cache.get(make_spec("big", 700, Priority.MEDIUM))
     result = cache.get(make_spec("new", 750, Priority.MEDIUM))  # free 200: evicting big alone is enough
     assert result.evicted == ["big"]
     assert sorted(names(cache)) == ["new", "small"]
 
 
-def test_resident_model_is_never_evicted_to_make_room():
+# -- an event's models --------------------------------------------------------------------------------------
+def event_after_a_busy_minute(clock: FakeClock) -> ModelCache:
+    """clothing asked for three times a minute ago, then an event's vehicle model just loaded."""
+    cache = make_cache(1000, clock=clock)
+    clothing = make_spec("clothing", 300, Priority.HIGH)
+    for _ in range(3):
+        cache.get(clothing)
+    clock.advance(60)
+    cache.get(make_spec("vehicle", 600, Priority.MEDIUM))
+    return cache
+
+
+def test_an_event_does_not_push_out_its_more_important_model_just_loaded():
+    clock = FakeClock()
+    cache = event_after_a_busy_minute(clock)
+    # Per byte vehicle is worth least (2 x 1 / 600 MB against 3 x 3 / 300 MB), but it was asked for moments ago
+    # and outranks depth: the planner asked for it first in this very event, and it may not have run yet.
+    result = cache.get(make_spec("depth", 150, Priority.LOW))
+    assert result.evicted == ["clothing"]
+    assert names(cache) == ["vehicle", "depth"]
+
+
+def test_the_shield_lapses_after_shield_seconds():
+    clock = FakeClock()
+    cache = event_after_a_busy_minute(clock)
+    clock.advance(cache.shield_seconds + 1)  # the next event: vehicle is weighed like any other model
+    assert cache.get(make_spec("depth", 150, Priority.LOW)).evicted == ["vehicle"]
+
+
+def test_the_shield_gives_way_when_the_event_does_not_fit():
     cache = make_cache(1000)
-    cache.get(make_spec("florence", 700, Priority.RESIDENT))
-    with pytest.raises(ModelSkipped):
-        cache.get(make_spec("threat", 400, Priority.CRITICAL))
-    assert names(cache) == ["florence"]
+    cache.get(make_spec("threat", 500, Priority.CRITICAL))
+    cache.get(make_spec("clothing", 400, Priority.HIGH))
+    result = cache.get(make_spec("depth", 300, Priority.LOW))  # only the event's own models can make room
+    assert result.evicted == ["clothing"]
+    assert cache.stats.skips == 0
+
+
+def test_models_of_an_event_held_in_use_are_never_evicted_for_its_later_models():
+    cache = make_cache(1000)
+    threat, pose = make_spec("threat", 500, Priority.CRITICAL), make_spec("pose", 400, Priority.HIGH)
+    with cache.using(threat), cache.using(pose):  # the event's first models are still running
+        with pytest.raises(ModelSkipped) as skipped:
+            cache.get(make_spec("depth", 300, Priority.LOW))
+        assert "models in use hold 900.0 MB" in skipped.value.reason
+        assert "threat (CRITICAL, 500.0 MB), pose (HIGH, 400.0 MB)" in skipped.value.reason
+    assert cache.get(make_spec("depth", 300, Priority.LOW)).evicted == ["pose"]
+
+
+# -- resident models -----------------------------------------------------------------------------------------
+def test_resident_model_weighs_most():
+    clock = FakeClock()
+    cache = make_cache(1000, clock=clock)
+    cache.get(make_spec("clip", 400, Priority.RESIDENT))
+    cache.get(make_spec("threat", 400, Priority.CRITICAL))
+    clock.advance(10)  # a later event
+    assert cache.get(make_spec("pose", 400, Priority.HIGH)).evicted == ["threat"]
+
+
+def test_resident_model_gives_way_when_a_request_could_not_be_served_otherwise():
+    cache = make_cache(1000)
+    florence = make_spec("florence", 700, Priority.RESIDENT)
+    cache.get(florence)
+    result = cache.get(make_spec("threat", 400, Priority.CRITICAL))
+    assert result.evicted == ["florence"] and florence.loader.calls == 1
+    assert names(cache) == ["threat"]
+
+
+def test_resident_model_is_not_shielded_by_its_event():
+    # Two resident models nearly fill a small budget: shielding them would make every other model of the
+    # event miss, so they keep their place by weight and demand alone.
+    clock = FakeClock()
+    cache = make_cache(1000, clock=clock)
+    threat = make_spec("threat", 300, Priority.CRITICAL)
+    for _ in range(3):
+        cache.get(threat)
+    clock.advance(60)
+    cache.get(make_spec("florence", 600, Priority.RESIDENT))
+    assert cache.get(make_spec("pose", 200, Priority.HIGH)).evicted == ["florence"]
 
 
 def test_model_larger_than_the_budget_is_skipped_without_loading():
@@ -207,17 +308,30 @@ def test_measurement_is_remembered_across_unload_and_reload():
 
 def test_measurement_over_the_estimate_that_cannot_fit_is_unloaded_and_skipped():
     cache = make_cache(1000)
-    cache.get(make_spec("threat", 500, Priority.CRITICAL))
+    threat = make_spec("threat", 500, Priority.CRITICAL)
     loader = FakeLoader("vehicle", 800 * MB)
     vehicle = make_spec("vehicle", 400, loader=loader)
-    with pytest.raises(ModelSkipped, match="measured 800.0 MB once loaded"):
-        cache.get(vehicle)
-    assert names(cache) == ["threat"]
-    assert cache.snapshot()["used_bytes"] == 500 * MB
-    with pytest.raises(ModelSkipped):
-        cache.get(vehicle)  # the measurement is remembered: no second load
+    with cache.using(threat):  # 500 MB in use: room for the 400 MB estimate, not for the 800 MB measured
+        with pytest.raises(ModelSkipped, match="measured 800.0 MB once loaded"):
+            cache.get(vehicle)
+        assert names(cache) == ["threat"]
+        assert cache.snapshot()["used_bytes"] == 500 * MB
+        with pytest.raises(ModelSkipped):
+            cache.get(vehicle)  # the measurement is remembered: no second load
     assert loader.calls == 1
     assert cache.stats.skips == 2 and cache.stats.loads == 1
+    assert cache.get(vehicle).evicted == ["threat"]  # once threat is done, it fits by evicting it
+
+
+def test_measurement_bigger_than_the_budget_is_skipped_for_good():
+    cache = make_cache(1000)
+    loader = FakeLoader("action", 1200 * MB)
+    action = make_spec("action", 650, Priority.LOW, loader=loader)
+    with pytest.raises(ModelSkipped, match="measured 1200.0 MB once loaded .*more than the whole 1000.0 MB budget"):
+        cache.get(action)
+    with pytest.raises(ModelSkipped, match="more than the whole"):
+        cache.get(action)
+    assert loader.calls == 1 and len(cache) == 0
 
 
 def test_refused_model_is_unloaded_and_dropped_after_measuring():
@@ -230,12 +344,25 @@ def test_refused_model_is_unloaded_and_dropped_after_measuring():
 
     alive_when_released = []
     cache = make_cache(1000, release=lambda: alive_when_released.append(made[0]() is not None))
-    cache.get(make_spec("threat", 500, Priority.CRITICAL))
-    with pytest.raises(ModelSkipped):
+    with cache.using(make_spec("threat", 500, Priority.CRITICAL)), pytest.raises(ModelSkipped):
         cache.get(ModelSpec("vehicle", 400, Priority.MEDIUM, loader=load, unloader=lambda m: unloaded.append(m.name)))
     assert unloaded == ["vehicle"]
     assert alive_when_released == [False]  # nothing held it any more when memory was released
     assert cache.snapshot()["loading"] is None
+
+
+def test_snapshot_shows_estimated_and_measured_bytes_side_by_side():
+    cache = make_cache(2000)
+    cache.get(make_spec("clothing", 800, Priority.HIGH, measured_mb=573))
+    cache.get(make_spec("pet", 200))  # unmeasurable: charged its estimate
+    snapshot = cache.snapshot()
+    assert [(m["name"], m["estimated_bytes"], m["measured_bytes"], m["bytes"]) for m in snapshot["models"]] == [
+        ("clothing", 800 * MB, 573 * MB, 573 * MB), ("pet", 200 * MB, None, 200 * MB),
+    ]
+    assert (snapshot["estimated_bytes"], snapshot["measured_bytes"], snapshot["unmeasured"]) == (
+        1000 * MB, 573 * MB, ["pet"],
+    )
+    assert snapshot["used_bytes"] == 773 * MB
 
 
 def test_unmeasurable_model_is_charged_its_estimate():
@@ -257,6 +384,17 @@ def test_idle_models_are_released():
     assert cache.release_idle() == ["depth"]
     assert sorted(names(cache)) == ["florence", "pose"]
     assert cache.stats.evictions == 1
+
+
+def test_model_in_use_is_not_released_however_long_it_runs():
+    clock = FakeClock()
+    cache = make_cache(1000, idle_seconds=60, clock=clock)
+    action = make_spec("action", 600, Priority.LOW)
+    with cache.using(action):
+        clock.advance(120)
+        assert cache.release_idle() == []
+    clock.advance(61)
+    assert cache.release_idle() == ["action"]
 
 
 def test_release_idle_without_idle_seconds_keeps_everything():
@@ -317,16 +455,17 @@ def test_failing_loader_raises_and_leaves_cache_consistent():
     assert loader.calls == 2
 
 
-def test_oom_during_load_evicts_and_retries_once():
+def test_oom_during_load_evicts_everything_not_in_use_and_retries_once():
     cache = make_cache(2000)
     cache.get(make_spec("depth", 150, Priority.LOW))
-    cache.get(make_spec("reid", 100, Priority.MEDIUM))
-    cache.get(make_spec("threat", 400, Priority.CRITICAL))
+    cache.get(make_spec("clip", 100, Priority.RESIDENT))
+    threat = make_spec("threat", 400, Priority.CRITICAL)
     loader = FakeLoader("vehicle", errors=[RuntimeError("CUDA out of memory. Tried to allocate 20.00 MiB")])
-    result = cache.get(make_spec("vehicle", 500, Priority.MEDIUM, loader=loader))
+    with cache.using(threat):
+        result = cache.get(make_spec("vehicle", 500, Priority.MEDIUM, loader=loader))
     assert loader.calls == 2
-    assert result.hit is False and sorted(result.evicted) == ["depth", "reid"]
-    assert sorted(names(cache)) == ["threat", "vehicle"]  # CRITICAL outranks the retrying MEDIUM model
+    assert result.hit is False and sorted(result.evicted) == ["clip", "depth"]  # the resident too: it is not in use
+    assert sorted(names(cache)) == ["threat", "vehicle"]  # threat was in use
     assert cache.stats.oom_retries == 1 and cache.stats.loads == 4 and cache.stats.load_failures == 0
 
 
@@ -372,9 +511,9 @@ def test_oom_twice_during_inference_raises_clear_error():
     assert cache.snapshot()["models"][0]["in_use"] == 0
 
 
-def test_oom_retry_never_evicts_a_higher_priority_model():
+def test_oom_retry_never_evicts_a_model_in_use():
     cache = make_cache(2000)
-    cache.get(make_spec("threat", 400, Priority.CRITICAL))
+    threat = make_spec("threat", 400, Priority.CRITICAL)
     cache.get(make_spec("florence", 600, Priority.RESIDENT))
     depth = make_spec("depth", 150, Priority.LOW)
     calls = []
@@ -385,8 +524,9 @@ def test_oom_retry_never_evicts_a_higher_priority_model():
             raise MemoryError()
         return "ok"
 
-    assert cache.run_with_oom_retry(depth, infer) == "ok"
-    assert sorted(names(cache)) == ["depth", "florence", "threat"]
+    with cache.using(threat):  # another event's threat inference is running beside depth's
+        assert cache.run_with_oom_retry(depth, infer) == "ok"
+    assert sorted(names(cache)) == ["depth", "threat"]
 
 
 def test_other_inference_errors_are_not_retried():
@@ -417,14 +557,20 @@ def test_recognises_out_of_memory_errors():
 
 
 # -- models in use, threads ---------------------------------------------------------------------------------
-def test_model_in_use_is_not_evicted():
+def test_model_in_use_is_never_evicted_even_for_a_more_important_one():
     cache = make_cache(1000)
     reid = make_spec("reid", 600, Priority.MEDIUM)
+    cache.get(make_spec("depth", 100, Priority.LOW))
     with cache.using(reid) as model:
         assert model.name == "reid"
-        with pytest.raises(ModelSkipped, match=r"reid \(MEDIUM, in use, 600.0 MB\)"):
-            cache.get(make_spec("pet", 600, Priority.MEDIUM))
-    assert cache.get(make_spec("pet", 600, Priority.MEDIUM)).evicted == ["reid"]
+        with pytest.raises(ModelSkipped) as skipped:
+            cache.get(make_spec("threat", 600, Priority.CRITICAL))
+        assert skipped.value.reason == (
+            "threat needs 600.0 MB of the 1000.0 MB budget, but models in use hold 600.0 MB of it: "
+            "reid (MEDIUM, 600.0 MB); 300.0 MB free, 100.0 MB held by models not in use"
+        )
+        assert names(cache) == ["depth", "reid"]  # depth alone could not make room, so it stays
+    assert cache.get(make_spec("threat", 600, Priority.CRITICAL)).evicted == ["reid"]
 
 
 def test_concurrent_get_loads_once():
@@ -484,7 +630,7 @@ def test_observer_sees_hits_misses_loads_evictions_and_skips():
     cache.get(make_spec("depth", 600, Priority.LOW))
     cache.get(make_spec("reid", 600, Priority.MEDIUM))
     with pytest.raises(ModelSkipped):
-        cache.get(make_spec("pet", 600, Priority.LOW))
+        cache.get(make_spec("pet", 1200, Priority.LOW))
     assert observer.events == [
         ("miss", "depth"), ("load", "depth", 600 * MB), ("hit", "depth"),
         ("miss", "reid"), ("evict", "depth", "room"), ("load", "reid", 600 * MB),
@@ -501,7 +647,7 @@ def test_snapshot_is_json_serialisable():
     assert snapshot["budget_bytes"] == 1000 * MB and snapshot["free_bytes"] == 750 * MB
     assert snapshot["models"][0] | {"load_ms": 0} == {
         "name": "clip", "priority": "RESIDENT", "bytes": 250 * MB, "estimated_bytes": 300 * MB,
-        "measured_bytes": 250 * MB, "last_used_age_s": 2.5, "load_ms": 0, "hits": 0, "in_use": 0,
+        "measured_bytes": 250 * MB, "demand": 0.999, "last_used_age_s": 2.5, "load_ms": 0, "hits": 0, "in_use": 0,
     }
     assert set(snapshot["stats"]) >= {"hits", "misses", "loads", "evictions", "skips", "load_failures", "oom_retries"}
 

@@ -1,7 +1,8 @@
-"""ModelCache invariants over random request sequences: budget, priorities, admission and counters."""
+"""ModelCache invariants over random request sequences: budget, models in use, admission, shield and counters."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
@@ -30,14 +31,17 @@ zoo = st.lists(
     min_size=1,
     max_size=6,
 )
+SHIELD_SECONDS = 5.0
 OUTCOMES = ["ok"] * 3 + ["fail", "oom_once", "oom_twice"]
 operations = st.lists(
     st.one_of(
         st.tuples(st.just("get"), st.integers(0, 5), st.sampled_from(OUTCOMES)),
-        st.tuples(st.just("tick"), st.floats(0, 400)),
+        st.tuples(st.just("tick"), st.one_of(st.floats(0, 2 * SHIELD_SECONDS), st.floats(0, 400))),
         st.tuples(st.just("idle")),
         st.tuples(st.just("evict"), st.integers(0, 5)),
         st.tuples(st.just("infer"), st.integers(0, 5), st.booleans()),
+        st.tuples(st.just("pin"), st.integers(0, 5)),
+        st.tuples(st.just("unpin")),
     ),
     min_size=10,
     max_size=50,
@@ -69,22 +73,35 @@ class Zoo:
 
 
 def room_for(cache: ModelCache, spec: ModelSpec) -> int:
-    """Budget less what spec may not evict (higher priority or resident models)."""
+    """Budget less what models in use hold: every other model may be evicted for any request."""
     held = cache.snapshot()["models"]
-    kept = sum(
-        m["bytes"] for m in held
-        if Priority[m["priority"]] > spec.priority or Priority[m["priority"]] == Priority.RESIDENT
-    )
-    return cache.budget_bytes - kept
+    return cache.budget_bytes - sum(m["bytes"] for m in held if m["in_use"] and m["name"] != spec.name)
 
 
-def check_books(cache: ModelCache, budget: int) -> None:
+def shielded_and_spare(cache: ModelCache, spec: ModelSpec) -> tuple[set[str], int]:
+    """Models shielded from spec (asked for moments ago, outranking it, not resident), and the bytes that
+    free memory plus the other models not in use could make."""
     snapshot = cache.snapshot()
-    assert snapshot["used_bytes"] <= budget
+    shielded = {
+        m["name"] for m in snapshot["models"]
+        if not m["in_use"] and m["last_used_age_s"] <= cache.shield_seconds
+        and Priority[m["priority"]] > spec.priority and m["priority"] != "RESIDENT"
+    }
+    spare = snapshot["free_bytes"] + sum(
+        m["bytes"] for m in snapshot["models"] if not m["in_use"] and m["name"] not in shielded
+    )
+    return shielded, spare
+
+
+def check_books(cache: ModelCache, budget: int, pins: dict[str, int]) -> None:
+    snapshot = cache.snapshot()
+    assert snapshot["used_bytes"] <= budget  # never over budget: a load that cannot fit is skipped instead
     assert snapshot["used_bytes"] == sum(m["bytes"] for m in snapshot["models"])
     assert snapshot["free_bytes"] == budget - snapshot["used_bytes"]
+    assert snapshot["estimated_bytes"] == sum(m["estimated_bytes"] for m in snapshot["models"])
+    assert snapshot["measured_bytes"] == sum(m["measured_bytes"] or 0 for m in snapshot["models"])
     assert snapshot["loading"] is None
-    assert all(m["in_use"] == 0 for m in snapshot["models"])
+    assert {m["name"]: m["in_use"] for m in snapshot["models"] if m["in_use"]} == {n: c for n, c in pins.items() if c}
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -99,13 +116,15 @@ def test_random_request_sequences_keep_the_cache_invariants(models, budget_mb, i
     clock = FakeClock()
     observer = RecordingObserver()
     budget = budget_mb * MB
-    cache = ModelCache(budget, idle_seconds=idle_seconds, clock=clock, observer=observer,
-                       measure=fake_measure, release=lambda: None)
+    cache = ModelCache(budget, idle_seconds=idle_seconds, shield_seconds=SHIELD_SECONDS, clock=clock,
+                       observer=observer, measure=fake_measure, release=lambda: None)
     requests = 0
-    priority = {s.name: s.priority for s in zoo_.specs}
+    pinned: list[tuple[str, ExitStack]] = []  # using() blocks still open: those models are in use
+    pins: dict[str, int] = {}
 
     for op in ops:
         kind = op[0]
+        in_use = {name for name, count in pins.items() if count}
         if kind == "tick":
             clock.advance(op[1])
         elif kind == "get":
@@ -113,6 +132,7 @@ def test_random_request_sequences_keep_the_cache_invariants(models, budget_mb, i
             spec, loader = zoo_.specs[i], zoo_.loaders[i]
             was_held = spec.name in cache
             room, planned, charged = room_for(cache, spec), zoo_.planned_bytes(i), zoo_.charged_bytes(i)
+            shielded, spare = shielded_and_spare(cache, spec)
             loader.errors = {
                 "ok": [], "fail": [ValueError("broken weights")],
                 "oom_once": [MemoryError()], "oom_twice": [MemoryError(), MemoryError()],
@@ -121,7 +141,7 @@ def test_random_request_sequences_keep_the_cache_invariants(models, budget_mb, i
             requests += 1
             try:
                 result = cache.get(spec)
-            except ModelSkipped:
+            except ModelSkipped:  # only when it cannot fit beside the models in use (or at all)
                 assert not was_held
                 assert planned > room or (loader.calls > calls_before and charged > room)
             except ValueError:
@@ -132,32 +152,48 @@ def test_random_request_sequences_keep_the_cache_invariants(models, budget_mb, i
                 assert result.hit == was_held
                 if was_held:
                     assert loader.calls == calls_before
-                else:  # a model that fits is always returned
+                else:  # a model that fits beside the models in use is always served
                     assert planned <= room and charged <= room and outcome in ("ok", "oom_once")
                     assert spec.name in cache
-                    if outcome == "oom_once":  # everything it may evict was freed before the retry
-                        assert not [m for m in cache.snapshot()["models"] if m["name"] != spec.name
-                                    and Priority[m["priority"]] <= spec.priority
-                                    and Priority[m["priority"]] < Priority.RESIDENT]
-                for name in result.evicted:
-                    assert priority[name] <= spec.priority and priority[name] < Priority.RESIDENT
+                    if outcome == "oom_once":  # everything not in use was freed before the retry
+                        assert {m["name"] for m in cache.snapshot()["models"]} <= in_use | {spec.name}
+                    elif max(planned, charged) <= spare:  # the others could make room: the shield held
+                        assert not shielded & set(result.evicted)
             if loader.calls > calls_before and loader.measured_bytes is not None and outcome in ("ok", "oom_once"):
                 zoo_.learned[spec.name] = loader.measured_bytes
-            for event in observer.events[events_before:]:
-                if event[0] == "evict":  # evictions made for this request never outrank it
-                    assert priority[event[1]] <= spec.priority and priority[event[1]] < Priority.RESIDENT
+            evicted = {event[1] for event in observer.events[events_before:] if event[0] == "evict"}
+            assert not evicted & in_use  # a model in use is never evicted
+        elif kind == "pin":  # an inference starts on a loaded model and keeps running across the next operations
+            held = [m["name"] for m in cache.snapshot()["models"]]
+            if not held:
+                continue
+            spec = zoo_.specs[int(held[op[1] % len(held)][1:])]
+            stack = ExitStack()
+            stack.enter_context(cache.using(spec))  # a hit: not counted as a request
+            pinned.append((spec.name, stack))
+            pins[spec.name] = pins.get(spec.name, 0) + 1
+        elif kind == "unpin":
+            if not pinned:
+                continue
+            name, stack = pinned.pop(0)
+            stack.close()
+            pins[name] -= 1
         elif kind == "idle":
             before = {m["name"]: m for m in cache.snapshot()["models"]}
             released = cache.release_idle()
             expected = [] if idle_seconds is None else [
                 name for name, m in before.items()
-                if Priority[m["priority"]] < Priority.RESIDENT and m["last_used_age_s"] > idle_seconds + 1e-3
+                if Priority[m["priority"]] < Priority.RESIDENT and not m["in_use"]
+                and m["last_used_age_s"] > idle_seconds + 1e-3
             ]
             assert set(expected) <= set(released)
             assert all(Priority[before[name]["priority"]] < Priority.RESIDENT for name in released)
+            assert not set(released) & in_use
             assert all(before[name]["last_used_age_s"] >= idle_seconds - 1e-3 for name in released)
         elif kind == "evict":
             name = zoo_.specs[op[1] % len(models)].name
+            if name in in_use:
+                continue  # evict() is an explicit command that does not wait for inferences to end
             was_held = name in cache
             assert cache.evict(name) is was_held
             assert name not in cache
@@ -177,10 +213,11 @@ def test_random_request_sequences_keep_the_cache_invariants(models, budget_mb, i
             assert cache.run_with_oom_retry(spec, infer) == spec.name
             assert len(attempts) == (2 if op[2] else 1)
             gone = others - {m["name"] for m in cache.snapshot()["models"]}
-            may_go = {name for name in others if priority[name] <= spec.priority and priority[name] < Priority.RESIDENT}
-            assert gone == (may_go if op[2] else set())  # out of memory frees all it may, and nothing else
-        check_books(cache, budget)
+            assert gone == (others - in_use if op[2] else set())  # out of memory frees all it may, and nothing else
+        check_books(cache, budget, pins)
 
+    while pinned:
+        pinned.pop()[1].close()
     stats = cache.stats
     assert stats.hits + stats.misses == requests
     assert stats.loads == stats.misses - stats.skips - stats.load_failures
@@ -193,16 +230,14 @@ def test_random_request_sequences_keep_the_cache_invariants(models, budget_mb, i
 
 @settings(max_examples=100, deadline=None)
 @given(models=zoo, budget_mb=st.integers(50, 600), order=st.lists(st.integers(0, 5), min_size=5, max_size=60))
-def test_loaded_models_are_those_the_rules_admit(models, budget_mb, order):
-    """With plain successful loads, a model is held right after it is asked for exactly when it fits."""
+def test_with_nothing_in_use_every_request_that_fits_the_budget_is_served(models, budget_mb, order):
+    """With plain successful loads, a model is held right after it is asked for exactly when it fits alone."""
     zoo_ = Zoo(models)
     cache = ModelCache(budget_mb * MB, measure=fake_measure, release=lambda: None, clock=FakeClock())
     for i in order:
         i %= len(models)
         spec = zoo_.specs[i]
-        fits = spec.name in cache or (
-            zoo_.planned_bytes(i) <= room_for(cache, spec) and zoo_.charged_bytes(i) <= room_for(cache, spec)
-        )
+        fits = spec.name in cache or max(zoo_.planned_bytes(i), zoo_.charged_bytes(i)) <= cache.budget_bytes
         measured_before = zoo_.loaders[i].calls
         try:
             cache.get(spec)
@@ -237,3 +272,49 @@ def test_release_idle_frees_exactly_the_idle_non_resident_models(models, uses, i
     }
     assert set(cache.release_idle()) == idle
     assert {m["name"] for m in cache.snapshot()["models"]} == set(last_used) - idle
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    models=zoo,
+    budget_mb=st.integers(50, 600),
+    history=st.lists(st.tuples(st.integers(0, 5), st.floats(0, 100)), max_size=20),
+    event=st.lists(st.integers(0, 5), min_size=2, max_size=6),
+)
+def test_an_event_never_pushes_out_its_more_important_models_while_others_could_make_room(
+    models, budget_mb, history, event
+):
+    """The planner asks for an event's models most important first; a later one evicts an earlier, more
+    important one (not resident) only when the models from before the event and free memory cannot make room."""
+    zoo_ = Zoo(models)
+    clock = FakeClock()
+    cache = ModelCache(budget_mb * MB, shield_seconds=SHIELD_SECONDS, clock=clock, measure=fake_measure,
+                       release=lambda: None)
+
+    def ask(i: int) -> list[str] | None:
+        spec, loader = zoo_.specs[i], zoo_.loaders[i]
+        calls_before = loader.calls
+        try:
+            return cache.get(spec).evicted
+        except ModelSkipped:
+            return None
+        finally:
+            if loader.calls > calls_before and loader.measured_bytes is not None:
+                zoo_.learned[spec.name] = loader.measured_bytes
+
+    for i, pause in history:
+        ask(i % len(models))
+        clock.advance(pause)
+    clock.advance(SHIELD_SECONDS + 1)  # the event starts: what came before is not shielded
+    asked: list[ModelSpec] = []
+    for i in sorted({j % len(models) for j in event}, key=lambda j: -zoo_.specs[j].priority):
+        spec = zoo_.specs[i]
+        earlier = {
+            s.name for s in asked if s.priority > spec.priority and s.priority != Priority.RESIDENT and s.name in cache
+        }
+        snapshot = cache.snapshot()
+        others_room = snapshot["free_bytes"] + sum(m["bytes"] for m in snapshot["models"] if m["name"] not in earlier)
+        evicted = ask(i)
+        if evicted is not None and max(zoo_.planned_bytes(i), zoo_.charged_bytes(i)) <= others_room:
+            assert not earlier & set(evicted)
+        asked.append(spec)
