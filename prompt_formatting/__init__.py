@@ -13,7 +13,7 @@ from prompt_formatting.distance import (
     parse_depth_calibration,
 )
 from prompt_formatting.person import format_enhanced_clothing_context
-from prompt_formatting.scene import format_depth_context, format_florence_scene_context
+from prompt_formatting.scene import format_clip_scene_context, format_depth_context, format_florence_scene_context
 from prompt_formatting.sections import format_ondemand_enrichment_context
 from prompt_formatting.template import build_risk_prompt
 from prompt_formatting.untrusted import clean_text, quoted
@@ -40,6 +40,7 @@ __all__ = [
     "count_context_attributes",
     "depth_range_m",
     "describe_age",
+    "format_clip_scene_context",
     "format_depth_context",
     "format_enhanced_clothing_context",
     "format_florence_scene_context",

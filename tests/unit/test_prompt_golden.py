@@ -12,6 +12,7 @@ import pytest
 from prompt_formatting import (
     build_risk_prompt,
     count_context_attributes,
+    format_clip_scene_context,
     format_depth_context,
     format_enhanced_clothing_context,
     format_florence_scene_context,
@@ -33,6 +34,7 @@ def render(case: dict) -> str:
         "format_vehicle_context": format_vehicle_context(enrichment.get("vehicle")),
         "format_pet_context": format_pet_context(enrichment.get("pet")),
         "format_depth_context": format_depth_context(enrichment.get("depth")),
+        "format_clip_scene_context": format_clip_scene_context(enrichment.get("scene")),
         "format_ondemand_enrichment_context": format_ondemand_enrichment_context(enrichment),
         "count_context_attributes": str(count_context_attributes(enrichment)),
         "build_risk_prompt": build_risk_prompt(event, enrichment, unavailable),
@@ -41,14 +43,22 @@ def render(case: dict) -> str:
                    for name, text in parts.items())
 
 
+def load(name: str) -> dict:
+    return json.loads((GOLDEN / "inputs" / f"{name}.json").read_text())
+
+
 def test_there_are_golden_cases():
     assert {"person_threat", "person_face", "vehicle", "animal", "partial_failure"} <= set(CASES)
 
 
+@pytest.mark.parametrize("name", ["person_threat", "person_face"])
+def test_person_cases_state_at_least_twelve_context_attributes(name):
+    assert count_context_attributes(load(name)["enrichment"]) >= 12
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_prompt_matches_golden_file(name):
-    case = json.loads((GOLDEN / "inputs" / f"{name}.json").read_text())
-    actual = render(case)
+    actual = render(load(name))
     golden = GOLDEN / f"{name}.txt"
     if os.environ.get("UPDATE_GOLDEN") == "1":
         golden.write_text(actual, encoding="utf-8")
