@@ -1,4 +1,8 @@
-"""Golden files for every prompt formatter and the full risk prompt (UPDATE_GOLDEN=1 rewrites them)."""
+"""Golden files for every prompt formatter and the full risk prompt (UPDATE_GOLDEN=1 rewrites them).
+
+Cases: our own model shapes (person_threat, person_face, vehicle, animal, partial_failure) and the seed
+document's shapes, built from the dicts its code returns (seed_*).
+"""
 
 from __future__ import annotations
 
@@ -43,15 +47,20 @@ def render(case: dict) -> str:
                    for name, text in parts.items())
 
 
+SEED_CASES = [name for name in CASES if name.startswith("seed_")]
+PERSON_CASES = ["person_threat", "person_face", *SEED_CASES]
+
+
 def load(name: str) -> dict:
     return json.loads((GOLDEN / "inputs" / f"{name}.json").read_text())
 
 
 def test_there_are_golden_cases():
     assert {"person_threat", "person_face", "vehicle", "animal", "partial_failure"} <= set(CASES)
+    assert {"seed_person_intruder", "seed_person_delivery"} <= set(SEED_CASES)
 
 
-@pytest.mark.parametrize("name", ["person_threat", "person_face"])
+@pytest.mark.parametrize("name", PERSON_CASES)
 def test_person_cases_state_at_least_twelve_context_attributes(name):
     assert count_context_attributes(load(name)["enrichment"]) >= 12
 
