@@ -151,11 +151,13 @@ def posture_section(pose: Any) -> Section:
     """Posture of each person the pose model saw (seed `poses[]`, or our single-person result), flagged
     when it is one that matters at a door (the entry's `suspicious`, else SUSPICIOUS_POSTURES)."""
     pose = mapping(pose)
-    people = [mapping(p) for p in entries(pose.get("poses"))] or [pose]
+    listed = [mapping(p) for p in entries(pose.get("poses"))]
     lines = []
-    for i, person in enumerate(people, start=1):
+    for i, person in enumerate(listed or [pose], start=1):
         key = posture_key(person.get("posture"))
         if key is None:
+            if listed:  # the seed lists every person the pose model found, posture or not
+                lines.append(FactLine(f"- Person {i}: posture not determined", 0))
             continue
         name = POSTURE_WORDS.get(key) or quoted(person.get("posture"))
         confidence = percent(_first_number(person, "posture_confidence", "confidence"))

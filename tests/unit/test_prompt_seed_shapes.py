@@ -82,6 +82,12 @@ def test_seed_pose_result_lists_each_person_and_flags_suspicious_postures():
     )
 
 
+def test_a_seed_pose_without_a_posture_still_names_the_person():
+    pose = {"poses": [{"keypoints": [], "confidence": 0.4, "posture": "unknown"}]}
+    assert format_ondemand_enrichment_context({"pose": pose}) == (
+        "### Body Posture Analysis\n- Person 1: posture not determined")
+
+
 def test_seed_demographics_give_age_group_in_words_and_the_guidance_line():
     assert format_ondemand_enrichment_context({"demographics": SEED_DEMOGRAPHICS}) == (
         "### Person Demographics\n- **Estimated age group**: young adult (about 18-29)\n- **Gender**: male\n"
