@@ -10,7 +10,9 @@ DEFAULT_NEAR_M = 1.0
 DEFAULT_FAR_M = 20.0
 
 
-def approximate_distance_m(relative_depth: float, near_m: float = DEFAULT_NEAR_M, far_m: float = DEFAULT_FAR_M) -> float:
+def approximate_distance_m(
+    relative_depth: float, near_m: float = DEFAULT_NEAR_M, far_m: float = DEFAULT_FAR_M
+) -> float:
     """Approximate distance in metres of a relative depth (0 = the frame's nearest point, 1 = its farthest).
 
     Depth Anything predicts relative inverse depth (disparity), and the depth model min-max normalises it

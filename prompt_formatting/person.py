@@ -249,7 +249,8 @@ def recognition_section(match: Any) -> Section:
     name = quoted(match.get("name"), "name")
     who = f"{name} (identity {identity})" if name else identity
     if match.get("new") is True:
-        return Section("### Person Recognition", (FactLine(f"- **Match**: none, first sighting (registered as {who})"),))
+        first = FactLine(f"- **Match**: none, first sighting (registered as {who})")
+        return Section("### Person Recognition", (first,))
     lines = [FactLine(f"- **Match**: {who}")]
     if percent(match.get("similarity")):
         lines.append(FactLine(f"- **Similarity**: {percent(match.get('similarity'))}", 0))

@@ -58,7 +58,7 @@ def _labels(group: Any) -> list[str]:
 
 
 def florence_section(scene: Any) -> Section:
-    """Scene description, detected objects (high-risk ones flagged) and text; takes the scene section or Florence's dict."""
+    """Scene description, detected objects (high-risk ones flagged) and text, from the scene section or Florence's dict."""
     florence = florence_of(scene)
     lines = []
     caption = _caption(florence)
@@ -88,7 +88,8 @@ def clip_section(clip: Any) -> Section:
     clip = mapping(clip)
     lines = []
     anomaly = mapping(clip.get("anomaly"))
-    score, baseline, unusual = number(anomaly.get("score")), count(anomaly.get("baseline_count")), anomaly.get("unusual")
+    score, baseline = number(anomaly.get("score")), count(anomaly.get("baseline_count"))
+    unusual = anomaly.get("unusual")
     if baseline and isinstance(unusual, bool) and score is not None and 0.0 <= score <= 1.0:
         verdict = "unusual for this camera" if unusual else "typical for this camera"
         frames = "frame" if baseline == 1 else "frames"

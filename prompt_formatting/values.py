@@ -1,4 +1,4 @@
-"""Defensive readers that turn partial model output (numbers, boxes, times) into printable text, or None to leave the line out."""
+"""Defensive readers turning partial model output (numbers, boxes, times) into text, or None to leave the line out."""
 
 from __future__ import annotations
 

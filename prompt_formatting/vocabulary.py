@@ -17,7 +17,8 @@ from prompt_formatting.untrusted import clean_text
 IRREGULAR_PLURALS: dict[str, str] = {
     "people": "person", "persons": "person", "knives": "knife", "children": "child", "men": "man",
     "women": "woman", "mice": "mouse", "geese": "goose", "wolves": "wolf", "calves": "calf", "sheep": "sheep",
-    "deer": "deer", "bus": "bus", "buses": "bus", "busses": "bus", "gas": "gas", "glasses": "glasses", "series": "series", "species": "species",
+    "deer": "deer", "bus": "bus", "buses": "bus", "busses": "bus", "gas": "gas", "glasses": "glasses",
+    "series": "series", "species": "species",
 }
 
 

@@ -1,4 +1,4 @@
-"""Body posture from COCO-17 keypoints: pure rules, from crouching and crawling to standing, and which are suspicious."""
+"""Body posture from COCO-17 keypoints: pure rules (crouching to standing), and which postures are suspicious."""
 
 from __future__ import annotations
 
