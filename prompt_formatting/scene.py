@@ -58,7 +58,7 @@ def _labels(group: Any) -> list[str]:
 
 
 def florence_section(scene: Any) -> Section:
-    """Scene description, detected objects (high-risk ones flagged) and text, from the scene section or Florence's dict."""
+    """Scene description, detected objects (high-risk ones flagged) and text, from the scene section or Florence."""
     florence = florence_of(scene)
     lines = []
     caption = _caption(florence)
