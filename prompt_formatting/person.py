@@ -1,4 +1,9 @@
-"""Person sections: appearance (FashionCLIP), threat, posture, demographics, activity and recognition."""
+"""Person sections: appearance (FashionCLIP), threat, posture, demographics, activity and recognition.
+
+Each reader takes the seed document's shape and ours (see README, "The prompt"): threat `threats` or
+`detections`, pose `poses[]` or one person, demographics `age_group` or `age`, action `all_scores` or
+`top_actions`, and the re-identification match however it is nested.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from prompt_formatting.facts import FactLine, Section
-from prompt_formatting.values import box, count, entries, label, mapping, moment, number, percent, prose, scored
+from prompt_formatting.untrusted import capped_list, clean_text, quote, quoted
+from prompt_formatting.values import box, count, entries, mapping, moment, number, percent
+from prompt_formatting.vocabulary import (
+    GENDER_WORDS,
+    POSTURE_WORDS,
+    SEVERITY_RANK,
+    SUSPICIOUS_POSTURES,
+    THREAT_SEVERITY,
+    describe_age,
+    normalise_label,
+    posture_key,
+    severity_of,
+)
 
 
 @dataclass(frozen=True)
@@ -36,7 +53,7 @@ def clothing_section(clothing: Any) -> Section:
     lines = []
     for rule in CLOTHING_RULES:
         result = mapping(clothing.get(rule.category))
-        match = label(result.get("top_match"))
+        match = quoted(result.get("top_match"))
         confidence = number(result.get("confidence"))
         if match is None:
             continue
@@ -53,108 +70,197 @@ def format_enhanced_clothing_context(clothing: dict | None) -> str:
     return clothing_section(clothing).text
 
 
-def _threat_entry(value: Any) -> tuple[str, float | None, str | None] | None:
+# --- threat ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Threat:
+    """One weapon detection as the prompt prints it."""
+
+    kind: str  # normalised type ("knife"), for comparing detections
+    name: str  # printed type: a tabled weapon word bare, anything else quoted
+    severity: str
+    confidence: float | None
+    where: str | None
+
+    @property
+    def order(self) -> tuple[int, float]:
+        """Most severe first, then most confident."""
+        return SEVERITY_RANK[self.severity], -(self.confidence if self.confidence is not None else -1.0)
+
+
+def _threat(value: Any) -> Threat | None:
     entry = mapping(value)
-    kind = label(entry.get("type"))
-    return None if kind is None else (kind, number(entry.get("confidence")), box(entry.get("bbox")))
+    kind = normalise_label(entry.get("type"))
+    if kind is None:
+        return None
+    name = kind if kind in THREAT_SEVERITY else quote(clean_text(entry.get("type")) or kind)
+    return Threat(kind, name, severity_of(entry.get("severity"), kind), number(entry.get("confidence")),
+                  box(entry.get("bbox")))
+
+
+def threats_of(threat: dict) -> list[Threat]:
+    """Every distinct detection (seed `threats`, our `detections`, and `highest_threat`), most severe first."""
+    found: list[Threat] = []
+    for value in [*entries(threat.get("threats")), *entries(threat.get("detections")), threat.get("highest_threat")]:
+        entry = _threat(value)
+        if entry is not None and entry not in found:
+            found.append(entry)
+    return sorted(found, key=lambda t: t.order)
 
 
 def threat_section(threat: Any) -> Section:
-    """A weapon alert (highest threat first), or a plain 'none found' when the detector ran clean."""
+    """Weapon alert led by the most severe detection, or a plain 'none found' when the detector ran clean."""
     threat = mapping(threat)
     if not threat:
         return Section("")
-    found = [e for e in map(_threat_entry, entries(threat.get("detections"))) if e is not None]
-    highest = _threat_entry(threat.get("highest_threat"))
-    if highest is None and found:
-        highest = max(found, key=lambda e: e[1] if e[1] is not None else -1.0)
-    if highest is None:
+    found = threats_of(threat)
+    if not found:
         if threat.get("threats_detected") is True:
-            return Section("### ⚠️ THREAT DETECTED", (FactLine("- **Type**: weapon (type not reported)"),))
-        ran = isinstance(threat.get("threats_detected"), bool) or isinstance(threat.get("detections"), list)
+            return Section("### ⚠️ THREAT DETECTED", (
+                FactLine("- **Type**: weapon (type not reported)"),
+                FactLine(f"- **Severity**: {severity_of(None, 'weapon')}"),
+            ))
+        ran = isinstance(threat.get("threats_detected"), bool) or any(
+            isinstance(threat.get(key), list) for key in ("threats", "detections"))
         return Section("### Threat Detection", (FactLine("- No weapons detected"),) if ran else ())
-    kind, confidence, where = highest
-    lines = [FactLine(f"- **Type**: {kind.upper()}")]
-    if percent(confidence):
-        lines.append(FactLine(f"- **Confidence**: {percent(confidence)}", 0))
-    if where:
-        lines.append(FactLine(f"- **Location**: {where}", 0))
-    others = [e for e in found if e != highest]
+    lead, others = found[0], found[1:]
+    lines = [FactLine(f"- **Type**: {lead.name.upper()}"), FactLine(f"- **Severity**: {lead.severity}")]
+    if percent(lead.confidence):
+        lines.append(FactLine(f"- **Confidence**: {percent(lead.confidence)}", 0))
+    if lead.where:
+        lines.append(FactLine(f"- **Location**: {lead.where}", 0))
     if others:
-        described = [f"{k} ({percent(c)})" if percent(c) else k for k, c, _ in others]
-        new_kinds = {k for k, _, _ in others} - {kind}
+        described = [f"{t.name} ({t.severity} severity, {percent(t.confidence)})" if percent(t.confidence)
+                     else f"{t.name} ({t.severity} severity)" for t in others]
+        new_kinds = {t.kind for t in others} - {lead.kind}
         lines.append(FactLine(f"- **Other detections**: {', '.join(described)}", len(new_kinds)))
     return Section("### ⚠️ THREAT DETECTED", tuple(lines))
 
 
+# --- posture -----------------------------------------------------------------------------------------
+
+SUSPICIOUS_POSTURE_NOTE = ", a suspicious posture at a door or entrance"
+
+
+def _first_number(entry: dict, *keys: str) -> float | None:
+    return next((number(entry.get(k)) for k in keys if number(entry.get(k)) is not None), None)
+
+
 def posture_section(pose: Any) -> Section:
-    """Posture of each person the pose model saw (one for the contract's single-person result)."""
+    """Posture of each person the pose model saw (seed `poses[]`, or our single-person result), flagged
+    when it is one that matters at a door (the entry's `suspicious`, else SUSPICIOUS_POSTURES)."""
     pose = mapping(pose)
-    people = [mapping(p) for p in entries(pose.get("poses"))] or [pose]
+    listed = [mapping(p) for p in entries(pose.get("poses"))]
     lines = []
-    for i, person in enumerate(people, start=1):
-        posture = label(person.get("posture"))
-        if posture is None:
+    for i, person in enumerate(listed or [pose], start=1):
+        key = posture_key(person.get("posture"))
+        if key is None:
+            if listed:  # the seed lists every person the pose model found, posture or not
+                lines.append(FactLine(f"- Person {i}: posture not determined", 0))
             continue
-        confidence = percent(person.get("posture_confidence", person.get("confidence")))
-        suffix = f" (confidence: {confidence})" if confidence else ""
-        lines.append(FactLine(f"- Person {i}: {posture}{suffix}"))
+        name = POSTURE_WORDS.get(key) or quoted(person.get("posture"))
+        confidence = percent(_first_number(person, "posture_confidence", "confidence"))
+        flagged = person.get("suspicious")
+        suspicious = flagged if isinstance(flagged, bool) else key in SUSPICIOUS_POSTURES
+        text = f"- Person {i}: {name}" + (f" (confidence: {confidence})" if confidence else "")
+        lines.append(FactLine(text + SUSPICIOUS_POSTURE_NOTE, 2) if suspicious else FactLine(text))
     persons = count(pose.get("persons_detected"))
     if persons is not None and persons > 1:
         lines.append(FactLine(f"- People in the detection box: {persons}"))
     return Section("### Body Posture Analysis", tuple(lines))
 
 
+# --- demographics ------------------------------------------------------------------------------------
+
+DEMOGRAPHICS_NOTE = "- Demographics never raise or lower risk on their own"
+
+
 def demographics_section(demographics: Any) -> Section:
-    """Estimated age group and gender from the face (or the top of the person box)."""
+    """Estimated age (seed `age_group`, or our `age`) in words with its range, and gender."""
     demo = mapping(demographics)
-    age, gender = label(demo.get("age")), label(demo.get("gender"))
+    raw_age = demo.get("age_group") if demo.get("age_group") is not None else demo.get("age")
+    age = describe_age(raw_age) or quoted(raw_age)
+    gender_text = clean_text(demo.get("gender"))
+    gender = GENDER_WORDS.get(gender_text.lower()) if gender_text else None
+    gender = gender or quoted(demo.get("gender"))
     lines = []
     if age:
         lines.append(FactLine(f"- **Estimated age group**: {age}"))
     if gender:
         lines.append(FactLine(f"- **Gender**: {gender}"))
-    if not lines and label(demo.get("label")):
-        lines.append(FactLine(f"- **Estimate**: {label(demo.get('label'))}"))
-    if lines and percent(demo.get("confidence")):
+    if not lines and quoted(demo.get("label")):
+        lines.append(FactLine(f"- **Estimate**: {quoted(demo.get('label'))}"))
+    if not lines:
+        return Section("")
+    if percent(demo.get("confidence")):
         lines.append(FactLine(f"- **Confidence**: {percent(demo.get('confidence'))}", 0))
-    if lines and demo.get("face_source") == "person_top_quarter":
+    if demo.get("face_source") == "person_top_quarter":
         lines.append(FactLine("- Face region estimated from the top of the person box (less reliable)", 0))
+    lines.append(FactLine(DEMOGRAPHICS_NOTE, 0))
     return Section("### Person Demographics", tuple(lines))
 
 
+# --- activity ----------------------------------------------------------------------------------------
+
+
+def _action_scores(action: dict) -> list[tuple[str, float | None]]:
+    """(action, score) pairs from the seed's `all_scores` {action: score} or our `top_actions` list."""
+    pairs = [(mapping(e).get("action"), number(mapping(e).get("score"))) for e in entries(action.get("top_actions"))]
+    pairs += [(name, number(score)) for name, score in mapping(action.get("all_scores")).items()]
+    cleaned = [(clean_text(name), score) for name, score in pairs]
+    return [(name, score) for name, score in cleaned if name is not None]
+
+
 def activity_section(action: Any) -> Section:
-    """X-CLIP's primary action with the runner-up interpretations."""
+    """X-CLIP's primary action with the runner-up interpretations (the primary one left out)."""
     action = mapping(action)
-    top = label(action.get("top_action"))
+    top = clean_text(action.get("top_action"))
     if top is None:
         return Section("")
-    lines = [FactLine(f"- **Primary action**: {top}")]
+    lines = [FactLine(f"- **Primary action**: {quote(top)}")]
     if percent(action.get("confidence")):
         lines.append(FactLine(f"- **Confidence**: {percent(action.get('confidence'))}", 0))
-    alternatives = scored(action.get("top_actions"), "action", skip=top)
+    seen = {top}
+    alternatives = []
+    for name, score in sorted(_action_scores(action), key=lambda p: -(p[1] if p[1] is not None else -1.0)):
+        if name in seen:
+            continue
+        seen.add(name)
+        alternatives.append(f"{quote(name)} ({percent(score)})" if percent(score) else quote(name))
     if alternatives:
-        lines.append(FactLine(f"- **Alternative interpretations**: {', '.join(alternatives)}", 0))
+        lines.append(FactLine(f"- **Alternative interpretations**: {', '.join(capped_list(alternatives))}", 0))
     return Section("### Detected Activity", tuple(lines))
 
 
-def recognition_section(reid: Any) -> Section:
-    """The re-identification gallery's answer: a returning person with history, or a first sighting."""
-    match = mapping(mapping(reid).get("reid_match"))
-    identity = prose(match.get("identity"))
+# --- recognition -------------------------------------------------------------------------------------
+
+
+def recognition_section(match: Any) -> Section:
+    """The re-identification match: a returning person with history, or a first sighting.
+
+    Our gallery's match carries `new` and counts this sighting in `sighting_count`; a seed-shaped match
+    (identity, similarity, sighting_count only) is printed as the seed prints it.
+    """
+    match = mapping(match)
+    identity = quoted(match.get("identity"), "name")
     if identity is None:
         return Section("")
-    name = prose(match.get("name"))
+    name = quoted(match.get("name"), "name")
     who = f"{name} (identity {identity})" if name else identity
     if match.get("new") is True:
-        return Section("### Person Recognition", (FactLine(f"- **Match**: none, first sighting (registered as {who})"),))
+        first = FactLine(f"- **Match**: none, first sighting (registered as {who})")
+        return Section("### Person Recognition", (first,))
     lines = [FactLine(f"- **Match**: {who}")]
     if percent(match.get("similarity")):
         lines.append(FactLine(f"- **Similarity**: {percent(match.get('similarity'))}", 0))
     sightings = count(match.get("sighting_count"))
-    if sightings:
-        lines.append(FactLine(f"- **Sightings**: {sightings} (including this one)"))
-    cameras = [c for c in map(prose, entries(match.get("cameras"))) if c]
+    if sightings is not None and isinstance(match.get("new"), bool):
+        previous = max(sightings - 1, 0)
+        lines.append(FactLine(f"- **Previous sightings**: {previous} times ({sightings} including this one)"))
+    elif sightings is not None:
+        lines.append(FactLine(f"- **Previous sightings**: {sightings} times"))
+    cameras = capped_list([c for c in (quoted(c, "name") for c in entries(match.get("cameras"))) if c])
     if cameras:
         lines.append(FactLine(f"- **Seen on cameras**: {', '.join(cameras)}"))
     if moment(match.get("first_seen")):

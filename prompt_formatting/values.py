@@ -1,4 +1,4 @@
-"""Defensive readers that turn partial model output into printable text, or None so the line is left out."""
+"""Defensive readers turning partial model output (numbers, boxes, times) into text, or None to leave the line out."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
-# Strings a model or serialiser uses for "nothing"; printing them would read as a fact.
-MISSING_WORDS = frozenset({"", "none", "null", "nan", "n/a", "unknown", "undefined"})
+from prompt_formatting.untrusted import quoted
 
 
 def mapping(value: Any) -> dict:
@@ -33,22 +32,6 @@ def count(value: Any) -> int | None:
     return int(n) if n is not None and n >= 0 and n == int(n) else None
 
 
-def label(value: Any) -> str | None:
-    """A model label as one line of text with underscores read as spaces, or None when it says nothing."""
-    if not isinstance(value, str):
-        return None
-    text = " ".join(value.replace("_", " ").split())
-    return None if text.lower() in MISSING_WORDS else text
-
-
-def prose(value: Any) -> str | None:
-    """Free text (a caption) on one line, or None when empty."""
-    if not isinstance(value, str):
-        return None
-    text = " ".join(value.split())
-    return None if text.lower() in MISSING_WORDS else text
-
-
 def percent(value: Any) -> str | None:
     """A 0..1 score as a whole percentage ("87%"); out-of-range or missing scores give None."""
     n = number(value)
@@ -64,7 +47,7 @@ def box(value: Any) -> str | None:
 
 
 def moment(value: Any) -> str | None:
-    """A time (epoch seconds, ISO string or datetime) as 'YYYY-MM-DD HH:MM:SS UTC'; unparsable strings as given."""
+    """A time (epoch seconds, ISO string or datetime) as 'YYYY-MM-DD HH:MM:SS UTC'; unparsable strings quoted."""
     when: datetime | None = None
     if isinstance(value, datetime):
         when = value
@@ -77,7 +60,7 @@ def moment(value: Any) -> str | None:
         try:
             when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            return prose(value)
+            return quoted(value, "name")
     if when is None:
         return None
     if when.tzinfo is None:
@@ -85,21 +68,8 @@ def moment(value: Any) -> str | None:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def scored(value: Any, name_key: str, score_key: str = "score", skip: str | None = None) -> list[str]:
-    """Entries like [{"label": "van", "score": 0.05}] as ["van (5%)"], dropping unnamed ones and `skip`."""
-    out = []
-    for entry in entries(value):
-        entry = mapping(entry)
-        name = label(entry.get(name_key))
-        if name is None or name == skip:
-            continue
-        score = percent(entry.get(score_key))
-        out.append(f"{name} ({score})" if score else name)
-    return out
-
-
 def distinct(values: list[str]) -> list[str]:
-    """Distinct strings in first-seen order, repeated ones marked with their count ("person x2")."""
+    """Distinct strings in first-seen order, repeated ones marked with their count ('"person" x2')."""
     counts: dict[str, int] = {}
     for value in values:
         counts[value] = counts.get(value, 0) + 1

@@ -2,16 +2,54 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.models.posture import COCO_KEYPOINTS, INDEX, KEYPOINT_CONFIDENCE, POSTURES, classify_posture
+from workers.models.posture import (
+    COCO_KEYPOINTS,
+    INDEX,
+    KEYPOINT_CONFIDENCE,
+    POSTURES,
+    SUSPICIOUS_POSTURES,
+    classify_posture,
+    describe_posture,
+)
 
 UPRIGHT = {
     "nose": (120, 70), "left_shoulder": (100, 100), "right_shoulder": (140, 100),
     "left_elbow": (95, 150), "right_elbow": (145, 150), "left_wrist": (95, 200), "right_wrist": (145, 200),
     "left_hip": (105, 200), "right_hip": (135, 200), "left_knee": (105, 290), "right_knee": (135, 290),
     "left_ankle": (105, 380), "right_ankle": (135, 380),
+}
+
+# Side view, mid-stride: torso leaning 15 degrees forward, ankles 1.8 torso lengths apart.
+RUNNING = {
+    "nose": (160, 70), "left_shoulder": (145, 103), "right_shoulder": (147, 104),
+    "left_elbow": (120, 140), "right_elbow": (170, 130), "left_wrist": (100, 180), "right_wrist": (160, 150),
+    "left_hip": (119, 200), "right_hip": (121, 200), "left_knee": (80, 290), "right_knee": (170, 285),
+    "left_ankle": (40, 380), "right_ankle": (220, 370),
+}
+# Side view, flat on the ground: everything within a few pixels of one line.
+LYING = {
+    "nose": (40, 300), "left_shoulder": (80, 300), "right_shoulder": (80, 305),
+    "left_elbow": (115, 308), "right_elbow": (115, 310), "left_wrist": (150, 310), "right_wrist": (150, 312),
+    "left_hip": (180, 305), "right_hip": (180, 310), "left_knee": (270, 305), "right_knee": (270, 308),
+    "left_ankle": (360, 310), "right_ankle": (360, 312),
+}
+# Side view, on hands and knees: torso level, arms and thighs hanging under it, shins flat behind.
+CRAWLING = {
+    "nose": (60, 190), "left_shoulder": (100, 200), "right_shoulder": (105, 200),
+    "left_elbow": (100, 245), "right_elbow": (105, 245), "left_wrist": (100, 290), "right_wrist": (105, 290),
+    "left_hip": (200, 205), "right_hip": (205, 205), "left_knee": (200, 290), "right_knee": (205, 290),
+    "left_ankle": (290, 295), "right_ankle": (295, 295),
+}
+# Side view, bent at the hips to the floor: torso level, but the legs stand straight (taller than wide).
+BENT_TO_THE_FLOOR = {
+    "nose": (250, 210), "left_shoulder": (220, 200), "right_shoulder": (225, 200),
+    "left_elbow": (222, 250), "right_elbow": (224, 250), "left_wrist": (222, 300), "right_wrist": (224, 300),
+    "left_hip": (120, 200), "right_hip": (125, 200), "left_knee": (122, 290), "right_knee": (124, 290),
+    "left_ankle": (122, 380), "right_ankle": (124, 380),
 }
 
 
@@ -80,6 +118,67 @@ def test_confidence_is_mean_of_the_keypoints_used():
     assert confidence == round((0.9 * 5 + 0.5) / 6, 4)
 
 
+def test_long_stride_with_forward_lean_is_running():
+    assert classify_posture(skeleton(RUNNING)) == ("running", 0.9)
+
+
+def test_wide_stance_without_a_lean_is_standing():
+    assert classify_posture(skeleton(UPRIGHT, left_ankle=(20, 380), right_ankle=(220, 380)))[0] == "standing"
+
+
+def test_walking_stride_is_not_running():
+    walking = skeleton(RUNNING, left_ankle=(70, 380), right_ankle=(190, 375))  # 1.2 torso lengths apart
+    assert classify_posture(walking)[0] == "standing"
+
+
+def test_running_needs_both_ankles_seen():
+    assert classify_posture(skeleton(RUNNING, left_ankle=None))[0] == "standing"
+
+
+def test_level_torso_flat_on_the_ground_is_lying_down():
+    assert classify_posture(skeleton(LYING)) == ("lying_down", 0.9)
+
+
+def test_level_torso_on_hands_and_knees_is_crawling():
+    assert classify_posture(skeleton(CRAWLING)) == ("crawling", 0.9)
+
+
+def test_bending_to_the_floor_on_straight_legs_is_bending_over_not_crawling():
+    assert classify_posture(skeleton(BENT_TO_THE_FLOOR))[0] == "bending_over"
+
+
+def test_level_torso_without_legs_seen_is_not_called_lying_down():
+    """Legs out of sight: the body's extent is unknown, so the lean alone decides (bending over)."""
+    hidden_legs = {name: None for name in ("left_knee", "right_knee", "left_ankle", "right_ankle")}
+    assert classify_posture(skeleton(LYING, **hidden_legs))[0] == "bending_over"
+
+
+def test_crawling_needs_a_hand_down_as_well_as_a_knee():
+    no_hands = skeleton(CRAWLING, left_wrist=None, right_wrist=None)
+    assert classify_posture(no_hands)[0] == "lying_down"
+
+
+@pytest.mark.parametrize(
+    "points, posture, suspicious",
+    [
+        (UPRIGHT, "standing", False),
+        ({**UPRIGHT, "left_ankle": (105, 230), "right_ankle": (135, 230)}, "crouching", True),
+        (CRAWLING, "crawling", True),
+        (LYING, "lying_down", True),
+        (BENT_TO_THE_FLOOR, "bending_over", False),
+        (RUNNING, "running", False),
+        ({**UPRIGHT, "right_wrist": (150, 40)}, "arms_raised", False),
+    ],
+)
+def test_describe_posture_flags_the_postures_that_matter_at_a_door(points, posture, suspicious):
+    assert describe_posture(skeleton(points)) == {"posture": posture, "confidence": 0.9, "suspicious": suspicious}
+
+
+def test_suspicious_postures_are_the_low_ones():
+    assert SUSPICIOUS_POSTURES == {"crouching", "crawling", "lying_down"}
+    assert SUSPICIOUS_POSTURES < set(POSTURES)
+
+
 def test_wrong_number_of_keypoints_is_unknown():
     assert classify_posture(skeleton(UPRIGHT)[:16]) == ("unknown", 0.0)
 
@@ -94,14 +193,15 @@ def test_all_low_confidence_keypoints_always_give_unknown(keypoints):
     assert classify_posture([list(k) for k in keypoints]) == ("unknown", 0.0)
 
 
-@settings(max_examples=200, deadline=None)
+@pytest.mark.parametrize("points", [{**UPRIGHT, "right_wrist": (150, 40)}, RUNNING, LYING, CRAWLING])
+@settings(max_examples=80, deadline=None)
 @given(
     st.lists(st.booleans(), min_size=17, max_size=17),
     st.lists(st.tuples(coordinate, coordinate, low_confidence), min_size=17, max_size=17),
 )
-def test_unseen_keypoints_never_change_the_posture(hidden, noise):
+def test_unseen_keypoints_never_change_the_posture(points, hidden, noise):
     """Whatever an unseen keypoint's coordinates, the answer is the one given without it."""
-    base = skeleton(UPRIGHT, right_wrist=(150, 40))
+    base = skeleton(points)
     masked = [[0.0, 0.0, 0.0] if h else k for h, k in zip(hidden, base)]
     noisy = [list(n) if h else k for h, k, n in zip(hidden, base, noise)]
     assert classify_posture(noisy) == classify_posture(masked)
@@ -113,3 +213,5 @@ def test_any_keypoints_give_a_known_label_and_a_bounded_confidence(keypoints):
     posture, confidence = classify_posture([list(k) for k in keypoints])
     assert posture in POSTURES
     assert confidence == 0.0 if posture == "unknown" else KEYPOINT_CONFIDENCE <= confidence <= 1.0
+    described = describe_posture([list(k) for k in keypoints])
+    assert described == {"posture": posture, "confidence": confidence, "suspicious": posture in SUSPICIOUS_POSTURES}

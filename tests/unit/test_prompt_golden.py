@@ -1,4 +1,9 @@
-"""Golden files for every prompt formatter and the full risk prompt (UPDATE_GOLDEN=1 rewrites them)."""
+"""Golden files for every prompt formatter and the full risk prompt (UPDATE_GOLDEN=1 rewrites them).
+
+Cases: our own model shapes (person_threat, person_face, vehicle, animal, partial_failure); the seed document's
+shapes, built from the dicts its code returns (seed_*); and untrusted text trying to forge the prompt, one
+case per kind of injection named in issue 15 point 8 (injection_*).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,14 @@ import json
 import os
 from pathlib import Path
 
+import unicodedata
+
 import pytest
 
 from prompt_formatting import (
     build_risk_prompt,
     count_context_attributes,
+    format_clip_scene_context,
     format_depth_context,
     format_enhanced_clothing_context,
     format_florence_scene_context,
@@ -33,6 +41,7 @@ def render(case: dict) -> str:
         "format_vehicle_context": format_vehicle_context(enrichment.get("vehicle")),
         "format_pet_context": format_pet_context(enrichment.get("pet")),
         "format_depth_context": format_depth_context(enrichment.get("depth")),
+        "format_clip_scene_context": format_clip_scene_context(enrichment.get("scene")),
         "format_ondemand_enrichment_context": format_ondemand_enrichment_context(enrichment),
         "count_context_attributes": str(count_context_attributes(enrichment)),
         "build_risk_prompt": build_risk_prompt(event, enrichment, unavailable),
@@ -41,14 +50,41 @@ def render(case: dict) -> str:
                    for name, text in parts.items())
 
 
+SEED_CASES = [name for name in CASES if name.startswith("seed_")]
+INJECTION_CASES = [name for name in CASES if name.startswith("injection_")]
+PERSON_CASES = ["person_threat", "person_face", *SEED_CASES]
+
+
+def load(name: str) -> dict:
+    return json.loads((GOLDEN / "inputs" / f"{name}.json").read_text())
+
+
 def test_there_are_golden_cases():
     assert {"person_threat", "person_face", "vehicle", "animal", "partial_failure"} <= set(CASES)
+    assert {"seed_person_intruder", "seed_person_delivery"} <= set(SEED_CASES)
+    assert {"injection_camera_id_heading", "injection_bidi_override", "injection_nul_bytes",
+            "injection_markdown_sign_in_ocr", "injection_florence_tokens_in_caption",
+            "injection_error_string_with_newlines"} <= set(INJECTION_CASES)
+
+
+@pytest.mark.parametrize("name", PERSON_CASES)
+def test_person_cases_state_at_least_twelve_context_attributes(name):
+    assert count_context_attributes(load(name)["enrichment"]) >= 12
+
+
+@pytest.mark.parametrize("name", INJECTION_CASES)
+def test_injection_cases_cannot_forge_the_prompt(name):
+    case = load(name)
+    prompt = build_risk_prompt(case["event"], case["enrichment"], case["unavailable"])
+    assert prompt.count("## Your answer") == 1
+    assert not [c for c in prompt if c != "\n" and (unicodedata.category(c) in {"Cc", "Cf"} or c == "\ufffd")]
+    assert "<loc_" not in prompt and "</s>" not in prompt and "<pad>" not in prompt
+    assert "**HIGH RISK OBJECTS**: none" not in prompt
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_prompt_matches_golden_file(name):
-    case = json.loads((GOLDEN / "inputs" / f"{name}.json").read_text())
-    actual = render(case)
+    actual = render(load(name))
     golden = GOLDEN / f"{name}.txt"
     if os.environ.get("UPDATE_GOLDEN") == "1":
         golden.write_text(actual, encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Hypothesis: any partial or malformed enrichment formats without raising and never prints a null."""
+"""Hypothesis: any partial or malformed enrichment (seed shapes or ours) formats without raising and never prints a null."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from prompt_formatting import (
     build_risk_prompt,
     count_context_attributes,
+    format_clip_scene_context,
     format_depth_context,
     format_enhanced_clothing_context,
     format_florence_scene_context,
@@ -21,7 +22,8 @@ from prompt_formatting import (
 NULLISH = re.compile(r"\bNone\b|\bnull\b|\bnan\b|\binf\b|\{\}|\[\]|\(\)", re.IGNORECASE)
 
 WORDS = ["person", "knife", "crowbar", "dog", "van", "crouching", "standing", "very_close", "far", "25-32", "male",
-         "front_door", "person-0001", "Dana", "hoodie", "", "  ", "None", "null", "unknown"]
+         "front_door", "person-0001", "Dana", "hoodie", "", "  ", "None", "null", "unknown", "young_adult", "60+",
+         "background", "pedestrian", "cars", "gun", "critical", "lying_down", "<loc_1>", "a person at night"]
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-5, 200), st.floats(allow_nan=True, allow_infinity=True),
@@ -33,7 +35,9 @@ values = st.recursive(
         ["label", "confidence", "top_k", "score", "type", "bbox", "top_match", "posture", "posture_confidence",
          "persons_detected", "age", "gender", "top_action", "top_actions", "action", "identity", "name",
          "similarity", "sighting_count", "cameras", "first_seen", "new", "caption", "labels", "proximity",
-         "relative_depth", "highest_threat", "detections", "threats_detected", "face_source"]), inner, max_size=6)),
+         "relative_depth", "highest_threat", "detections", "threats_detected", "face_source", "threats", "severity",
+         "poses", "suspicious", "age_group", "all_scores", "scene", "distance_m", "tags", "anomaly", "unusual",
+         "baseline_count", "vehicle_type", "pet_type", "bboxes_labels"]), inner, max_size=6)),
     max_leaves=12,
 )
 
@@ -43,13 +47,16 @@ section = st.fixed_dictionaries({}, optional={
     "persons_detected": values, "threats_detected": values, "highest_threat": values, "detections": values,
     "age": values, "gender": values, "top_action": values, "top_actions": values, "proximity": values,
     "relative_depth": values, "reid_match": values, "florence": values, "caption": values,
-    "security_objects": values, "text_regions": values,
+    "security_objects": values, "text_regions": values, "threats": values, "poses": values, "age_group": values,
+    "all_scores": values, "scene": values, "distance_m": values, "clip": values, "tags": values, "anomaly": values,
+    "vehicle_type": values, "pet_type": values,
     **{k: values for k in ("suspicious", "delivery", "utility", "carrying", "casual")},
 })
 enrichments = st.dictionaries(
-    st.sampled_from(["clothing", "vehicle", "pet", "depth", "pose", "threat", "demographics", "reid", "action", "scene"]),
+    st.sampled_from(["clothing", "vehicle", "pet", "depth", "pose", "threat", "demographics", "reid", "action", "scene",
+                     "reid_match", "florence", "clip"]),
     st.one_of(st.none(), section, values),
-    max_size=10,
+    max_size=13,
 )
 events = st.dictionaries(
     st.sampled_from(["camera_id", "timestamp", "detection_type", "confidence", "bbox", "face_visible",
@@ -70,6 +77,7 @@ def test_any_partial_enrichment_formats_without_nulls(event, enrichment, unavail
         format_vehicle_context(enrichment.get("vehicle")),
         format_pet_context(enrichment.get("pet")),
         format_depth_context(enrichment.get("depth")),
+        format_clip_scene_context(enrichment.get("scene")),
     ]
     for text in outputs:
         assert isinstance(text, str)
