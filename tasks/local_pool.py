@@ -78,13 +78,15 @@ class LocalPool:
     """Starts the launcher (router worker + device workers) against a given Redis; logs go to files."""
 
     def __init__(self, redis_url: str, models_dir: Path, log_dir: Path, env: dict[str, str] | None = None,
-                 gpus: str = "none", cpu_workers: int = 1, batch_size: int = 1, threads: int | None = None):
+                 gpus: str = "none", cpu_workers: int = 1, pool: str = "threads", batch_size: int | None = None,
+                 threads: int | None = None):
         self.redis_url = redis_url
         self.models_dir = models_dir
         self.log_dir = log_dir
         self.extra_env = env or {}
         self.gpus = gpus
         self.cpu_workers = cpu_workers
+        self.pool = pool
         self.batch_size = batch_size
         self.threads = threads
         self.process: subprocess.Popen | None = None
@@ -106,7 +108,8 @@ class LocalPool:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "workers", "start", "--gpus", self.gpus, "--loglevel", "info",
-             "--cpu-workers", str(self.cpu_workers), "--batch-size", str(self.batch_size),
+             "--cpu-workers", str(self.cpu_workers), "--pool", self.pool,
+             *(["--batch-size", str(self.batch_size)] if self.batch_size else []),
              *(["--threads", str(self.threads)] if self.threads else [])],
             cwd=REPO, env=self.environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )

@@ -1,9 +1,14 @@
 """run_model: one model on one detection, on a device queue; returns a record and never raises.
 
-The device runtime (model cache, decoded frames, batchers) lives in the process that runs the tasks: created
-when a prefork child starts (never in the parent that forks, so CUDA is never touched there), or on first use
-in a threads-pool worker. Time limits come from celeryconfig's task_annotations (MODEL_SOFT_TIME_LIMIT,
-MODEL_TIME_LIMIT).
+The device runtime (model cache, decoded frames, batchers) lives in the process that runs the tasks: the
+threads-pool worker itself (the default), or the prefork child (never the parent that forks, so CUDA is never
+touched there). Time limits: in a threads pool the runtime gives up waiting at MODEL_SOFT_TIME_LIMIT and its
+watchdog ends the process past MODEL_TIME_LIMIT; under prefork, celeryconfig's task_annotations set Celery's own.
+
+Crashes: a device worker that starts puts back on its queue whatever its dead predecessor had taken and not
+acknowledged (tasks/redelivery.py), and counts a crash for each task its call journal shows inside a model call
+when the process died. A redelivered task that has crashed its worker MAX_DELIVERIES times gives up with an
+error record instead of killing the worker again.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from typing import Any
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown, worker_shutdown
+from celery.signals import celeryd_init, worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 from pydantic import ValidationError
 
 from tasks.celery import app
 from tasks.connection import redis_client
+from tasks.redelivery import restore_unacked
 from workers.frames import DecodedFrames, FrameStore
 from workers.records import ModelRecord, ModelRequest
 from workers.runtime import DeviceRuntime
@@ -38,23 +44,53 @@ def remember_node_name(sender: str, **_: Any) -> None:
     _node["name"] = sender
 
 
+CRASH_KEY_TTL = 24 * 3600
+
+
+def crash_key(task_id: str) -> str:
+    return f"crashes:{task_id}"
+
+
 def runtime() -> DeviceRuntime:
-    """This process's DeviceRuntime, created on first use and announced in Redis."""
+    """This process's DeviceRuntime, created on first use, its predecessor's crashes counted, announced in Redis."""
     global _runtime
     with _runtime_lock:
         if _runtime is None:
             settings = get_settings()
             frames = DecodedFrames(FrameStore(redis_client(), settings.frame_ttl_seconds), settings.max_image_pixels)
             created = DeviceRuntime(settings, frames, _node["name"] or f"pid{os.getpid()}", client=redis_client())
-            created.publish()
-            created.start_heartbeat()
-            _runtime = created
+            count_crashes(created.open_journal())
+            _runtime = created.start()
     return _runtime
+
+
+def count_crashes(task_ids: list[str]) -> None:
+    """One more crash for each task that was inside a model call when the previous process died."""
+    if not task_ids:
+        return
+    log.warning("the previous worker process died inside model calls of %d task(s): %s", len(task_ids),
+                ", ".join(task_ids))
+    with redis_client().pipeline(transaction=False) as pipe:
+        for task_id in task_ids:
+            pipe.incr(crash_key(task_id)).expire(crash_key(task_id), CRASH_KEY_TTL)
+        pipe.execute()
+
+
+@worker_init.connect
+def prepare_device_worker(sender: Any = None, **_: Any) -> None:
+    """Before consuming: take back what a dead predecessor left unacknowledged; a threads pool starts its runtime."""
+    settings = get_settings()
+    if not settings.is_device_worker:
+        return
+    with sender.app.connection_for_write() as connection:
+        restore_unacked(connection, settings.device_queue)
+    if settings.device_pool == "threads":
+        runtime()  # this process owns the device: nothing forks after this
 
 
 @worker_process_init.connect
 def start_runtime(**_: Any) -> None:
-    """Device children set up their cache at start (no model is loaded until a task asks)."""
+    """A prefork device child sets up its cache at start (no model is loaded until a task asks)."""
     if get_settings().is_device_worker:
         runtime()
 
@@ -66,28 +102,25 @@ def stop_runtime(**_: Any) -> None:
         _runtime.stop()
 
 
-def count_delivery(task_id: str | None) -> int:
-    """How many times this task message has started (acks_late redelivers it when a worker dies)."""
-    if not task_id:
-        return 1
-    key = f"deliveries:{task_id}"
+def crashes_of(task_id: str | None, redelivered: bool) -> int:
+    """How many times this task's model call has died with its worker (only a redelivered task can have any)."""
+    if not task_id or not redelivered:
+        return 0
     try:
-        with redis_client().pipeline() as pipe:
-            count, _ = pipe.incr(key).expire(key, 24 * 3600).execute()
-        return int(count)
+        return int(redis_client().get(crash_key(task_id)) or 0)
     except redis.RedisError:
-        return 1
+        return 0
 
 
-def run_request(request: ModelRequest, deliveries: int) -> ModelRecord:
+def run_request(request: ModelRequest, task_id: str | None, crashes: int) -> ModelRecord:
     """The record for one delivery of a model task: given up, timed out, failed, or the model's answer."""
     settings = get_settings()
     worker = _node["name"]
     try:
-        if deliveries > settings.max_deliveries:
+        if crashes >= settings.max_deliveries:
             return ModelRecord(model=request.model, status="error", worker=worker, error=(
-                f"gave up after {deliveries - 1} deliveries: the worker died running it each time"))
-        return runtime().run(request)
+                f"gave up after {crashes} deliveries: the worker died running it each time"))
+        return runtime().run(request, task_id)
     except SoftTimeLimitExceeded:
         return ModelRecord(model=request.model, status="timeout", worker=worker,
                            device=_runtime.device if _runtime else None,
@@ -97,7 +130,14 @@ def run_request(request: ModelRequest, deliveries: int) -> ModelRecord:
         return ModelRecord(model=request.model, status="error", worker=worker, error=f"{type(exc).__name__}: {exc}")
 
 
-@app.task(name="run_model", bind=True)
+def shadow_name(task: Any, args: tuple, kwargs: dict, options: dict) -> str:
+    """What Flower and task events call each run_model: `run_model:<model>`, so the tasks can be told apart."""
+    request = args[0] if args else kwargs.get("request")
+    model = request.get("model") if isinstance(request, dict) else None
+    return f"run_model:{model}" if model else "run_model"
+
+
+@app.task(name="run_model", bind=True, shadow_name=shadow_name)
 def run_model(self, request: dict[str, Any]) -> dict[str, Any]:
     """Run one ModelRequest on this worker's device and return its ModelRecord as JSON."""
     try:
@@ -106,4 +146,6 @@ def run_model(self, request: dict[str, Any]) -> dict[str, Any]:
         model = request.get("model") if isinstance(request, dict) else None
         return ModelRecord(model=str(model or "unknown"), status="error", worker=_node["name"],
                            error=f"malformed model request: {exc.errors()[0]['msg']}").model_dump(mode="json")
-    return run_request(parsed, count_delivery(self.request.id)).model_dump(mode="json")
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    crashes = crashes_of(self.request.id, redelivered)
+    return run_request(parsed, self.request.id, crashes).model_dump(mode="json")

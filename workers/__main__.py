@@ -6,17 +6,17 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import typer
 
-from workers.launch import device_command, device_slots, router_command
+from workers.launch import DEFAULT_BATCH_SIZE, DevicePool, device_command, device_slots, router_command
 from workers.settings import Settings
 
-BATCH_HELP = ("Micro-batching: up to N concurrent requests for one model run as one batch "
-              "(a threads pool holding 8N model tasks; no time limits there). 1 = off: prefork with one child")
-
-THREADS_HELP = "Size of a device worker's threads pool (default 8 x batch size); with batch size 1, threads without batching"
+POOL_HELP = ("threads: an event's models run side by side in one process, with micro-batching and a watchdog for "
+             "the hard time limit (default); prefork: one child runs one task at a time")
+BATCH_HELP = "Micro-batching (threads pool): up to N queued requests for one model run as one batch; 1 turns it off"
+THREADS_HELP = "Size of a device worker's threads pool (default 8 x batch size)"
 
 cli = typer.Typer(add_completion=False, help="Start Model Zoo workers.")
 
@@ -24,6 +24,13 @@ cli = typer.Typer(add_completion=False, help="Start Model Zoo workers.")
 def exec_worker(command: list[str], env: dict[str, str]) -> None:
     """Become the worker: its environment is ours plus what the launcher decided for it."""
     os.execve(command[0], command, os.environ | env)
+
+
+def device_pool(pool: str, batch_size: int | None, threads: int | None) -> DevicePool:
+    """The pool the options ask for (batch size defaults by pool: 4 for threads, 1 for prefork)."""
+    if batch_size is None:
+        batch_size = DEFAULT_BATCH_SIZE if pool == "threads" else 1
+    return DevicePool(pool, batch_size=batch_size, threads=threads)
 
 
 @cli.command()
@@ -38,7 +45,8 @@ def device(index: int = 0, cpu: bool = typer.Option(False, help="A CPU worker (q
                None, "--visible-device",
                help="CUDA index of this GPU as the worker sees it (0 in a container given only this GPU); "
                     "default VISIBLE_DEVICE_INDEX"),
-           batch_size: int = typer.Option(1, help=BATCH_HELP),
+           pool: str = typer.Option("threads", help=POOL_HELP),
+           batch_size: int | None = typer.Option(None, help=BATCH_HELP),
            threads: int | None = typer.Option(None, help=THREADS_HELP),
            loglevel: str = "info") -> None:
     """Run one device worker in the foreground on queue gpu.`index`, pinned to that GPU (or the CPU)."""
@@ -49,56 +57,71 @@ def device(index: int = 0, cpu: bool = typer.Option(False, help="A CPU worker (q
             slot = device_slots("none", index + 1, settings)[index]
         else:
             slot = replace(device_slots(str(index), settings=settings)[0], visible=visible)
-        command = device_command(settings, slot, loglevel, batch_size, threads)
+        command = device_command(settings, slot, loglevel, device_pool(pool, batch_size, threads))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     exec_worker(*command)
+
+
+@dataclass
+class Supervisor:
+    """Runs worker processes and starts again any that exits (a crash, or the watchdog ending a stuck one)."""
+
+    specs: list[tuple[list[str], dict[str, str]]]
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    stopping: bool = False
+
+    def launch(self, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+        typer.echo(f"starting {' '.join(command)}  [{' '.join(f'{k}={v}' for k, v in env.items())}]")
+        return subprocess.Popen(command, env=os.environ | env)
+
+    def stop(self, *_: object) -> None:
+        self.stopping = True
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+
+    def run(self) -> None:
+        self.processes = [self.launch(command, env) for command, env in self.specs]
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        while not self.stopping:
+            time.sleep(0.5)
+            self.restart_exited()
+        self.wait(30)
+
+    def restart_exited(self) -> None:
+        for index, process in enumerate(self.processes):
+            if process.poll() is not None and not self.stopping:
+                command = self.specs[index][0]
+                node = command[command.index("-n") + 1]
+                typer.echo(f"worker {node} exited with code {process.returncode}; restarting it")
+                self.processes[index] = self.launch(*self.specs[index])
+
+    def wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        for process in self.processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 @cli.command()
 def start(gpus: str = typer.Option("auto", help="auto, none (CPU only), or GPU indices like 0,1"),
           loglevel: str = "info", router_worker: bool = typer.Option(True, "--router/--no-router"),
           cpu_workers: int = typer.Option(1, help="CPU device workers (cpu.0 .. cpu.N-1) when there is no GPU"),
-          batch_size: int = typer.Option(1, help=BATCH_HELP),
+          pool: str = typer.Option("threads", help=POOL_HELP),
+          batch_size: int | None = typer.Option(None, help=BATCH_HELP),
           threads: int | None = typer.Option(None, help=THREADS_HELP)) -> None:
-    """Start the router worker and one device worker per GPU (or CPU workers); stop all on Ctrl-C."""
+    """Start the router worker and one device worker per GPU (or CPU workers); restart any that exits; stop all on Ctrl-C."""
     settings = Settings()
     try:
-        slots = device_slots(gpus, cpu_workers, settings)
-        devices = [device_command(settings, s, loglevel, batch_size, threads) for s in slots]
+        chosen = device_pool(pool, batch_size, threads)
+        devices = [device_command(settings, s, loglevel, chosen) for s in device_slots(gpus, cpu_workers, settings)]
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    specs = ([router_command(settings, loglevel)] if router_worker else []) + devices
-    stopping = False
-
-    def launch(command: list[str], env: dict[str, str]) -> subprocess.Popen:
-        typer.echo(f"starting {' '.join(command)}  [{' '.join(f'{k}={v}' for k, v in env.items())}]")
-        return subprocess.Popen(command, env=os.environ | env)
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-
-    processes = [launch(command, env) for command, env in specs]
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while not stopping:
-        time.sleep(0.5)
-        for index, process in enumerate(processes):
-            if process.poll() is not None and not stopping:
-                command = specs[index][0]
-                node = command[command.index("-n") + 1]
-                typer.echo(f"worker {node} exited with code {process.returncode}; restarting it")
-                processes[index] = launch(*specs[index])
-    deadline = time.monotonic() + 30
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
+    Supervisor(([router_command(settings, loglevel)] if router_worker else []) + devices).run()
 
 
 @cli.command("slots")

@@ -1,20 +1,30 @@
-"""Per-model micro-batching for a device worker whose pool runs several model tasks at once (threads).
+"""Per-model micro-batching: requests for one model queue up, one runner thread per model serves them in batches.
 
-Each task thread calls `MicroBatcher.submit(model, item)`. The first thread to ask for a model while no
-batch of it is open becomes that batch's leader: it waits until the batch holds `max_size` items, or
-`max_wait` seconds have passed and the model is not busy with an earlier batch; then it closes the batch,
-runs it in one call and hands each thread its own answer. Threads asking for the same model meanwhile
-join the open batch and wait for their answer. One batch per model runs at a time.
+A task thread calls `MicroBatcher.submit(model, item, timeout)`. The item joins its model's queue; the model's
+runner thread (started on the model's first request) takes up to `max_size` queued items as one batch, runs
+it in one call and hands each caller its own answer. With `max_wait` 0 (the default) a request for an idle
+model runs at once; while a batch runs, the next one fills, so batches grow with the load and latency does not
+pile up behind idle waits. A positive `max_wait` holds a batch that long for company.
 
-A batch that fails as a whole is retried one item at a time (`run_each`), so one bad input costs only its
-own request. An item's answer may be an exception; `submit` raises it in that item's thread.
+A caller waits at most `timeout` seconds (the soft time limit): then it gets InferenceTimeout and its item is
+dropped if it has not started yet. A call already running cannot be interrupted (it is a thread); the device
+worker's watchdog ends the process if it runs past the hard limit (workers/watchdog.py).
+
+With `inline=True` (a prefork child, which runs one task at a time) there are no runner threads: submit runs
+the call in the caller's thread, so Celery's own soft limit interrupts the model call itself.
+
+A batch that fails as a whole is retried one item at a time (`run_each`), so one bad input costs only its own
+request. An item's answer may be an exception; `submit` raises it in that item's thread.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import Any, Callable, Generic, Hashable, Sequence, TypeVar
 
 from model_cache.footprint import is_out_of_memory
@@ -24,11 +34,8 @@ Item = TypeVar("Item")
 Outcome = Any  # a result, or the exception raised for that item
 
 
-@dataclass
-class _Batch(Generic[Item]):
-    items: list[Item] = field(default_factory=list)
-    done: threading.Event = field(default_factory=threading.Event)
-    outcomes: list[Outcome] = field(default_factory=list)
+class InferenceTimeout(Exception):
+    """A request waited longer than its timeout (the soft time limit) for its model's answer."""
 
 
 @dataclass(frozen=True)
@@ -40,16 +47,17 @@ class BatchStats:
     largest: int
 
 
-class MicroBatcher(Generic[Item]):
-    """Groups concurrent submissions per key into batches of at most max_size.
+@dataclass
+class _Request(Generic[Item]):
+    item: Item
+    answer: Future
 
-    A batch closes when it is full, or when it has waited max_wait and no batch of its key is running.
-    So a lone request waits max_wait at most, and under load the next batch of a model fills up while
-    the current one runs: batch size grows with the load, latency does not pile up behind idle waits.
-    """
+
+class MicroBatcher(Generic[Item]):
+    """Queues requests per key and runs them in batches of at most max_size, one batch per key at a time."""
 
     def __init__(self, run_batch: Callable[[Hashable, list[Item]], Sequence[Outcome]], max_size: int,
-                 max_wait: float):
+                 max_wait: float = 0.0, inline: bool = False):
         if max_size < 1:
             raise ValueError(f"max_size must be at least 1, not {max_size}")
         if max_wait < 0:
@@ -57,30 +65,32 @@ class MicroBatcher(Generic[Item]):
         self.run_batch = run_batch
         self.max_size = max_size
         self.max_wait = max_wait
+        self.inline = inline
         self._changed = threading.Condition()
-        self._open: dict[Hashable, _Batch[Item]] = {}
-        self._running: set[Hashable] = set()
+        self._queues: dict[Hashable, deque[_Request[Item]]] = {}
+        self._runners: dict[Hashable, threading.Thread] = {}
+        self._inline_locks: dict[Hashable, threading.Lock] = {}
         self._batches = 0
         self._items = 0
         self._largest = 0
 
-    def submit(self, key: Hashable, item: Item) -> Any:
-        """Run item with whatever else arrives for key meanwhile; return (or raise) its own outcome."""
+    def submit(self, key: Hashable, item: Item, timeout: float | None = None) -> Any:
+        """Run item with whatever else is queued for key; return (or raise) its own outcome."""
+        if self.inline:
+            return self._run_inline(key, item)
+        request: _Request[Item] = _Request(item, Future())
         with self._changed:
-            batch = self._open.get(key)
-            leader = batch is None
-            if leader:
-                batch = self._open[key] = _Batch()
-            index = len(batch.items)
-            batch.items.append(item)
-            if len(batch.items) >= self.max_size:
-                del self._open[key]  # full: nobody else joins; its leader is told below
+            self._queues.setdefault(key, deque()).append(request)
+            if key not in self._runners:
+                self._runners[key] = threading.Thread(target=self._serve, args=(key,), daemon=True,
+                                                      name=f"model-runner-{key}")
+                self._runners[key].start()
             self._changed.notify_all()
-        if leader:
-            self._lead(key, batch)
-        else:
-            batch.done.wait()
-        outcome = batch.outcomes[index]
+        try:
+            outcome = request.answer.result(timeout=timeout)
+        except FutureTimeout:
+            request.answer.cancel()  # not started yet: the runner skips it
+            raise InferenceTimeout(f"no answer from {key} within {timeout:g} s") from None
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -89,34 +99,56 @@ class MicroBatcher(Generic[Item]):
         with self._changed:
             return BatchStats(self._batches, self._items, self._largest)
 
-    def _lead(self, key: Hashable, batch: _Batch[Item]) -> None:
-        deadline = time.monotonic() + self.max_wait
+    def _run_inline(self, key: Hashable, item: Item) -> Any:
         with self._changed:
-            while len(batch.items) < self.max_size:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 and key not in self._running:
-                    break
-                self._changed.wait(remaining if remaining > 0 else None)
-            if self._open.get(key) is batch:
-                del self._open[key]
-            while key in self._running:  # a full batch still runs after the one before it
+            lock = self._inline_locks.setdefault(key, threading.Lock())
+        with lock:  # one call per model at a time (ultralytics predictors are not thread-safe)
+            self._count([item])
+            outcome = self._call(key, [item])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _serve(self, key: Hashable) -> None:
+        """The runner of one key: forever take the next batch of live requests and answer them."""
+        while True:
+            batch = self._next_batch(key)
+            outcomes = self._call(key, [request.item for request in batch])
+            for request, outcome in zip(batch, outcomes):
+                if not request.answer.done():
+                    request.answer.set_result(outcome)
+
+    def _next_batch(self, key: Hashable) -> list[_Request[Item]]:
+        queue = self._queues[key]
+        with self._changed:
+            while not queue:
                 self._changed.wait()
-            self._running.add(key)
-            self._batches += 1
-            self._items += len(batch.items)
-            self._largest = max(self._largest, len(batch.items))
+            if self.max_wait > 0 and len(queue) < self.max_size:
+                deadline = time.monotonic() + self.max_wait
+                while len(queue) < self.max_size and (remaining := deadline - time.monotonic()) > 0:
+                    self._changed.wait(remaining)
+            batch = []
+            while queue and len(batch) < self.max_size:
+                request = queue.popleft()
+                if request.answer.set_running_or_notify_cancel():  # False: its caller gave up
+                    batch.append(request)
+            self._count(batch)
+        return batch or self._next_batch(key)
+
+    def _count(self, items: Sequence[Any]) -> None:
+        with self._changed:
+            self._batches += 1 if items else 0
+            self._items += len(items)
+            self._largest = max(self._largest, len(items))
+
+    def _call(self, key: Hashable, items: list[Item]) -> list[Outcome]:
         try:
-            outcomes = list(self.run_batch(key, batch.items))
-            if len(outcomes) != len(batch.items):
-                raise RuntimeError(f"a batch of {len(batch.items)} gave {len(outcomes)} answers")
-        except BaseException as exc:  # noqa: BLE001 - every waiting thread must get an answer
-            outcomes = [exc] * len(batch.items)
-        finally:
-            with self._changed:
-                self._running.discard(key)
-                self._changed.notify_all()
-        batch.outcomes = outcomes
-        batch.done.set()
+            outcomes = list(self.run_batch(key, items))
+            if len(outcomes) != len(items):
+                raise RuntimeError(f"a batch of {len(items)} gave {len(outcomes)} answers")
+            return outcomes
+        except BaseException as exc:  # noqa: BLE001 - every waiting caller must get an answer
+            return [exc] * len(items)
 
 
 def run_each(infer: Callable[[Item], Any], items: Sequence[Item]) -> list[Outcome]:

@@ -102,28 +102,54 @@ def router_command(settings: Settings, loglevel: str, concurrency: int = 2,
     return command, {"WORKER_ROLE": "router", "CUDA_VISIBLE_DEVICES": ""} | metrics_environment(settings, "router", 0)
 
 
-BATCH_WINDOW = 8  # model tasks a batching worker holds, per unit of batch size
+BATCH_WINDOW = 8  # model tasks a threads pool holds, per unit of batch size: room for batch_size events' models
+DEFAULT_BATCH_SIZE = 4
 
 
-def device_command(settings: Settings, slot: DeviceSlot, loglevel: str, batch_size: int = 1,
-                   threads: int | None = None) -> tuple[list[str], dict[str, str]]:
-    """prefork with one child: models load lazily in the child, which owns the device.
+@dataclass(frozen=True)
+class DevicePool:
+    """How a device worker runs its model tasks.
 
-    batch_size > 1 turns on micro-batching instead: a threads pool holds BATCH_WINDOW x batch_size model
-    tasks at once (an event plans about seven models, so that is room for batch_size requests of each),
-    and the runtime runs concurrent requests for one model as one batch of up to batch_size
-    (MODEL_BATCH_SIZE). Threads cannot be interrupted, so soft and hard time limits do not apply there.
-    `threads` sets the threads pool's size instead (with batch_size 1: threads without batching, which
-    scripts/bench.py uses to tell what batching adds from what running models side by side adds).
+    threads (the default): one process holds the device, a threads pool of `threads` model tasks (default
+    BATCH_WINDOW x batch_size) runs an event's models side by side, and each model's requests are served in
+    micro-batches of up to `batch_size`; the runtime keeps the time limits (a watchdog ends the process past
+    MODEL_TIME_LIMIT, the supervisor restarts it). prefork: one child runs one task at a time, with Celery's
+    own time limits; no batching.
     """
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, not {batch_size}")
-    if threads is not None and threads < 1:
-        raise ValueError(f"--threads must be at least 1, not {threads}")
+
+    kind: str = "threads"
+    batch_size: int = DEFAULT_BATCH_SIZE
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("threads", "prefork"):
+            raise ValueError(f"--pool takes threads or prefork, not {self.kind!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be at least 1, not {self.threads}")
+        if self.kind == "prefork" and (self.batch_size > 1 or self.threads is not None):
+            raise ValueError("--pool prefork runs one task at a time: it takes neither --batch-size above 1 nor --threads")
+
+    @classmethod
+    def prefork(cls) -> "DevicePool":
+        return cls("prefork", batch_size=1)
+
+    @property
+    def concurrency(self) -> int:
+        return 1 if self.kind == "prefork" else self.threads or BATCH_WINDOW * self.batch_size
+
+
+def device_command(settings: Settings, slot: DeviceSlot, loglevel: str,
+                   pool: DevicePool = DevicePool()) -> tuple[list[str], dict[str, str]]:
+    """The worker for one device's queue: a threads pool by default, or prefork with one child (see DevicePool).
+
+    Either way the models load lazily in the process that runs the tasks, which owns the device; a prefork
+    parent never touches CUDA.
+    """
     offset = 1 + slot.index + (100 if slot.kind == "cpu" else 0)
-    env = slot.environment() | metrics_environment(settings, slot.queue, offset)
-    if batch_size == 1 and threads is None:
-        return celery_worker_command(settings, slot.queue, slot.node, 1, loglevel, []), env
-    env["MODEL_BATCH_SIZE"] = str(batch_size)
-    threads = threads or BATCH_WINDOW * batch_size
-    return celery_worker_command(settings, slot.queue, slot.node, threads, loglevel, [], pool="threads"), env
+    env = slot.environment() | metrics_environment(settings, slot.queue, offset) | {
+        "DEVICE_POOL": pool.kind, "MODEL_BATCH_SIZE": str(pool.batch_size),
+    }
+    command = celery_worker_command(settings, slot.queue, slot.node, pool.concurrency, loglevel, [], pool=pool.kind)
+    return command, env

@@ -6,25 +6,29 @@ so a parent that forks never touches CUDA. The same runtime serves the direct pi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from model_cache import ModelCache, ModelSkipped, ModelSpec
-from workers.batching import MicroBatcher, infer_many
+from workers.batching import InferenceTimeout, MicroBatcher, infer_many
 from workers.frames import DecodedFrames
+from workers.journal import CallJournal
 from workers.metrics import INFERENCE_SECONDS, MEMORY_SHARE, MEMORY_USED, MODEL_RECORDS, CacheMetrics
 from workers.models.base import InferenceSkipped, ModelInput
 from workers.records import ModelRecord, ModelRequest
 from workers.registry import REGISTRY, ModelEntry
 from workers.settings import Settings
 from workers.state import publish_state, withdraw_state
+from workers.watchdog import CallWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +56,21 @@ def memory_budget_bytes(device: str, share_mb: int | None) -> int:
     return CPU_DEFAULT_SHARE_MB * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class Job:
+    """One request as its model's runner sees it: the detection, and the task it answers (for the journal)."""
+
+    inputs: ModelInput
+    task_id: str | None = None
+
+
 class DeviceRuntime:
-    """Runs model requests on one device through one ModelCache and (given a Redis client) tells Redis what it holds."""
+    """Runs model requests on one device through one ModelCache and (given a Redis client) tells Redis what it holds.
+
+    In a threads pool (settings.device_pool == "threads") an event's models run side by side: each model has a
+    runner thread fed by the micro-batcher, a caller gives up at the soft time limit, and the watchdog ends the
+    process when a call runs past the hard limit. In a prefork child the call runs in the task's own thread.
+    """
 
     PUBLISH_EVERY = 1.0  # seconds between state publishes caused by tasks alone
 
@@ -72,11 +89,15 @@ class DeviceRuntime:
             on_change=self.publish,
             observer=CacheMetrics(),
         )
-        # Every inference goes through the batcher: with MODEL_BATCH_SIZE 1 it only makes sure one call per
-        # model runs at a time (ultralytics predictors are not thread-safe), with more it batches.
-        self.batcher: MicroBatcher[ModelInput] = MicroBatcher(
-            self.run_batch, max_size=settings.model_batch_size, max_wait=settings.model_batch_wait_ms / 1000
+        # Every inference goes through the batcher: one call per model at a time (ultralytics predictors are not
+        # thread-safe), batched when several requests for a model are waiting.
+        self.threaded = settings.device_pool == "threads"
+        self.batcher: MicroBatcher[Job] = MicroBatcher(
+            self.run_batch, max_size=settings.model_batch_size, max_wait=settings.model_batch_wait_ms / 1000,
+            inline=not self.threaded,
         )
+        self.watchdog = CallWatchdog(settings.model_time_limit) if self.threaded else None
+        self.journal: CallJournal | None = None
         self._published_at = 0.0
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -114,20 +135,21 @@ class DeviceRuntime:
             frames=[self.frames.get(key) for key in request.buffer_keys] if with_buffer else [],
         )
 
-    def run(self, request: ModelRequest) -> ModelRecord:
+    def run(self, request: ModelRequest, task_id: str | None = None) -> ModelRecord:
         """Load (or reuse) the model and run it; every failure comes back as a record."""
         record = ModelRecord(model=request.model, status="ok", device=self.device, worker=self.worker)
         entry = REGISTRY.get(request.model)
         if entry is None:
             record = record.failed("error", f"unknown model {request.model!r}")
         else:
-            record = self._run_entry(entry, request, record)
+            record = self._run_entry(entry, request, record, task_id)
         MODEL_RECORDS.labels(record.model, record.status).inc()
         if record.status == "ok":
             INFERENCE_SECONDS.labels(record.model).observe(record.infer_ms / 1000)
         return record
 
-    def _run_entry(self, entry: ModelEntry, request: ModelRequest, record: ModelRecord) -> ModelRecord:
+    def _run_entry(self, entry: ModelEntry, request: ModelRequest, record: ModelRecord,
+                   task_id: str | None) -> ModelRecord:
         try:
             inputs = self.inputs_for(request, with_buffer=entry.needs_frames)
         except Exception as exc:  # the frame expired or cannot be decoded
@@ -142,14 +164,17 @@ class DeviceRuntime:
             log.exception("loading %s failed", entry.name)
             return record.failed("error", f"load failed: {type(exc).__name__}: {exc}")
         record = record.model_copy(update={"cache_hit": loaded.hit, "load_ms": round(loaded.load_ms, 2)})
-        return self._infer(entry.name, inputs, record)
+        return self._infer(entry.name, Job(inputs, task_id), record)
 
-    def _infer(self, model: str, inputs: ModelInput, record: ModelRecord) -> ModelRecord:
+    def _infer(self, model: str, job: Job, record: ModelRecord) -> ModelRecord:
         started = time.perf_counter()
+        soft_limit = self.settings.model_soft_time_limit if self.threaded else None
         try:
-            data = self.batcher.submit(model, inputs)
+            data = self.batcher.submit(model, job, timeout=soft_limit)
         except InferenceSkipped as exc:
             return record.failed("skipped", str(exc))
+        except InferenceTimeout:
+            return record.failed("timeout", f"exceeded the {soft_limit:g}s soft time limit")
         except SoftTimeLimitExceeded:
             raise
         except Exception as exc:
@@ -159,9 +184,30 @@ class DeviceRuntime:
         self.publish_soon()
         return record.model_copy(update={"data": data, "infer_ms": round(infer_ms, 2)})
 
-    def run_batch(self, model: str, batch: list[ModelInput]) -> list[Any]:
-        """One batched call of model (the micro-batcher's runner): an answer or an exception per input."""
-        return self.cache.run_with_oom_retry(self.spec_for(REGISTRY[model]), lambda wrapper: infer_many(wrapper, batch))
+    def run_batch(self, model: str, jobs: list[Job]) -> list[Any]:
+        """One batched call of model (the micro-batcher's runner): an answer or an exception per input.
+
+        The call is journaled (so a crash is blamed on the tasks inside it) and watched (hard time limit).
+        """
+        tasks = [job.task_id for job in jobs if job.task_id]
+        inputs = [job.inputs for job in jobs]
+        if self.journal is not None:
+            self.journal.started(tasks)
+        try:
+            with self.watchdog.watching(model, tuple(tasks)) if self.watchdog else contextlib.nullcontext():
+                return self.cache.run_with_oom_retry(self.spec_for(REGISTRY[model]),
+                                                     lambda wrapper: infer_many(wrapper, inputs))
+        finally:
+            if self.journal is not None:
+                self.journal.finished(tasks)
+
+    # -- crashes --------------------------------------------------------------------------------------
+    def open_journal(self) -> list[str]:
+        """Start this process's call journal; returns the tasks a dead predecessor left inside a model call."""
+        self.journal = CallJournal(self.settings.journal_dir / self.settings.pool_id / f"{self.queue}.journal")
+        suspects = self.journal.unfinished()
+        self.journal.open()
+        return suspects
 
     # -- published state ----------------------------------------------------------------------
     def state(self, snapshot: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -207,8 +253,20 @@ class DeviceRuntime:
         self._heartbeat = threading.Thread(target=beat, name="cache-heartbeat", daemon=True)
         self._heartbeat.start()
 
+    def start(self) -> "DeviceRuntime":
+        """Announce this worker, and start its heartbeat (and the watchdog, in a threads pool)."""
+        self.publish()
+        self.start_heartbeat()
+        if self.watchdog is not None:
+            self.watchdog.start()
+        return self
+
     def stop(self) -> None:
         self._stop.set()
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        if self.journal is not None:
+            self.journal.close()
         self.cache.clear()
         if self.client is not None:
             withdraw_state(self.client, self.worker)

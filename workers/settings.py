@@ -12,7 +12,7 @@ import os
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -138,8 +138,14 @@ class Settings(BaseSettings):
     model_time_limit: float = Field(90.0, description="Hard time limit of one model task; the child is killed")
     task_events: bool = Field(True, description="Workers send task events (Flower needs them); 0 saves their cost")
     affinity_routing: bool = Field(True, description="Prefer a worker that already holds the model; 0 to measure without")
-    model_batch_size: int = Field(1, ge=1, description="Micro-batch bound per model (set by the launcher's --batch-size)")
-    model_batch_wait_ms: float = Field(5.0, ge=0, description="How long the first request waits for others to join its batch")
+    device_pool: Literal["threads", "prefork"] = Field(
+        "threads", description="A device worker's pool (set by the launcher's --pool): threads run an event's models "
+                               "side by side; prefork runs one task at a time in one child")
+    model_batch_size: int = Field(4, ge=1, description="Micro-batch bound per model (set by the launcher's --batch-size)")
+    model_batch_wait_ms: float = Field(
+        0.0, ge=0, description="How long a batch waits for company; 0: a request for an idle model runs at once")
+    journal_dir: Path = Field(Path(tempfile.gettempdir()) / "model-zoo-journal",
+                              description="Where device workers journal model calls in progress (crash accounting)")
     max_image_pixels: int = Field(40_000_000, description="Largest decoded frame (PIL MAX_IMAGE_PIXELS)")
     max_image_bytes: int = Field(16 * 1024 * 1024, description="Largest encoded frame")
     max_frames: int = Field(32, description="Largest frame buffer for action recognition")
@@ -188,6 +194,16 @@ class Settings(BaseSettings):
     @property
     def is_device_worker(self) -> bool:
         return self.worker_role == "device"
+
+    @property
+    def pool_id(self) -> str:
+        """A short name for this pool (its broker, password left out): files on one host stay apart per pool."""
+        import hashlib
+        from urllib.parse import urlsplit
+
+        url = urlsplit(self.redis_url)
+        where = f"{url.scheme}://{url.hostname}:{url.port or 6379}{url.path or '/0'}"
+        return hashlib.sha1(where.encode()).hexdigest()[:10]
 
 
 GROUPS = ("zoo", "reid", "nemotron", "metrics", "launch")

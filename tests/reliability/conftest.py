@@ -19,12 +19,12 @@ BASE_ENV = {"SCENE_MODELS": "", "METRICS_PORT_BASE": "0"}
 
 @pytest.fixture
 def make_pool(pool_models_dir, tmp_path):
-    """make_pool(env, persistent=False) -> (started LocalPool, its RedisServer); both stopped after the test."""
+    """make_pool(env, persistent=False, pool="threads") -> (started LocalPool, its RedisServer); both stopped after."""
     started: list[tuple[LocalPool, RedisServer]] = []
 
-    def make(env: dict[str, str], persistent: bool = False) -> tuple[LocalPool, RedisServer]:
+    def make(env: dict[str, str], persistent: bool = False, pool: str = "threads") -> tuple[LocalPool, RedisServer]:
         server = RedisServer(persistent=persistent).start()
-        pool = LocalPool(server.url, pool_models_dir, tmp_path / f"logs{len(started)}", env=BASE_ENV | env)
+        pool = LocalPool(server.url, pool_models_dir, tmp_path / f"logs{len(started)}", env=BASE_ENV | env, pool=pool)
         started.append((pool, server))
         return pool.start(), server
 

@@ -219,3 +219,42 @@ def assert_close(got, want, path="answer"):
         assert got == pytest.approx(want, abs=1e-3), path
     else:
         assert got == want, path
+
+
+# -- time limits ---------------------------------------------------------------------------------------------
+
+def test_a_caller_stops_waiting_at_its_timeout_and_its_queued_item_is_dropped():
+    from workers.batching import InferenceTimeout
+
+    gate = threading.Event()
+    seen: list[int] = []
+
+    def stuck(key, items):
+        seen.extend(items)
+        gate.wait(5)
+        return [i for i in items]
+
+    batcher = MicroBatcher(stuck, max_size=1)
+    first = threading.Thread(target=lambda: batcher.submit("pose", 1, timeout=5))
+    first.start()
+    time.sleep(0.1)  # the first call is running and stuck
+    started = time.perf_counter()
+    with pytest.raises(InferenceTimeout, match="pose"):
+        batcher.submit("pose", 2, timeout=0.2)
+    assert time.perf_counter() - started < 1.0
+    gate.set()
+    first.join(5)
+    time.sleep(0.1)
+    assert seen == [1], "the timed-out request never reached the model"
+
+
+def test_inline_batching_runs_in_the_callers_thread():
+    where: list[str] = []
+
+    def record(key, items):
+        where.append(threading.current_thread().name)
+        return items
+
+    batcher = MicroBatcher(record, max_size=4, inline=True)
+    assert batcher.submit("pose", 7) == 7
+    assert where == [threading.current_thread().name]

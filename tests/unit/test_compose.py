@@ -169,7 +169,7 @@ def test_each_gpu_service_reserves_its_gpu_and_consumes_its_queue(services, tmp_
         assert device["driver"] == "nvidia" and device["device_ids"] == [index] and "gpu" in device["capabilities"]
         command, env = launched(service, tmp_path, monkeypatch)
         assert option(command, "-Q") == f"gpu.{index}" and env["DEVICE_QUEUE"] == f"gpu.{index}"
-        assert option(command, "-c") == "1" and env["WORKER_ROLE"] == "device"
+        assert option(command, "-P") == "threads" and env["WORKER_ROLE"] == "device"
         assert option(command, "-n") == f"{environment(service)['WORKER_NODE']}@%h"
 
 

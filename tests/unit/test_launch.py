@@ -1,4 +1,4 @@
-"""The launcher's worker layout: CPU workers standing in for GPUs, prefork by default, threads when batching."""
+"""The launcher's worker layout: CPU workers standing in for GPUs, a threads pool with batching by default, prefork on request."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from workers.__main__ import cli
-from workers.launch import BATCH_WINDOW, DeviceSlot, device_command, device_slots
+from workers.launch import BATCH_WINDOW, DevicePool, DeviceSlot, device_command, device_slots
 from workers.settings import Settings
 
 
@@ -35,18 +35,26 @@ def test_gpu_slots_are_pinned_to_their_device():
     assert [(s.queue, s.environment()["CUDA_VISIBLE_DEVICES"]) for s in slots] == [("gpu.0", "0"), ("gpu.2", "2")]
 
 
-def test_a_device_worker_is_prefork_with_one_child_by_default():
+def test_a_device_worker_is_a_threads_pool_with_batching_by_default():
     command, env = device_command(SETTINGS, DeviceSlot("gpu", 1), "info")
-    assert option(command, "-P") == "prefork" and option(command, "-c") == "1"
-    assert option(command, "-Q") == "gpu.1" and "MODEL_BATCH_SIZE" not in env
-
-
-def test_batching_runs_a_threads_pool_with_room_for_each_model():
-    command, env = device_command(SETTINGS, DeviceSlot("cpu", 0), "info", batch_size=4)
     assert option(command, "-P") == "threads" and option(command, "-c") == str(4 * BATCH_WINDOW)
-    assert env["MODEL_BATCH_SIZE"] == "4" and env["DEVICE_QUEUE"] == "cpu.0"
+    assert option(command, "-Q") == "gpu.1"
+    assert env["DEVICE_POOL"] == "threads" and env["MODEL_BATCH_SIZE"] == "4"
+
+
+def test_prefork_runs_one_task_at_a_time_without_batching():
+    command, env = device_command(SETTINGS, DeviceSlot("cpu", 0), "info", DevicePool.prefork())
+    assert option(command, "-P") == "prefork" and option(command, "-c") == "1"
+    assert env["DEVICE_POOL"] == "prefork" and env["MODEL_BATCH_SIZE"] == "1"
+    with pytest.raises(ValueError, match="prefork"):
+        DevicePool("prefork", batch_size=4)
+
+
+def test_batch_size_sets_the_threads_window():
+    command, env = device_command(SETTINGS, DeviceSlot("cpu", 0), "info", DevicePool(batch_size=2))
+    assert option(command, "-c") == str(2 * BATCH_WINDOW) and env["MODEL_BATCH_SIZE"] == "2"
     with pytest.raises(ValueError, match="--batch-size"):
-        device_command(SETTINGS, DeviceSlot("cpu", 0), "info", batch_size=0)
+        DevicePool(batch_size=0)
 
 
 def test_task_events_follow_the_setting(monkeypatch):
@@ -67,7 +75,12 @@ def test_bad_batch_size_is_a_usage_error():
 
 
 def test_threads_without_batching_for_measuring():
-    command, env = device_command(SETTINGS, DeviceSlot("cpu", 0), "info", batch_size=1, threads=6)
+    command, env = device_command(SETTINGS, DeviceSlot("cpu", 0), "info", DevicePool(batch_size=1, threads=6))
     assert option(command, "-P") == "threads" and option(command, "-c") == "6" and env["MODEL_BATCH_SIZE"] == "1"
     with pytest.raises(ValueError, match="--threads"):
-        device_command(SETTINGS, DeviceSlot("cpu", 0), "info", threads=0)
+        DevicePool(threads=0)
+
+
+def test_an_unknown_pool_is_a_usage_error():
+    result = CliRunner().invoke(cli, ["start", "--gpus", "none", "--pool", "gevent"])
+    assert result.exit_code == 2 and "--pool" in result.output
