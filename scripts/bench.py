@@ -11,10 +11,11 @@ buffer, vehicles and animals, built from real photos) through:
 
   direct     tasks.pipeline.enrich_directly: the pool's own admission, planning, DeviceRuntime and assembly,
              in this process, one event after another (models loaded beforehand), no Celery, no Redis;
-  pool       a local redis-server, the router worker and one device worker (prefork, one child):
+  pool       a local redis-server, the router worker and one device worker as `python -m workers start` runs
+             it by default (a threads pool, an event's models side by side, micro-batches of --batch-size):
              events one at a time for latency, then CONCURRENCY in flight for throughput;
-  threads    one device worker running a threads pool (8 x --batch-size threads) without batching;
-  batched    the same threads with micro-batching (--batch-size: concurrent requests per model in one call);
+  unbatched  the same threads pool with batch size 1 (what batching adds);
+  prefork    one device worker with one prefork child, one task at a time (the old default; --compare);
   affinity   two device workers, each with --affinity-share-mb, run twice on the same trace: router
              preferring the worker that holds the model, then not (AFFINITY_ROUTING=0); model loads compared.
 
@@ -370,7 +371,8 @@ class PoolPlan:
     env: dict[str, str]
     gpus: str = "none"
     cpu_workers: int = 1
-    batch_size: int = 1
+    pool: str = "threads"
+    batch_size: int | None = None  # None: the launcher's default for the pool
     threads: int | None = None
     concurrency: int = 4
     sequential: bool = True
@@ -389,7 +391,7 @@ def started_pool(plan: PoolPlan, models_dir: Path, log_dir: Path, timeout: float
 
     server = RedisServer().start()
     pool = LocalPool(server.url, models_dir, log_dir, env=plan.env, gpus=plan.gpus, cpu_workers=plan.cpu_workers,
-                     batch_size=plan.batch_size, threads=plan.threads)
+                     pool=plan.pool, batch_size=plan.batch_size, threads=plan.threads)
     client = server.client()
     completions = None
     try:
@@ -408,7 +410,8 @@ def run_pool(plan: PoolPlan, trace: list[dict[str, Any]], warmup: list[dict[str,
              log_dir: Path, timeout: float) -> dict[str, Any]:
     """Warm a fresh pool, then measure the trace one at a time and/or concurrently."""
     report: dict[str, Any] = {"device_workers": device_slots(plan.gpus, plan.cpu_workers), "gpus": plan.gpus,
-                              "batch_size": plan.batch_size, "threads": plan.threads, "concurrency": plan.concurrency}
+                              "pool": plan.pool, "batch_size": plan.batch_size, "threads": plan.threads,
+                              "concurrency": plan.concurrency}
     with started_pool(plan, models_dir, log_dir, timeout) as run:
         if plan.warm:
             run.submit_all(warmup, 1)  # models load here, not in the measured trace
@@ -476,11 +479,11 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
     }
     if ok(report, "pool_no_events"):
         summary["overhead_ms_p50_without_task_events"] = report["pool_no_events"]["sequential"]["overhead_ms"]["p50"]
-    if ok(report, "batched"):
-        batched = rate(report["batched"])
-        summary["batched_over_pool_throughput"] = ratio(batched, rate(pool))
-        summary["batched_over_threads_throughput"] = ratio(batched, rate(ok(report, "threads")))
-        summary["batched_over_direct_throughput"] = ratio(batched, direct.get("events_per_s"))
+    if ok(report, "unbatched"):
+        summary["pool_over_unbatched_throughput"] = ratio(rate(pool), rate(report["unbatched"]))
+    if ok(report, "prefork"):
+        summary["pool_over_prefork_throughput"] = ratio(rate(pool), rate(report["prefork"]))
+        summary["prefork_overhead_ms_p50"] = report["prefork"]["sequential"]["overhead_ms"]["p50"]
     for label in ("on", "off"):
         run = ok(report, f"affinity_{label}")
         if run:
@@ -502,7 +505,7 @@ def print_report(report: dict[str, Any]) -> None:
     if direct:
         table.add_row("direct", str(direct["events_per_s"]), *[str(direct["latency_ms"][q]) for q in ("p50", "p95", "p99")],
                       str(direct["overhead_ms"]["p50"]), "-", "-", "-", "-")
-    for name in ("pool", "pool_no_events", "threads", "batched", "affinity_on", "affinity_off"):
+    for name in ("pool", "pool_no_events", "unbatched", "prefork", "affinity_on", "affinity_off"):
         run = ok(report, name)
         if run is None:
             continue
@@ -520,25 +523,24 @@ def print_report(report: dict[str, Any]) -> None:
 
 # -- the command ----------------------------------------------------------------------------------------------
 
-def pool_phases(noop: bool, env: dict[str, str], gpus: str, concurrency: int, batch_size: int, affinity: bool,
-                affinity_share_mb: int) -> dict[str, PoolPlan]:
+def pool_phases(noop: bool, env: dict[str, str], gpus: str, concurrency: int, batch_size: int, compare: bool,
+                affinity: bool, affinity_share_mb: int) -> dict[str, PoolPlan]:
     """The pool phases of one run, by name, in order."""
-    phases = {"pool": PoolPlan(env, gpus=gpus, concurrency=concurrency, keyed=True)}
+    phases = {"pool": PoolPlan(env, gpus=gpus, batch_size=batch_size, concurrency=concurrency, keyed=True)}
     if noop:
-        phases["pool_no_events"] = PoolPlan(env | {"TASK_EVENTS": "0"}, gpus=gpus, concurrency=concurrency)
-    if batch_size > 1:
-        from workers.launch import BATCH_WINDOW
-
-        threads = BATCH_WINDOW * batch_size
-        phases["threads"] = PoolPlan(env, gpus=gpus, threads=threads, concurrency=concurrency * 2, sequential=False)
-        phases["batched"] = PoolPlan(env, gpus=gpus, batch_size=batch_size, concurrency=concurrency * 2,
-                                     sequential=False)
+        phases["pool_no_events"] = PoolPlan(env | {"TASK_EVENTS": "0"}, gpus=gpus, batch_size=batch_size,
+                                            concurrency=concurrency)
+    if compare:
+        if batch_size > 1:
+            phases["unbatched"] = PoolPlan(env, gpus=gpus, batch_size=1, concurrency=concurrency, sequential=False)
+        phases["prefork"] = PoolPlan(env, gpus=gpus, pool="prefork", concurrency=concurrency)
     two_workers = gpus == "none" or device_slots(gpus, 1) >= 2
     if affinity and two_workers:
         shares = env | {"MEMORY_SHARE_MB": str(affinity_share_mb)}
         for label, flag in (("on", "1"), ("off", "0")):
             phases[f"affinity_{label}"] = PoolPlan(shares | {"AFFINITY_ROUTING": flag}, gpus=gpus, cpu_workers=2,
-                                                   concurrency=concurrency, sequential=False, warm=False)
+                                                   batch_size=batch_size, concurrency=concurrency, sequential=False,
+                                                   warm=False)
     return phases
 
 
@@ -548,7 +550,8 @@ def main(
     noop: bool = typer.Option(False, help="No-op models: measure orchestration alone"),
     seed: int = typer.Option(7, help="Trace seed"),
     concurrency: int = typer.Option(4, min=1, help="Events in flight in the throughput phase"),
-    batch_size: int = typer.Option(4, min=1, help="Micro-batch bound of the batched run (1 skips it)"),
+    batch_size: int = typer.Option(4, min=1, help="The pool's micro-batch bound (the launcher's default is 4)"),
+    compare: bool = typer.Option(True, help="Also run the pool without batching and with the prefork pool"),
     affinity: bool = typer.Option(True, help="Run the two-worker affinity comparison (needs two device workers)"),
     affinity_share_mb: int = typer.Option(4096, help="Memory share of each worker in the affinity runs"),
     gpus: str = typer.Option("none", help="The pool's GPUs, as `python -m workers start --gpus` takes them"),
@@ -573,7 +576,8 @@ def main(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     report.phase("direct", lambda: run_direct(trace, env, device))
-    for name, plan in pool_phases(noop, env, gpus, concurrency, batch_size, affinity, affinity_share_mb).items():
+    for name, plan in pool_phases(noop, env, gpus, concurrency, batch_size, compare, affinity,
+                                  affinity_share_mb).items():
         log_dir = work / name
         report.phase(name, lambda: run_pool(plan, trace, warmup, models_dir, log_dir, phase_timeout), log_dir)
     report.data["summary"] = summarise(report.data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import redis
@@ -43,29 +44,55 @@ class FrameStore:
 
 
 class DecodedFrames:
-    """A worker's small LRU of decoded frames, so several models of one event decode the frame once."""
+    """A worker's small LRU of decoded frames, so the models of one event read and decode the frame once.
+
+    Thread-safe and single-flight: when an event's models ask for a frame at the same moment (a threads pool),
+    the first reads and decodes it while the others wait for that answer instead of reading it again.
+    """
 
     def __init__(self, store: FrameStore | None, max_pixels: int, capacity: int = 8):
         self.store = store
         self.max_pixels = max_pixels
         self.capacity = capacity
         self._images: OrderedDict[str, Image.Image] = OrderedDict()
+        self._lock = threading.Lock()
+        self._reading: dict[str, threading.Lock] = {}
         self.bytes_read = 0
 
     def get(self, key: str) -> Image.Image:
-        if key in self._images:
-            self._images.move_to_end(key)
-            return self._images[key]
+        image = self._cached(key)
+        if image is not None:
+            return image
+        with self._lock:
+            reading = self._reading.setdefault(key, threading.Lock())
+        with reading:  # one reader per key; the others find its answer in the cache
+            image = self._cached(key)
+            if image is None:
+                image = self.remember(key, self._read(key))
+        with self._lock:
+            self._reading.pop(key, None)
+        return image
+
+    def _cached(self, key: str) -> Image.Image | None:
+        with self._lock:
+            image = self._images.get(key)
+            if image is not None:
+                self._images.move_to_end(key)
+            return image
+
+    def _read(self, key: str) -> Image.Image:
         data = self.store.get(key) if self.store is not None else None
         if data is None:
             raise LookupError(f"frame {key} is gone from Redis (expired or already assembled)")
-        self.bytes_read += len(data)
-        return self.remember(key, decode_image(key, data, self.max_pixels))
+        with self._lock:
+            self.bytes_read += len(data)
+        return decode_image(key, data, self.max_pixels)
 
     def remember(self, key: str, image: Image.Image) -> Image.Image:
         """Keep an already decoded frame under its key (the direct pipeline hands its frames over this way)."""
-        self._images[key] = image
-        self._images.move_to_end(key)
-        while len(self._images) > self.capacity:
-            self._images.popitem(last=False)
+        with self._lock:
+            self._images[key] = image
+            self._images.move_to_end(key)
+            while len(self._images) > self.capacity:
+                self._images.popitem(last=False)
         return image
