@@ -49,7 +49,9 @@ task_track_started = False
 # Task events for Flower (and `celery events`): about a third of the pool's per-event overhead on a small
 # box (scripts/bench.py), so TASK_EVENTS=0 turns them off where nobody watches.
 worker_send_task_events = _settings.task_events
-task_send_sent_event = _settings.task_events
+# No task-sent events: publishing one beside every task message cost the router a fifth of each send
+# (scripts/bench.py); Flower follows tasks from the workers' task-received events onwards.
+task_send_sent_event = False
 
 worker_hijack_root_logger = False
 

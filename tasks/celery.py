@@ -2,7 +2,10 @@
 
 from celery import Celery
 
+from tasks import kombu_clients
 from tasks.signals import connect_worker_signals
+
+kombu_clients.install()
 
 TASK_MODULES = ["tasks.router", "tasks.model_task", "tasks.assemble", "tasks.sweeper", "tasks.risk_task", "tasks.control"]
 

@@ -137,7 +137,9 @@ def shadow_name(task: Any, args: tuple, kwargs: dict, options: dict) -> str:
     return f"run_model:{model}" if model else "run_model"
 
 
-@app.task(name="run_model", bind=True, shadow_name=shadow_name)
+# ignore_result: the record reaches the chord (and the sweeper) through the chord's own join in the result
+# backend; storing it again as celery-task-meta costs every model task a write and a publish for nobody.
+@app.task(name="run_model", bind=True, shadow_name=shadow_name, ignore_result=True)
 def run_model(self, request: dict[str, Any]) -> dict[str, Any]:
     """Run one ModelRequest on this worker's device and return its ModelRecord as JSON."""
     try:

@@ -53,12 +53,12 @@ def plan(admitted: AdmittedEvent, settings: Settings) -> list[str]:
 
 
 def route(admitted: AdmittedEvent, keys: FrameKeys, models: list[str], placement: Mapping[str, str],
-          task_ids: Mapping[str, str], received_at: float) -> tuple[RoutedEvent, list[ModelRequest]]:
+          task_ids: Mapping[str, str], received_at: float, group_id: str = "") -> tuple[RoutedEvent, list[ModelRequest]]:
     """The routed event (what assembly and the sweeper read) and one request per planned model."""
     event = admitted.event
     routed = RoutedEvent(
         event=event.summary(admitted.bbox, admitted.face_bbox), planned=models, placement=dict(placement),
-        task_ids=dict(task_ids), frame_key=keys.frame, buffer_keys=keys.buffer, owned_keys=list(keys.to_write),
+        task_ids=dict(task_ids), group_id=group_id, frame_key=keys.frame, buffer_keys=keys.buffer, owned_keys=list(keys.to_write),
         frame_size=admitted.size, received_at=received_at, routed_at=time.time(),
     )
     requests = [

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from celery import chord
+from celery import chord, group
 from kombu.utils.uuid import uuid
 
 from tasks.admission import AdmittedEvent, Rejected, admit, parse_event
@@ -49,52 +49,83 @@ def dispatch(admitted: AdmittedEvent, settings: Settings, received_at: float) ->
     models = plan(admitted, settings)
     workers = live_workers(redis_client(), max_age_seconds=settings.heartbeat_seconds * 3)
     placement = place_models(models, workers, settings.device_queues, estimated_bytes(), settings.affinity_routing)
-    routed, requests = route(admitted, keys, models, placement, {model: uuid() for model in models}, received_at)
+    routed, requests = route(admitted, keys, models, placement, {model: uuid() for model in models}, received_at,
+                             group_id=uuid())
     if not models:
         return routed, None
     header = [
-        run_model.si(request.model_dump(mode="json")).set(queue=placement[request.model],
-                                                          task_id=routed.task_ids[request.model])
+        run_model.si(request.model_dump(mode="json")).set(
+            queue=placement[request.model], task_id=routed.task_ids[request.model],
+            argsrepr=f"({request.model} for {request.event_id})", kwargsrepr="{}",  # not a repr of every argument
+        )
         for request in requests
     ]
-    body = assemble.s(routed.model_dump(mode="json"))
+    body = assemble.s(routed.model_dump(mode="json")).set(argsrepr=f"(records of {routed.event.event_id})")
     if settings.nemotron.enabled:
         body = body | assess_event_risk.s()
-    return routed, chord(header, body)
+    work = chord(header, body)
+    work.tasks = group(header).set(task_id=routed.group_id)  # chord() drops a group's id; the sweeper needs it
+    return routed, work
 
 
-@app.task(name="enrich_detection", bind=True)
-def enrich_detection(self, event: Any) -> dict:
+def hand_over(task: Any, work: Any) -> None:
+    """Let `work` (the event's chord) finish in this task's place: its result is stored under this task's id.
+
+    What Task.replace does, without its cost: replace ends the task by raising Ignore, and Celery records
+    that exception with a full, picklable traceback (a quarter of the router's CPU per event in
+    scripts/bench.py's profile). When this task is not itself part of a chain, chord, group or callback, the
+    chord is frozen with this task's id and sent; enrich_detection stores no result of its own
+    (ignore_result), so `AsyncResult(id).get()` waits for the assembled one. Otherwise Task.replace runs.
+    """
+    request = task.request
+    if request.chain or request.chord or request.group or request.callbacks or request.errbacks:
+        task.replace(work)
+    work.freeze(request.id)
+    work.set(root_id=request.root_id or request.id, parent_id=request.id)
+    work.delay()
+
+
+def answer(task: Any, result: dict) -> dict:
+    """Store the router's own answer (a rejection, a stored or awaited result) under this task's id."""
+    task.backend.store_result(task.request.id, result, "SUCCESS", request=task.request)
+    return result
+
+
+@app.task(name="enrich_detection", bind=True, ignore_result=True)
+def enrich_detection(self, event: Any) -> dict | None:
     """Entry point for the backend: one detection event dict in, its EnrichmentResult out.
 
     One result per event_id: a stored result is returned as is, and a duplicate of an event still in
-    flight waits for the original's result instead of computing it again.
+    flight waits for the original's result instead of computing it again. The result is stored under
+    this task's id either way (by the router itself, or by the chord's assemble that takes its place).
     """
     received_at = time.time()
     settings = get_settings()
     try:
         detection = parse_event(event)
     except Rejected as exc:
-        return reject(event, exc.errors, self.request.id)
+        return answer(self, reject(event, exc.errors, self.request.id))
     existing = result_store().get(detection.event_id)
     if existing is not None and existing.get("status") != "rejected":
         log.info("event %s already enriched; returning the stored result", detection.event_id)
-        return existing
+        return answer(self, existing)
     ledger = Ledger(redis_client())
     if not ledger.claim(detection.event_id, settings.event_deadline_seconds * 2):
         log.info("event %s is already in flight; waiting for its result", detection.event_id)
-        return self.replace(await_result.si(detection.event_id, time.time() + settings.event_deadline_seconds * 2))
+        hand_over(self, await_result.si(detection.event_id, time.time() + settings.event_deadline_seconds * 2))
+        return None
     try:
         admitted = admit(detection, settings, read_key=redis_client().get)
     except Rejected as exc:
         ledger.release(detection.event_id)
-        return reject(event, exc.errors, self.request.id)
+        return answer(self, reject(event, exc.errors, self.request.id))
     routed, work = dispatch(admitted, settings, received_at)
     if work is None:
         ledger.release(detection.event_id)
-        return finish_event([], routed)
+        return answer(self, finish_event([], routed))
     ledger.open(routed, settings.event_deadline_seconds, settings.result_ttl_seconds)
-    return self.replace(work)
+    hand_over(self, work)
+    return None
 
 
 @app.task(name="await_result", bind=True, max_retries=None)

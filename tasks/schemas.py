@@ -127,6 +127,7 @@ class RoutedEvent(BaseModel):
     planned: list[str]
     placement: dict[str, str]
     task_ids: dict[str, str]
+    group_id: str = ""  # the chord header's group: its finished records wait in the result backend under it
     frame_key: str
     buffer_keys: list[str] = Field(default_factory=list)
     owned_keys: list[str] = Field(default_factory=list)  # what assembly deletes; a backend's own keys stay

@@ -17,16 +17,43 @@ log = logging.getLogger(__name__)
 SWEEP_NOTE = "no record before the event deadline (finished by the sweeper)"
 
 
+def joined_records(group_id: str) -> dict[str, dict]:
+    """Records the chord's join already holds (task id -> record): what finished before the chord broke.
+
+    Model tasks do not store their results as celery-task-meta (ignore_result); each one's record goes into
+    the Redis backend's join of its chord (<group key>.j, a sorted set or a list of [1, task_id, state,
+    result]), which is where the callback would have read them.
+    """
+    backend = app.backend
+    if not group_id or not hasattr(backend, "get_key_for_group"):
+        return {}
+    key = backend.get_key_for_group(group_id, ".j")
+    client = backend.client
+    raw = client.zrange(key, 0, -1) if client.type(key) in (b"zset", "zset") else client.lrange(key, 0, -1)
+    joined = {}
+    for item in raw:
+        try:
+            _, task_id, state, result = backend.decode(item)
+        except (ValueError, TypeError):
+            continue
+        if state == "SUCCESS" and isinstance(result, dict):
+            joined[task_id] = result
+    return joined
+
+
 def finished_records(routed: RoutedEvent) -> list[dict]:
-    """Records of the header tasks that did finish, read back from the result backend."""
+    """Records of the header tasks that did finish (from the chord's join, else the task's stored result)."""
+    joined = joined_records(routed.group_id)
     records = []
     for model, task_id in routed.task_ids.items():
+        if task_id in joined:
+            records.append(joined[task_id])
+            continue
         result = AsyncResult(task_id, app=app)
         if result.successful() and isinstance(result.result, dict):
             records.append(result.result)
         else:
-            state = result.state
-            records.append({"model": model, "status": "error", "error": f"{SWEEP_NOTE}; task state {state}"})
+            records.append({"model": model, "status": "error", "error": f"{SWEEP_NOTE}; task state {result.state}"})
     return records
 
 
