@@ -1,9 +1,10 @@
 """The pool's one configuration object, read from the environment when built (names are documented in README).
 
-`Settings` holds every knob; groups that belong to one part of the pool are nested (`zoo`, `reid`, `depth`, `scene`,
-`nemotron`, `metrics`, `launch`) but keep their flat environment names (THREAT_CONFIDENCE, REID_THRESHOLD,
-DEPTH_CALIBRATION, SCENE_BASELINE_SIZE, NEMOTRON_URL, METRICS_PORT_BASE, ...). Constructors take the object (or the group they need); nothing else reads the
-environment, and nothing reads it at import time: `get_settings()` builds it once per process, on first use.
+`Settings` holds every knob; groups that belong to one part of the pool are nested (`zoo`, `reid`, `depth`,
+`scene`, `nemotron`, `metrics`, `launch`) but keep their flat environment names (THREAT_CONFIDENCE, REID_THRESHOLD,
+DEPTH_CALIBRATION, SCENE_BASELINE_SIZE, NEMOTRON_URL, METRICS_PORT_BASE, ...). Constructors take the object (or
+the group they need); nothing else reads the environment, and nothing reads it at import time: `get_settings()`
+builds it once per process, on first use.
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ class DepthSettings(BaseSettings):
     calibration: Annotated[dict[str, tuple[float, float]], NoDecode] = Field(
         default_factory=dict,
         description="Per-camera nearest and farthest visible metres, camera=near_m:far_m,... (front_door=0.8:12)")
-    near_m: float = Field(DEFAULT_NEAR_M, gt=0, description="Nearest visible metres of a camera not in DEPTH_CALIBRATION")
-    far_m: float = Field(DEFAULT_FAR_M, gt=0, description="Farthest visible metres of a camera not in DEPTH_CALIBRATION")
+    near_m: float = Field(DEFAULT_NEAR_M, gt=0, description="Nearest visible metres of a camera not calibrated")
+    far_m: float = Field(DEFAULT_FAR_M, gt=0, description="Farthest visible metres of a camera not calibrated")
 
     @field_validator("calibration", mode="before")
     @classmethod
@@ -104,9 +105,9 @@ class SceneSettings(BaseSettings):
     baseline_size: int = Field(64, ge=1, description="Frame embeddings kept per camera (the oldest are trimmed)")
     baseline_ttl_seconds: float = Field(
         7 * 24 * 3600, gt=0, description="A camera's baseline is forgotten after this long without a new frame")
-    baseline_min_frames: int = Field(10, ge=1, description="No anomaly score until the camera's baseline holds this many")
+    baseline_min_frames: int = Field(10, ge=1, description="No anomaly score until a camera's baseline holds this many")
     baseline_interval_seconds: float = Field(
-        60.0, ge=0, description="At most one frame per camera joins the baseline per this many seconds (0: every frame)")
+        60.0, ge=0, description="At most one frame per camera joins its baseline per this many seconds (0: all)")
     anomaly_threshold: float = Field(
         0.25, ge=0.0, le=1.0, description="A scene anomaly score above this is called unusual for the camera")
 

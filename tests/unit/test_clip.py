@@ -147,4 +147,5 @@ def test_the_formatter_prints_the_best_tags(model, frame):
 
 
 def test_rank_tags_keeps_the_best_k_highest_first():
-    assert rank_tags(("a", "b", "c"), [0.2, 0.5, 0.3], k=2) == [{"label": "b", "score": 0.5}, {"label": "c", "score": 0.3}]
+    assert rank_tags(("a", "b", "c"), [0.2, 0.5, 0.3], k=2) == [
+        {"label": "b", "score": 0.5}, {"label": "c", "score": 0.3}]
