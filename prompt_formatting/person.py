@@ -203,6 +203,10 @@ def demographics_section(demographics: Any) -> Section:
 
 # --- activity ----------------------------------------------------------------------------------------
 
+# Runner-up actions printed after the primary one: the seed shows its top three scores (the primary and two
+# more); our action model scores every action in all_scores, and the long tail would only be noise.
+ACTION_ALTERNATIVES = 2
+
 
 def _action_scores(action: dict) -> list[tuple[str, float | None]]:
     """(action, score) pairs from the seed's `all_scores` {action: score} or our `top_actions` list."""
@@ -213,7 +217,7 @@ def _action_scores(action: dict) -> list[tuple[str, float | None]]:
 
 
 def activity_section(action: Any) -> Section:
-    """X-CLIP's primary action with the runner-up interpretations (the primary one left out)."""
+    """X-CLIP's primary action with the ACTION_ALTERNATIVES best runner-up interpretations."""
     action = mapping(action)
     top = clean_text(action.get("top_action"))
     if top is None:
@@ -228,6 +232,7 @@ def activity_section(action: Any) -> Section:
             continue
         seen.add(name)
         alternatives.append(f"{quote(name)} ({percent(score)})" if percent(score) else quote(name))
+    alternatives = alternatives[:ACTION_ALTERNATIVES]
     if alternatives:
         lines.append(FactLine(f"- **Alternative interpretations**: {', '.join(capped_list(alternatives))}", 0))
     return Section("### Detected Activity", tuple(lines))

@@ -125,6 +125,7 @@ MODEL_PURPOSES: dict[str, str] = {
     "florence": "scene description, security objects and visible text",
     "clip": "scene anomaly for this camera and scene tags",
     "reid_gallery": "matching against previously seen people",
+    "scene_baseline": "whether the scene is unusual for this camera",
 }
 
 

@@ -12,6 +12,7 @@ from tasks.ledger import Ledger
 from tasks.metrics import ASSEMBLY_SECONDS, EVENTS
 from tasks.pipeline import assemble_result
 from tasks.reid_gallery import ReidGallery
+from tasks.scene_baseline import SceneBaseline
 from tasks.schemas import RoutedEvent
 from workers.frames import FrameStore
 from workers.settings import get_settings
@@ -20,7 +21,10 @@ from workers.settings import get_settings
 def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEvent) -> dict:
     """Build, store and announce the EnrichmentResult of one routed event; delete its frames; close its ledger."""
     settings = get_settings()
-    result = assemble_result(records, routed, ReidGallery.configured(redis_client(), settings.reid))
+    result = assemble_result(
+        records, routed, ReidGallery.configured(redis_client(), settings.reid),
+        baseline=SceneBaseline.configured(redis_client(), settings.scene), depth=settings.depth,
+    )
     payload = result_store().save(result)
     EVENTS.labels(result.status).inc()
     ASSEMBLY_SECONDS.observe(time.time() - routed.routed_at)

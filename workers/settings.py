@@ -1,9 +1,10 @@
 """The pool's one configuration object, read from the environment when built (names are documented in README).
 
-`Settings` holds every knob; groups that belong to one part of the pool are nested (`zoo`, `reid`, `nemotron`,
-`metrics`, `launch`) but keep their flat environment names (THREAT_CONFIDENCE, REID_THRESHOLD, NEMOTRON_URL,
-METRICS_PORT_BASE, ...). Constructors take the object (or the group they need); nothing else reads the
-environment, and nothing reads it at import time: `get_settings()` builds it once per process, on first use.
+`Settings` holds every knob; groups that belong to one part of the pool are nested (`zoo`, `reid`, `depth`,
+`scene`, `nemotron`, `metrics`, `launch`) but keep their flat environment names (THREAT_CONFIDENCE, REID_THRESHOLD,
+DEPTH_CALIBRATION, SCENE_BASELINE_SIZE, NEMOTRON_URL, METRICS_PORT_BASE, ...). Constructors take the object (or
+the group they need); nothing else reads the environment, and nothing reads it at import time: `get_settings()`
+builds it once per process, on first use.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from prompt_formatting import DEFAULT_FAR_M, DEFAULT_NEAR_M, parse_depth_calibration
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -65,6 +68,48 @@ class ReidSettings(BaseSettings):
 
     threshold: float = Field(0.75, ge=-1.0, le=1.0, description="Cosine similarity for a match")
     ttl_seconds: float = Field(30 * 24 * 3600, gt=0, description="Unused identities expire after this")
+
+
+class DepthSettings(BaseSettings):
+    """Approximate metres from relative depth: DEPTH_CALIBRATION per camera, else DEPTH_NEAR_M..DEPTH_FAR_M."""
+
+    model_config = _config("DEPTH_")
+
+    calibration: Annotated[dict[str, tuple[float, float]], NoDecode] = Field(
+        default_factory=dict,
+        description="Per-camera nearest and farthest visible metres, camera=near_m:far_m,... (front_door=0.8:12)")
+    near_m: float = Field(DEFAULT_NEAR_M, gt=0, description="Nearest visible metres of a camera not calibrated")
+    far_m: float = Field(DEFAULT_FAR_M, gt=0, description="Farthest visible metres of a camera not calibrated")
+
+    @field_validator("calibration", mode="before")
+    @classmethod
+    def parse_text(cls, value: object) -> object:
+        return parse_depth_calibration(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def near_before_far(self) -> "DepthSettings":
+        if self.near_m > self.far_m:
+            raise ValueError(f"DEPTH_NEAR_M ({self.near_m}) must not exceed DEPTH_FAR_M ({self.far_m})")
+        return self
+
+    def range_m(self, camera_id: str | None) -> tuple[float, float]:
+        """The camera's (near_m, far_m): its calibration, else the default range."""
+        return self.calibration.get(camera_id or "", (self.near_m, self.far_m))
+
+
+class SceneSettings(BaseSettings):
+    """The per-camera scene baseline of CLIP frame embeddings in Redis (SCENE_BASELINE_*, SCENE_ANOMALY_THRESHOLD)."""
+
+    model_config = _config("SCENE_")
+
+    baseline_size: int = Field(64, ge=1, description="Frame embeddings kept per camera (the oldest are trimmed)")
+    baseline_ttl_seconds: float = Field(
+        7 * 24 * 3600, gt=0, description="A camera's baseline is forgotten after this long without a new frame")
+    baseline_min_frames: int = Field(10, ge=1, description="No anomaly score until a camera's baseline holds this many")
+    baseline_interval_seconds: float = Field(
+        60.0, ge=0, description="At most one frame per camera joins its baseline per this many seconds (0: all)")
+    anomaly_threshold: float = Field(
+        0.25, ge=0.0, le=1.0, description="A scene anomaly score above this is called unusual for the camera")
 
 
 class NemotronSettings(BaseSettings):
@@ -159,6 +204,8 @@ class Settings(BaseSettings):
 
     zoo: ZooSettings = Field(default_factory=ZooSettings)
     reid: ReidSettings = Field(default_factory=ReidSettings)
+    depth: DepthSettings = Field(default_factory=DepthSettings)
+    scene: SceneSettings = Field(default_factory=SceneSettings)
     nemotron: NemotronSettings = Field(default_factory=NemotronSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     launch: LaunchSettings = Field(default_factory=LaunchSettings)
@@ -206,7 +253,7 @@ class Settings(BaseSettings):
         return hashlib.sha1(where.encode()).hexdigest()[:10]
 
 
-GROUPS = ("zoo", "reid", "nemotron", "metrics", "launch")
+GROUPS = ("zoo", "reid", "depth", "scene", "nemotron", "metrics", "launch")
 PER_MODEL_FIELDS = {"model_paths": MODEL_PATH_SUFFIX, "model_families": MODEL_FAMILY_SUFFIX}
 
 

@@ -6,6 +6,12 @@ import base64
 
 import pytest
 
+from prompt_formatting import (
+    format_clip_scene_context,
+    format_depth_context,
+    format_florence_scene_context,
+    format_ondemand_enrichment_context,
+)
 from tasks.sample_events import animal_event, b64, bus_photo, person_event, vehicle_event
 
 pytestmark = pytest.mark.integration
@@ -40,6 +46,73 @@ def test_face_and_frames_add_age_gender_and_action(pool):
     check_records(result, PERSON_MODELS | {"age_gender", "action"})
     assert result["enrichment"]["demographics"]["face_source"] == "face_bbox"
     assert len(result["enrichment"]["action"]["top_actions"]) == 3
+
+
+# The seed document's keys per model, where the stored enrichment holds them.
+SEED_KEYS = {
+    ("scene", "florence"): {"scene", "security_objects", "text_regions"},
+    ("threat",): {"threats_detected", "threats", "highest_threat"},
+    ("pose",): {"poses"},
+    ("demographics",): {"age_group", "gender", "confidence"},
+    ("action",): {"top_action", "confidence", "all_scores"},
+    ("reid_match",): {"identity", "similarity", "sighting_count"},
+}
+
+
+def at(enrichment: dict, path: tuple[str, ...]) -> dict:
+    for key in path:
+        enrichment = enrichment[key]
+    return enrichment
+
+
+def seed_view(enrichment: dict) -> dict:
+    """Only what a backend written against the seed document reads: its keys, where it reads them."""
+    view: dict = {}
+    for path, keys in SEED_KEYS.items():
+        target = view
+        for key in path[:-1]:
+            target = target.setdefault(key, {})
+        target[path[-1]] = {k: at(enrichment, path)[k] for k in keys}
+    return view
+
+
+def test_a_suspicious_person_with_face_and_frames_is_stored_in_the_seeds_shapes(pool):
+    """Stored through the real pool, the enrichment carries the seed's keys, and the public formatters given
+    only those keys print the seed's sections (this person is sighted twice, so the second is recognised)."""
+    pool.client.enrich(person_event("it-seed-first", face=True, suspicious=80, frames=4), timeout=300)
+    result = pool.client.enrich(person_event("it-seed", face=True, suspicious=80, frames=4), timeout=300)
+    assert result["status"] == "complete", result["errors"]
+    enrichment = pool.client.stored("it-seed")["enrichment"]
+    for path, keys in SEED_KEYS.items():
+        assert keys <= set(at(enrichment, path)), path
+
+    florence = enrichment["scene"]["florence"]
+    assert isinstance(florence["scene"], str)
+    assert {"labels", "bboxes"} <= set(florence["security_objects"]) and "labels" in florence["text_regions"]
+    threat = enrichment["threat"]
+    assert isinstance(threat["threats_detected"], bool) and isinstance(threat["threats"], list)
+    assert all({"type", "confidence", "bbox", "severity"} <= set(t) for t in threat["threats"])
+    assert all({"posture", "confidence", "keypoints", "suspicious"} <= set(p) for p in enrichment["pose"]["poses"])
+    assert enrichment["demographics"]["age_group"] is not None
+    assert set(enrichment["action"]["all_scores"]) >= {a["action"] for a in enrichment["action"]["top_actions"]}
+    assert enrichment["reid_match"]["identity"] == enrichment["reid"]["reid_match"]["identity"]
+    assert enrichment["reid_match"]["sighting_count"] == enrichment["reid"]["reid_match"]["sighting_count"] - 1 >= 1
+    assert isinstance(enrichment["depth"]["distance_m"], float)
+    clip = enrichment["scene"]["clip"]
+    assert clip["tags"] and all(set(tag) == {"label", "score"} for tag in clip["tags"])
+    assert clip["anomaly"]["baseline_count"] >= 1  # scored once the camera's baseline reaches its minimum
+
+    seed_only = seed_view(enrichment)
+    ondemand = format_ondemand_enrichment_context(seed_only)
+    for heading in ("### Threat Detection", "### Person Demographics", "### Detected Activity",
+                    "### Person Recognition"):
+        assert heading in ondemand, heading
+    if seed_only["pose"]["poses"]:  # the tiny random pose model mostly finds nobody above POSE_CONFIDENCE
+        assert "### Body Posture Analysis" in ondemand
+    assert format_florence_scene_context(seed_only["scene"]).startswith("### Scene Analysis (Florence-2)")
+    assert "(approximate)" in format_depth_context(enrichment["depth"])
+    assert "Previous sightings" in result["prompt"] and "Estimated age group" in result["prompt"]
+    assert format_clip_scene_context(enrichment["scene"]) == "" or "### Scene Context (CLIP)" in result["prompt"]
 
 
 def test_frames_already_in_redis_are_used_in_place_and_left_to_their_owner(pool):

@@ -10,7 +10,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from workers.generated.tokenizers import build_word_clip_tokenizer
-from workers.models.action import ActionModel, context_box, load_actions, rank_actions, sample_frame_indices
+from prompt_formatting import format_ondemand_enrichment_context
+from workers.models.action import (
+    ActionModel, action_report, context_box, load_actions, rank_actions, sample_frame_indices,
+)
 from workers.models.base import InferenceSkipped, ModelInput
 from workers.settings import ZooSettings
 
@@ -81,6 +84,30 @@ def test_context_box_is_a_square_twice_the_box_scaled_to_the_frame():
     assert context_box((100, 100, 120, 140), (400, 400), (200, 200)) == (35, 40, 75, 80)
 
 
+def test_report_has_the_seed_keys_with_every_action_scored_highest_first():
+    report = action_report(("a", "b", "c", "d"), [0.1, 0.4, 0.2, 0.3], frames_used=4)
+    assert report == {
+        "top_action": "b", "confidence": 0.4,
+        "all_scores": {"b": 0.4, "d": 0.3, "c": 0.2, "a": 0.1},
+        "top_actions": [{"action": "b", "score": 0.4}, {"action": "d", "score": 0.3}, {"action": "c", "score": 0.2}],
+        "frames_used": 4,
+    }
+    assert list(report["all_scores"]) == ["b", "d", "c", "a"]
+
+
+def test_the_seed_formatter_names_the_primary_action_and_the_runners_up():
+    actions = load_actions()
+    probabilities = [0.02] * len(actions)
+    probabilities[actions.index("person picking lock")] = 0.55
+    probabilities[actions.index("person using tool on door")] = 0.16
+    probabilities[actions.index("person hiding")] = 0.09
+    report = action_report(actions, probabilities, frames_used=8)
+    seed_view = {key: report[key] for key in ("top_action", "confidence", "all_scores")}
+    text = format_ondemand_enrichment_context({"action": seed_view})
+    assert '- **Primary action**: "person picking lock"' in text and "- **Confidence**: 55%" in text
+    assert text.endswith('- **Alternative interpretations**: "person using tool on door" (16%), "person hiding" (9%)')
+
+
 def test_rank_actions_keeps_the_best_three_highest_first():
     ranked = rank_actions(("a", "b", "c", "d"), [0.1, 0.4, 0.2, 0.3])
     assert ranked == [{"action": "b", "score": 0.4}, {"action": "d", "score": 0.3}, {"action": "c", "score": 0.2}]
@@ -101,7 +128,11 @@ def test_no_frames_skips_with_a_reason(action):
 @pytest.mark.parametrize(("given_frames", "distinct"), [(2, 2), (4, 4), (9, 4)])
 def test_any_number_of_frames_gives_three_ranked_actions(action, given_frames, distinct):
     result = action.infer(event(given_frames))
-    assert set(result) == {"top_action", "confidence", "top_actions", "frames_used"}
+    assert set(result) == {"top_action", "confidence", "all_scores", "top_actions", "frames_used"}
+    assert list(result["all_scores"]) == sorted(action.actions, key=lambda a: -result["all_scores"][a])
+    assert set(result["all_scores"]) == set(action.actions), "every action is scored"
+    assert sum(result["all_scores"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert result["all_scores"][result["top_action"]] == result["confidence"] == max(result["all_scores"].values())
     assert result["frames_used"] == distinct
     assert len(result["top_actions"]) == 3
     scores = [entry["score"] for entry in result["top_actions"]]

@@ -8,12 +8,15 @@ import pytest
 from PIL import Image
 
 from workers.generated.classifiers import write_age_gender, write_tiny_classifier
-from workers.models.age_gender import AgeGenderModel, checkpoint_keys, dual_head_result, is_dual_head, parse_age_gender
+from prompt_formatting import describe_age, format_ondemand_enrichment_context
+from workers.models.age_gender import (
+    AgeGenderModel, age_group_of, checkpoint_keys, dual_head_result, is_dual_head, parse_age_gender,
+)
 from workers.models.base import ModelInput
 
 # Plausible combined labels for a classifier-style age/gender model; a real one's come from its config.
 COMBINED_LABELS = ["0-12 male", "0-12 female", "13-19 male", "13-19 female", "20-39 male", "20-39 female", "60+ female"]
-CONTRACT_KEYS = {"label", "confidence", "age", "gender", "top_k", "face_source"}
+CONTRACT_KEYS = {"age_group", "gender", "confidence", "label", "age", "top_k", "face_source"}  # seed's first
 
 
 def person_frame() -> Image.Image:
@@ -54,6 +57,48 @@ def test_parser_reads_age_and_gender_out_of_labels(label, expected):
     assert parse_age_gender(label) == expected
 
 
+@pytest.mark.parametrize(
+    ("age", "group", "in_words"),
+    [
+        ("34", "30-39", "adult (30-39)"),
+        ("7", "0-9", "child (0-9)"),
+        ("100", "100-109", "senior (100-109)"),
+        ("25-32", "25-32", "young adult to adult (25-32)"),
+        ("60+", "60+", "middle-aged to senior (60 or older)"),
+        ("20s", "20-29", "young adult (20-29)"),
+        ("<10", "0-9", "child (0-9)"),
+        ("young adult", "young adult", "young adult (about 18-29)"),
+        ("middle-aged", "middle-aged", "middle-aged (about 45-64)"),
+        ("baby", "child", "child (about 0-12)"),
+        ("teenager", "teenager", "teenager (about 13-17)"),
+        ("senior", "senior", "senior (about 65 or older)"),
+        ("999", None, None),
+        (None, None, None),
+    ],
+)
+def test_age_group_is_a_range_or_group_the_prompt_reads_in_words(age, group, in_words):
+    assert age_group_of(age) == group
+    assert describe_age(group) == in_words
+
+
+@pytest.mark.parametrize("label", [
+    "25-32_male", "0-12 female", "60+", "female_more_than_70", "under 10", "Man, 34 years", "20s female",
+    "young_adult_female", "middle aged man", "senior",
+])
+def test_every_parsed_age_has_an_age_group(label):
+    age, _ = parse_age_gender(label)
+    assert age_group_of(age) is not None and describe_age(age_group_of(age)) is not None
+
+
+def test_the_seed_formatter_reads_the_record_and_says_demographics_never_decide_risk():
+    record = dual_head_result(age_years=41.2, female_probability=0.7)
+    seed_view = {key: record[key] for key in ("age_group", "gender", "confidence")}
+    text = format_ondemand_enrichment_context({"demographics": seed_view})
+    assert "- **Estimated age group**: adult to middle-aged (40-49)" in text
+    assert "- **Gender**: female" in text and "- **Confidence**: 70%" in text
+    assert "- Demographics never raise or lower risk on their own" in text
+
+
 def test_parser_does_not_read_male_inside_female():
     assert parse_age_gender("FEMALE_25-32")[1] == "female"
 
@@ -65,6 +110,7 @@ def test_dual_head_result_clamps_age_and_ranks_gender():
     assert [entry["label"] for entry in result["top_k"]] == ["male", "female"]
     assert dual_head_result(-4.0, 0.9)["age"] == "0"
     assert dual_head_result(33.4, 0.9)["label"] == "female, 33 years"
+    assert dual_head_result(33.4, 0.9)["age_group"] == "30-39"
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +136,8 @@ def check_contract(result: dict) -> None:
     assert isinstance(result["label"], str) and isinstance(result["confidence"], float)
     assert 0.0 <= result["confidence"] <= 1.0
     assert result["age"] is None or isinstance(result["age"], str)
+    assert result["age_group"] == age_group_of(result["age"])
+    assert result["age_group"] is None or describe_age(result["age_group"]) is not None
     assert result["gender"] in (None, "male", "female")
     scores = [entry["score"] for entry in result["top_k"]]
     assert scores == sorted(scores, reverse=True) and result["confidence"] == scores[0]
@@ -141,7 +189,7 @@ def test_classifier_with_placeholder_labels_gives_null_age_and_gender(tmp_path):
     model = AgeGenderModel(tmp_path, "cpu")
     model.load()
     result = model.infer(ModelInput(person_frame(), PERSON_BOX))
-    assert result["age"] is None and result["gender"] is None
+    assert result["age"] is None and result["gender"] is None and result["age_group"] is None
     check_contract(result)
 
 

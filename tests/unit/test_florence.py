@@ -7,6 +7,7 @@ import json
 import pytest
 from PIL import Image, ImageDraw
 
+from prompt_formatting import format_florence_scene_context
 from workers.generated.florence import image_token_count
 from workers.models.base import ModelInput
 from workers.models.florence import (
@@ -43,7 +44,7 @@ def model(path) -> FlorenceModel:
 
 def test_seed_security_tasks_and_object_query():
     assert [(t.key, t.token) for t in SECURITY_TASKS] == [
-        ("caption", "<MORE_DETAILED_CAPTION>"),
+        ("scene", "<MORE_DETAILED_CAPTION>"),
         ("security_objects", "<OPEN_VOCABULARY_DETECTION>"),
         ("text_regions", "<OCR_WITH_REGION>"),
     ]
@@ -55,9 +56,9 @@ def test_seed_security_tasks_and_object_query():
 def test_infer_on_the_full_frame_fills_the_contract(model, frame):
     result = model.infer(ModelInput(frame, PERSON_BOX))
 
-    assert set(result) == {"caption", "security_objects", "text_regions"}
-    assert isinstance(result["caption"], str)
-    assert "<pad>" not in result["caption"] and "</s>" not in result["caption"]
+    assert set(result) == {"scene", "security_objects", "text_regions"}
+    assert isinstance(result["scene"], str)
+    assert "<pad>" not in result["scene"] and "</s>" not in result["scene"]
     objects, texts = result["security_objects"], result["text_regions"]
     assert set(objects) == {"labels", "bboxes"} and len(objects["labels"]) == len(objects["bboxes"])
     assert all(len(box) == 4 and all(isinstance(v, float) for v in box) for box in objects["bboxes"])
@@ -75,7 +76,7 @@ def test_dense_regions_join_when_asked(path, frame):
     wrapper.load()
     result = wrapper.infer(ModelInput(frame, PERSON_BOX))
     wrapper.unload()
-    assert set(result) == {"caption", "security_objects", "text_regions", "dense_regions"}
+    assert set(result) == {"scene", "security_objects", "text_regions", "dense_regions"}
     assert set(result["dense_regions"]) == {"labels", "bboxes"}
 
 
@@ -119,7 +120,7 @@ def test_processor_parses_florence_answers_into_the_contract(model):
     def parse(task: str, text: str):
         return processor.post_process_generation(text, task=task, image_size=size)[task]
 
-    caption = answer_to_contract("caption", parse("<MORE_DETAILED_CAPTION>", "</s><s>A man at a door.</s>"))
+    caption = answer_to_contract("scene", parse("<MORE_DETAILED_CAPTION>", "</s><s>A man at a door.</s>"))
     assert caption == "A man at a door."
 
     detected = answer_to_contract(
@@ -142,6 +143,13 @@ def test_processor_parses_florence_answers_into_the_contract(model):
         "dense_regions", parse("<DENSE_REGION_CAPTION>", "</s><s>a red car<loc_0><loc_0><loc_999><loc_999></s>")
     )
     assert dense == {"labels": ["a red car"], "bboxes": [[0.0, 0.0, 999.0, 499.0]]}
+
+    # The seed's formatter, given these answers under the seed's keys, prints every one of its parts.
+    section = format_florence_scene_context({"scene": caption, "security_objects": detected, "text_regions": ocr})
+    assert '**Scene Description:**\n"A man at a door."' in section
+    assert '**Objects Detected:** "person", "knife"' in section
+    assert '- **HIGH RISK OBJECTS**: "knife"' in section
+    assert '**Visible Text:** "ABC 123"' in section
 
 
 def test_open_vocabulary_polygons_are_boxed_beside_boxes():

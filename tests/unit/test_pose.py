@@ -10,10 +10,10 @@ from PIL import Image, ImageDraw
 from workers.generated.yolo import write_checkpoint
 from workers.models.base import ModelInput
 from workers.models.pose import PoseModel, best_overlap, box_iou, pose_result
-from workers.models.posture import POSTURES
+from workers.models.posture import POSTURES, SUSPICIOUS_POSTURES
 from workers.models.yolo_family import find_checkpoint, padded_crop
 from workers.settings import ZooSettings
-from tests.unit.test_posture import UPRIGHT, skeleton
+from tests.unit.test_posture import CRAWLING, LYING, RUNNING, UPRIGHT, skeleton
 
 PERSON_BOX = (240.0, 90.0, 360.0, 420.0)
 
@@ -43,10 +43,16 @@ def test_person_keypoints_in_frame_pixels(model, frame, monkeypatch):
 
     result = model.infer(inputs)
 
-    assert set(result) == {"posture", "posture_confidence", "keypoints", "persons_detected"}
-    assert result["persons_detected"] > 0
-    assert result["posture"] in POSTURES
-    assert isinstance(result["posture_confidence"], float)
+    assert set(result) == {"poses", "posture", "posture_confidence", "keypoints", "persons_detected"}
+    assert result["persons_detected"] >= len(result["poses"]) > 0
+    for person in result["poses"]:
+        assert set(person) == {"posture", "confidence", "suspicious", "keypoints", "bbox"}
+        assert person["posture"] in POSTURES and isinstance(person["confidence"], float)
+        assert person["suspicious"] is (person["posture"] in SUSPICIOUS_POSTURES)
+        assert len(person["keypoints"]) == 17 and len(person["bbox"]) == 4
+    subject = result["poses"][0]
+    assert (result["posture"], result["posture_confidence"], result["keypoints"]) == (
+        subject["posture"], subject["confidence"], subject["keypoints"])
     assert len(result["keypoints"]) == 17 and all(len(point) == 3 for point in result["keypoints"])
     crop, (left, top) = padded_crop(inputs)
     for x, y, confidence in result["keypoints"]:
@@ -58,7 +64,8 @@ def test_person_keypoints_in_frame_pixels(model, frame, monkeypatch):
 def test_nobody_above_the_threshold_is_unknown(model, frame, monkeypatch):
     monkeypatch.setattr(model, "confidence", 1.01)
     result = model.infer(ModelInput(frame, PERSON_BOX))
-    assert result == {"posture": "unknown", "posture_confidence": 0.0, "keypoints": [], "persons_detected": 0}
+    assert result == {"poses": [], "posture": "unknown", "posture_confidence": 0.0, "keypoints": [],
+                      "persons_detected": 0}
 
 
 def test_person_threshold_comes_from_the_zoo_settings(monkeypatch):
@@ -74,6 +81,34 @@ def test_the_person_overlapping_the_event_box_is_chosen():
     assert result["posture"] == "standing"
     assert result["keypoints"] == subject
     assert result["persons_detected"] == 2
+    assert [p["keypoints"] for p in result["poses"]] == [subject], "a person outside the event box is not listed"
+
+
+def test_poses_list_everyone_in_the_event_box_the_subject_first_with_the_seed_keys():
+    crouching = skeleton(UPRIGHT, left_ankle=(105, 230), right_ankle=(135, 230))
+    arms_up = skeleton({k: (x + 60, y) for k, (x, y) in UPRIGHT.items()}, right_wrist=(205, 30))
+    result = pose_result((95, 60, 150, 390), [[130, 60, 190, 390], [95, 60, 150, 390]], [arms_up, crouching])
+    postures = [(p["posture"], p["suspicious"]) for p in result["poses"]]
+    assert postures == [("crouching", True), ("arms_raised", False)]
+    assert result["poses"][0] == {"posture": "crouching", "confidence": 0.9, "suspicious": True,
+                                  "keypoints": crouching, "bbox": [95.0, 60.0, 150.0, 390.0]}
+    assert (result["posture"], result["posture_confidence"], result["persons_detected"]) == ("crouching", 0.9, 2)
+
+
+@pytest.mark.parametrize(("points", "posture", "suspicious"), [
+    (UPRIGHT, "standing", False),
+    ({**UPRIGHT, "left_ankle": (105, 230), "right_ankle": (135, 230)}, "crouching", True),
+    (RUNNING, "running", False),
+    (LYING, "lying_down", True),
+    (CRAWLING, "crawling", True),
+    ({**UPRIGHT, "right_wrist": (145, 30)}, "arms_raised", False),
+])
+def test_each_posture_reaches_the_seed_shape_flagged_when_it_matters_at_a_door(points, posture, suspicious):
+    keypoints = skeleton(points)
+    xs, ys = [p[0] for p in keypoints if p[2]], [p[1] for p in keypoints if p[2]]
+    box = [min(xs), min(ys), max(xs), max(ys)]
+    person = pose_result(box, [box], [keypoints])["poses"][0]
+    assert (person["posture"], person["suspicious"]) == (posture, suspicious)
 
 
 def test_box_overlap():

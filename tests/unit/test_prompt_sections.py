@@ -130,6 +130,13 @@ def test_action_alternatives_exclude_the_primary_action():
     assert '- **Alternative interpretations**: "person hiding" (30%)' in text
 
 
+def test_action_alternatives_are_the_two_best_runners_up_of_every_scored_action():
+    scores = {f"action {i}": round(0.5 / 2 ** i, 4) for i in range(12)}
+    action = {"top_action": "action 0", "confidence": 0.5, "all_scores": dict(reversed(scores.items()))}
+    text = format_ondemand_enrichment_context({"action": action})
+    assert text.endswith('- **Alternative interpretations**: "action 1" (25%), "action 2" (12%)')
+
+
 def test_unknown_posture_is_left_out():
     assert format_ondemand_enrichment_context({"pose": {"posture": "unknown", "persons_detected": 0}}) == ""
 

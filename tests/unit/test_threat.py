@@ -7,6 +7,7 @@ import json
 import pytest
 from PIL import Image, ImageDraw
 
+from prompt_formatting import SEVERITIES, threat_severity
 from workers.generated.yolo import THREAT_NAMES, write_checkpoint
 from workers.models.base import ModelInput
 from workers.models.threat import ThreatModel, threat_report
@@ -39,15 +40,16 @@ def test_detections_follow_the_contract_in_frame_pixels(model, frame, monkeypatc
 
     result = model.infer(inputs)
 
-    assert set(result) == {"threats_detected", "highest_threat", "detections"}
-    assert result["threats_detected"] is True and result["detections"]
-    assert result["highest_threat"] == result["detections"][0]
-    confidences = [d["confidence"] for d in result["detections"]]
-    assert confidences == sorted(confidences, reverse=True)
+    assert set(result) == {"threats_detected", "threats", "highest_threat"}
+    assert result["threats_detected"] is True and result["threats"]
+    assert result["highest_threat"] == result["threats"][0]
+    order = [(SEVERITIES.index(d["severity"]), -d["confidence"]) for d in result["threats"]]
+    assert order == sorted(order), "most severe first, then most confident"
     crop, (left, top) = padded_crop(inputs)
-    for detection in result["detections"]:
-        assert set(detection) == {"type", "confidence", "bbox"}
+    for detection in result["threats"]:
+        assert set(detection) == {"type", "confidence", "bbox", "severity"}
         assert detection["type"] in THREAT_NAMES.values()
+        assert detection["severity"] == threat_severity(detection["type"])
         assert isinstance(detection["confidence"], float)
         x1, y1, x2, y2 = detection["bbox"]
         assert left <= x1 <= x2 <= left + crop.width and top <= y1 <= y2 <= top + crop.height
@@ -57,16 +59,16 @@ def test_detections_follow_the_contract_in_frame_pixels(model, frame, monkeypatc
 def test_threshold_above_one_reports_nothing(model, frame, monkeypatch):
     monkeypatch.setattr(model, "confidence", 1.01)
     assert model.infer(ModelInput(frame, PERSON_BOX)) == {
-        "threats_detected": False, "highest_threat": None, "detections": [],
+        "threats_detected": False, "threats": [], "highest_threat": None,
     }
 
 
 def test_every_reported_detection_meets_the_threshold(model, frame, monkeypatch):
     monkeypatch.setattr(model, "confidence", 0.0)
-    scores = sorted(d["confidence"] for d in model.infer(ModelInput(frame, PERSON_BOX))["detections"])
+    scores = sorted(d["confidence"] for d in model.infer(ModelInput(frame, PERSON_BOX))["threats"])
     cut = scores[len(scores) // 2]
     monkeypatch.setattr(model, "confidence", cut)
-    kept = model.infer(ModelInput(frame, PERSON_BOX))["detections"]
+    kept = model.infer(ModelInput(frame, PERSON_BOX))["threats"]
     assert kept and all(d["confidence"] >= cut for d in kept)
     assert len(kept) < len(scores)
 
@@ -83,21 +85,59 @@ def test_class_names_come_from_the_checkpoint(tmp_path, frame):
     write_checkpoint(tmp_path / "custom.pt", "yolov8n.yaml", {0: "crowbar", 1: "machete"})
     wrapper = ThreatModel(tmp_path, "cpu", ZooSettings(threat_confidence=0.0))
     wrapper.load()
-    types = {d["type"] for d in wrapper.infer(ModelInput(frame, PERSON_BOX))["detections"]}
+    types = {d["type"] for d in wrapper.infer(ModelInput(frame, PERSON_BOX))["threats"]}
     assert types and types <= {"crowbar", "machete"}
 
 
-def test_report_keeps_confident_detections_most_confident_first():
+def test_report_keeps_confident_detections_most_severe_first():
     raw = [
         {"type": "knife", "confidence": 0.61234567, "bbox": [1, 2, 3, 4]},
         {"type": "gun", "confidence": 0.9, "bbox": [5.123456, 6, 7, 8]},
         {"type": "gun", "confidence": 0.3, "bbox": [0, 0, 1, 1]},
     ]
     report = threat_report(raw, 0.5)
-    assert [d["type"] for d in report["detections"]] == ["gun", "knife"]
-    assert report["highest_threat"] == {"type": "gun", "confidence": 0.9, "bbox": [5.1235, 6.0, 7.0, 8.0]}
-    assert report["detections"][1]["confidence"] == 0.6123
-    assert threat_report(raw, 0.95) == {"threats_detected": False, "highest_threat": None, "detections": []}
+    assert [d["type"] for d in report["threats"]] == ["gun", "knife"]
+    assert report["highest_threat"] == {"type": "gun", "confidence": 0.9, "bbox": [5.1235, 6.0, 7.0, 8.0],
+                                        "severity": "critical"}
+    assert report["threats"][1] == {"type": "knife", "confidence": 0.6123, "bbox": [1.0, 2.0, 3.0, 4.0],
+                                    "severity": "high"}
+    assert threat_report(raw, 0.95) == {"threats_detected": False, "threats": [], "highest_threat": None}
+
+
+@pytest.mark.parametrize(("threat_type", "severity"), [
+    ("gun", "critical"), ("Pistol", "critical"), ("rifle", "critical"), ("handgun", "critical"),
+    ("grenade", "critical"), ("knife", "high"), ("kitchen_knives", "high"), ("machete", "high"),
+    ("baseball bat", "medium"), ("crowbar", "medium"), ("Hammer", "medium"), ("laser pointer", "high"),
+])
+def test_each_threat_carries_the_severity_of_its_class(threat_type, severity):
+    report = threat_report([{"type": threat_type, "confidence": 0.8, "bbox": [0, 0, 1, 1]}], 0.5)
+    assert report["threats"][0]["severity"] == severity
+    assert report["highest_threat"]["severity"] == severity
+
+
+def test_the_most_severe_threat_leads_even_when_less_confident():
+    raw = [
+        {"type": "crowbar", "confidence": 0.97, "bbox": [0, 0, 1, 1]},
+        {"type": "knife", "confidence": 0.88, "bbox": [0, 0, 2, 2]},
+        {"type": "pistol", "confidence": 0.55, "bbox": [0, 0, 3, 3]},
+        {"type": "knife", "confidence": 0.91, "bbox": [0, 0, 4, 4]},
+    ]
+    report = threat_report(raw, 0.5)
+    assert [(d["type"], d["confidence"]) for d in report["threats"]] == [
+        ("pistol", 0.55), ("knife", 0.91), ("knife", 0.88), ("crowbar", 0.97),
+    ]
+    assert report["highest_threat"]["type"] == "pistol"
+    assert [d["severity"] for d in report["threats"]] == ["critical", "high", "high", "medium"]
+
+
+def test_the_seed_formatter_section_leads_with_the_highest_threat():
+    from prompt_formatting import format_ondemand_enrichment_context
+
+    raw = [{"type": "knife", "confidence": 0.93, "bbox": [1, 2, 3, 4]},
+           {"type": "gun", "confidence": 0.71, "bbox": [5, 6, 7, 8]}]
+    text = format_ondemand_enrichment_context({"threat": threat_report(raw, 0.5)})
+    assert "- **Type**: GUN\n- **Severity**: critical" in text
+    assert "knife (high severity, 93%)" in text
 
 
 def test_infer_after_unload_raises_until_loaded_again(tiny_model, frame):

@@ -60,6 +60,19 @@ def rank_actions(actions: tuple[str, ...], probabilities: list[float], k: int = 
     return [{"action": actions[i], "score": round(float(probabilities[i]), SCORE_DIGITS)} for i in order]
 
 
+def action_report(actions: tuple[str, ...], probabilities: list[float], frames_used: int) -> dict:
+    """The seed's action shape (top_action, confidence, all_scores over every action, highest first) and ours
+    beside it (top_actions: the TOP_ACTIONS best as a list; frames_used: distinct frames in the clip)."""
+    ranked = rank_actions(actions, probabilities, k=len(actions))
+    return {
+        "top_action": ranked[0]["action"],
+        "confidence": ranked[0]["score"],
+        "all_scores": {entry["action"]: entry["score"] for entry in ranked},
+        "top_actions": ranked[:TOP_ACTIONS],
+        "frames_used": frames_used,
+    }
+
+
 class ActionModel(HuggingFaceFamily):
     """X-CLIP scoring a sampled, person-centred frame sequence against the security action prompts.
 
@@ -127,10 +140,4 @@ class ActionModel(HuggingFaceFamily):
             pixel_values = pixel_values.unsqueeze(0)
         with torch.inference_mode():
             probabilities = self.video_logits(self.to_model(pixel_values))[0].float().softmax(dim=-1).cpu().tolist()
-        ranked = rank_actions(self.actions, probabilities)
-        return {
-            "top_action": ranked[0]["action"],
-            "confidence": ranked[0]["score"],
-            "top_actions": ranked,
-            "frames_used": distinct,
-        }
+        return action_report(self.actions, probabilities, distinct)

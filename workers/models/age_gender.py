@@ -7,6 +7,8 @@ Two checkpoint layouts are read, told apart by the tensors the checkpoint holds 
 - image classifier: any AutoModelForImageClassification; labels come from the model's own
   config.id2label and age/gender are parsed out of them when they carry them ("25-32_male",
   "Male 25-32", "female", "60+"), else left null.
+
+Either way the record carries the seed's `age_group` beside our `age` (see age_group_of).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from prompt_formatting import describe_age
+from prompt_formatting.vocabulary import AGE_GROUP_WORDS as PROMPT_AGE_GROUPS
 from workers.models.base import ModelInput
 from workers.models.hf_family import ImageClassifierFamily
 
@@ -60,6 +64,10 @@ AGE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 
 GENERIC_LABEL = re.compile(r"label\s*\d+")  # transformers' placeholder names carry nothing
 
+# `age` forms that are rewritten as a range for `age_group`: "20s" -> "20-29", "<10" -> "0-9".
+DECADE = re.compile(r"(\d{1,3})s")
+UNDER = re.compile(r"<(\d{1,3})")
+
 
 def parse_age_gender(label: str) -> tuple[str | None, str | None]:
     """(age, gender) named by a classifier label, each None when the label does not carry it."""
@@ -83,6 +91,30 @@ def _age(text: str) -> str | None:
     return None
 
 
+def age_group_of(age: str | None) -> str | None:
+    """The seed's age_group for our `age`: a range or a group word that the prompt reads (describe_age).
+
+    A single age in years is given as its decade ("34" -> "30-39": the estimate is not exact to the year);
+    ranges and open ranges stay ("25-32", "60+"); "20s" -> "20-29", "<10" -> "0-9"; group words become the
+    prompt's age bands ("young adult", "middle-aged"; "baby", "toddler" -> "child"). None when there is no
+    age, or none the prompt could read.
+    """
+    if age is None:
+        return None
+    text = age.strip().lower()
+    if text.isdigit():
+        decade = int(text) // 10 * 10
+        text = f"{decade}-{decade + 9}"
+    elif DECADE.fullmatch(text):
+        decade = int(DECADE.fullmatch(text)[1])
+        text = f"{decade}-{decade + 9}"
+    elif UNDER.fullmatch(text):
+        text = f"0-{max(int(UNDER.fullmatch(text)[1]) - 1, 0)}"
+    else:
+        text = PROMPT_AGE_GROUPS.get(text, text)
+    return text if describe_age(text) is not None else None
+
+
 def dual_head_result(age_years: float, female_probability: float) -> dict[str, Any]:
     """The demographics record for the dual-head model's two outputs."""
     age = max(0, min(MAX_AGE_YEARS, round(age_years)))
@@ -96,6 +128,7 @@ def dual_head_result(age_years: float, female_probability: float) -> dict[str, A
     return {
         "label": f"{gender}, {age} years",
         "confidence": ranked[0]["score"],
+        "age_group": age_group_of(str(age)),
         "age": str(age),
         "gender": gender,
         "top_k": ranked,
@@ -105,7 +138,7 @@ def dual_head_result(age_years: float, female_probability: float) -> dict[str, A
 def classifier_result(classified: dict[str, Any]) -> dict[str, Any]:
     """The demographics record for an image classifier's ranked labels."""
     age, gender = parse_age_gender(classified["label"])
-    return {**classified, "age": age, "gender": gender}
+    return {**classified, "age_group": age_group_of(age), "age": age, "gender": gender}
 
 
 def checkpoint_keys(directory: Path) -> set[str]:

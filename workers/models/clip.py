@@ -1,4 +1,4 @@
-"""CLIP ViT-L/14 scene embeddings: the full frame and the detection crop as unit vectors."""
+"""CLIP ViT-L/14 scene embeddings (the full frame and the detection crop as unit vectors) and zero-shot scene tags."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ from typing import Any
 
 from PIL import Image
 
+from prompt_formatting import SCENE_TAG_PROMPTS
 from workers.models.base import ModelInput
 from workers.models.hf_family import HuggingFaceFamily
 
 # Embeddings keep 6 decimals: at 4, a 768-dim unit vector's components (~0.04) would lose ~0.1% each.
 EMBEDDING_DECIMALS = 6
+SCORE_DIGITS = 4
+TAG_TOP_K = 5  # scene tags kept per frame, best first (the prompt prints at most three)
+# CLIP's trained temperature (exp(logit_scale), clamped at 100 in training), for a checkpoint without one.
+DEFAULT_LOGIT_SCALE = 100.0
 
 
 def unit_vector(values: list[float], decimals: int = EMBEDDING_DECIMALS) -> list[float]:
@@ -21,16 +26,35 @@ def unit_vector(values: list[float], decimals: int = EMBEDDING_DECIMALS) -> list
     return [round(v / norm, decimals) for v in values]
 
 
+def rank_tags(labels: tuple[str, ...], probabilities: list[float], k: int = TAG_TOP_K) -> list[dict]:
+    """The k most likely tags with their probabilities, highest first."""
+    order = sorted(range(len(labels)), key=lambda i: probabilities[i], reverse=True)[:k]
+    return [{"label": labels[i], "score": round(float(probabilities[i]), SCORE_DIGITS)} for i in order]
+
+
 class ClipModel(HuggingFaceFamily):
-    """Image tower of a transformers CLIP checkpoint; the text tower is never loaded."""
+    """The image tower of a transformers CLIP checkpoint, with the scene tags' text embeddings.
+
+    The checkpoint is a whole CLIPModel. Only its image tower stays loaded; at load the text tower is read
+    once, embeds SCENE_TAG_PROMPTS (prompt_formatting's list, data) and is dropped again, so a loaded model
+    holds the image tower plus a tags x projection matrix. Tags are CLIP's zero-shot scores: softmax over the
+    tags of the checkpoint's logit scale times the cosine of the frame embedding with each tag.
+    """
 
     processor_class = "AutoImageProcessor"
     half_on_cuda = True
+    loaded_attributes = HuggingFaceFamily.loaded_attributes + ("tag_embeds", "logit_scale")
+    tag_labels: tuple[str, ...] = SCENE_TAG_PROMPTS
+
+    def clip_config(self) -> Any:
+        from transformers import AutoConfig
+
+        return self.pretrained(AutoConfig)
 
     def load_model(self) -> Any:
-        from transformers import AutoConfig, CLIPVisionModelWithProjection
+        from transformers import CLIPVisionModelWithProjection
 
-        config = self.pretrained(AutoConfig)
+        config = self.clip_config()
         vision_config = getattr(config, "vision_config", config)
         # The projection width is a top-level CLIPConfig field; the vision tower must project to it too.
         vision_config.projection_dim = getattr(config, "projection_dim", vision_config.projection_dim)
@@ -41,11 +65,63 @@ class ClipModel(HuggingFaceFamily):
 
         return self.pretrained(ImageTower, config=vision_config, dtype=self.dtype)
 
+    def _load(self) -> None:
+        super()._load()
+        self.tag_embeds, self.logit_scale = self.embed_texts(self.tag_labels)
+
+    def embed_texts(self, texts: tuple[str, ...]) -> tuple[Any, float]:
+        """Unit text embeddings (float32, on the device) of texts and the checkpoint's logit scale.
+
+        The text tower (with its projection) is loaded for this and dropped before returning.
+        """
+        import torch
+        from transformers import AutoTokenizer, CLIPTextModelWithProjection
+
+        config = self.clip_config()
+        text_config = config.text_config
+        text_config.projection_dim = config.projection_dim
+
+        class TextTower(CLIPTextModelWithProjection):
+            # The image half is skipped on purpose; logit_scale is the whole model's, read beside the text tower.
+            _keys_to_ignore_on_load_unexpected = [r"^vision_model\.", r"^visual_projection\."]
+
+            def __init__(self, config: Any) -> None:
+                super().__init__(config)
+                self.logit_scale = torch.nn.Parameter(torch.tensor(0.0))
+
+        tokenizer = self.pretrained(AutoTokenizer)
+        tower, info = self.pretrained(TextTower, config=text_config, dtype=self.dtype, output_loading_info=True)
+        tower = tower.to(self.device).eval()
+        tokens = tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            embeds = torch.nn.functional.normalize(tower(**tokens).text_embeds.float(), dim=-1)
+            learned = float(tower.logit_scale.float().exp())
+        scale = DEFAULT_LOGIT_SCALE if "logit_scale" in info["missing_keys"] else learned
+        del tower
+        return embeds, scale
+
+    def image_embeds(self, images: list[Image.Image]) -> Any:
+        """The images' projected embeddings (float32, not normalised), in one forward pass."""
+        return self.forward_images(images).image_embeds.float()
+
     def embed(self, images: list[Image.Image]) -> list[list[float]]:
         """One L2-normalised embedding per image, computed in a single batch."""
-        embeds = self.forward_images(images).image_embeds
-        return [unit_vector(row) for row in embeds.float().cpu().tolist()]
+        return [unit_vector(row) for row in self.image_embeds(images).cpu().tolist()]
+
+    def scene_tags(self, frame_embeds: Any, k: int = TAG_TOP_K) -> list[dict]:
+        """The k best scene tags of one frame embedding, with their softmax scores over all tags."""
+        import torch
+
+        frame = torch.nn.functional.normalize(frame_embeds.reshape(1, -1), dim=-1)
+        probabilities = (self.logit_scale * frame @ self.tag_embeds.T)[0].softmax(dim=-1).cpu().tolist()
+        return rank_tags(self.tag_labels, probabilities, k)
 
     def infer(self, inputs: ModelInput) -> dict:
-        frame_embedding, crop_embedding = self.embed([inputs.frame, inputs.person_crop()])
-        return {"frame_embedding": frame_embedding, "crop_embedding": crop_embedding, "dim": len(frame_embedding)}
+        embeds = self.image_embeds([inputs.frame, inputs.person_crop()])
+        frame_embedding, crop_embedding = (unit_vector(row) for row in embeds.cpu().tolist())
+        return {
+            "frame_embedding": frame_embedding,
+            "crop_embedding": crop_embedding,
+            "dim": len(frame_embedding),
+            "tags": self.scene_tags(embeds[0]),
+        }

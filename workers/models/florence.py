@@ -30,8 +30,9 @@ class SceneTask:
         return self.token + self.text_input
 
 
+# The seed's extract_security_context keys: scene (a string), security_objects and text_regions.
 SECURITY_TASKS: tuple[SceneTask, ...] = (
-    SceneTask("caption", "<MORE_DETAILED_CAPTION>"),
+    SceneTask("scene", "<MORE_DETAILED_CAPTION>"),
     SceneTask("security_objects", "<OPEN_VOCABULARY_DETECTION>", SECURITY_OBJECTS),
     SceneTask("text_regions", "<OCR_WITH_REGION>"),
 )
@@ -56,7 +57,7 @@ def answer_to_contract(key: str, answer: Any) -> Any:
     Open-vocabulary detection may answer with polygons instead of boxes; those are boxed so that
     labels and bboxes stay aligned one to one.
     """
-    if key == "caption":
+    if key == "scene":
         return str(answer)
     if key == "text_regions":
         return {"labels": list(answer["labels"]), "quad_boxes": [_box(q) for q in answer["quad_boxes"]]}

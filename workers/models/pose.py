@@ -1,11 +1,11 @@
-"""YOLOv8-pose: the detected person's COCO-17 keypoints in frame pixels, and their posture."""
+"""YOLOv8-pose: COCO-17 keypoints in frame pixels and the posture of each person in the detection box."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 from workers.models.base import ModelInput
-from workers.models.posture import classify_posture
+from workers.models.posture import describe_posture
 from workers.models.yolo_family import UltralyticsFamily
 
 Box = Sequence[float]
@@ -24,26 +24,41 @@ def box_iou(a: Box, b: Box) -> float:
 
 def best_overlap(target: Box, boxes: Sequence[Box]) -> int | None:
     """Index of the box that overlaps target most, or None when none overlaps it at all."""
+    order = overlapping(target, boxes)
+    return order[0] if order else None
+
+
+def overlapping(target: Box, boxes: Sequence[Box]) -> list[int]:
+    """Indices of the boxes that overlap target at all, the most overlapping first (ties in the model's order)."""
     scores = [box_iou(target, box) for box in boxes]
-    if not scores or max(scores) <= 0.0:
-        return None
-    return scores.index(max(scores))
+    return sorted((i for i, score in enumerate(scores) if score > 0.0), key=lambda i: -scores[i])
+
+
+def _rounded(values: Sequence[float]) -> list[float]:
+    return [round(float(v), 4) for v in values]
 
 
 def pose_result(event_box: Box, boxes: Sequence[Box], keypoints: Sequence[Sequence[Sequence[float]]]) -> dict:
-    """The contract from all detected persons (frame pixels): the event's person's keypoints and posture.
+    """The seed's pose shape from all detected persons (frame pixels), with the event's person's fields beside.
 
-    With no person overlapping the event box, posture is "unknown" and keypoints is empty.
+    `poses` lists every person whose box overlaps the event box, the event's person (most overlap) first,
+    each with its posture, the posture's confidence, whether it is suspicious at a door, its keypoints
+    and its box. The single-person fields describe poses[0]; with nobody overlapping the event box,
+    `poses` is empty, posture is "unknown" and keypoints is empty.
     """
-    chosen = best_overlap(event_box, boxes)
-    if chosen is None:
-        return {"posture": "unknown", "posture_confidence": 0.0, "keypoints": [], "persons_detected": len(boxes)}
-    points = [[round(float(v), 4) for v in point] for point in keypoints[chosen]]
-    posture, confidence = classify_posture(points)
+    poses = []
+    for i in overlapping(event_box, boxes):
+        points = [_rounded(point) for point in keypoints[i]]
+        poses.append({**describe_posture(points), "keypoints": points, "bbox": _rounded(boxes[i])})
+    if not poses:
+        return {"poses": [], "posture": "unknown", "posture_confidence": 0.0, "keypoints": [],
+                "persons_detected": len(boxes)}
+    subject = poses[0]
     return {
-        "posture": posture,
-        "posture_confidence": confidence,
-        "keypoints": points,
+        "poses": poses,
+        "posture": subject["posture"],
+        "posture_confidence": subject["confidence"],
+        "keypoints": subject["keypoints"],
         "persons_detected": len(boxes),
     }
 

@@ -1,28 +1,35 @@
-"""YOLOv8 weapon detector: threats held by or near the person, in frame pixels."""
+"""YOLOv8 weapon detector: threats held by or near the person, in frame pixels, each rated by severity."""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+from prompt_formatting import SEVERITIES, threat_severity
 from workers.models.base import ModelInput
 from workers.models.yolo_family import UltralyticsFamily
 
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}  # 0 = most severe
+
 
 def threat_report(detections: Sequence[dict[str, Any]], threshold: float) -> dict[str, Any]:
-    """The contract from raw detections: those at or above threshold, most confident first."""
-    kept = sorted(
-        (
-            {
-                "type": str(d["type"]),
-                "confidence": round(float(d["confidence"]), 4),
-                "bbox": [round(float(v), 4) for v in d["bbox"]],
-            }
-            for d in detections
-            if d["confidence"] >= threshold
-        ),
-        key=lambda d: -d["confidence"],
-    )
-    return {"threats_detected": bool(kept), "highest_threat": kept[0] if kept else None, "detections": kept}
+    """The seed's threat shape from raw detections: those at or above threshold, most severe first.
+
+    Each threat carries its class's severity (prompt_formatting's THREAT_SEVERITY table: firearms critical,
+    blades high, bats and tools medium, an unknown class high); `highest_threat` is the first of `threats`,
+    the most severe, then the most confident.
+    """
+    kept = [
+        {
+            "type": str(d["type"]),
+            "confidence": round(float(d["confidence"]), 4),
+            "bbox": [round(float(v), 4) for v in d["bbox"]],
+            "severity": threat_severity(d["type"]),
+        }
+        for d in detections
+        if d["confidence"] >= threshold
+    ]
+    kept.sort(key=lambda d: (SEVERITY_RANK[d["severity"]], -d["confidence"]))
+    return {"threats_detected": bool(kept), "threats": kept, "highest_threat": kept[0] if kept else None}
 
 
 class ThreatModel(UltralyticsFamily):
