@@ -42,10 +42,10 @@ def answer_oversized(app: Any, headers: dict, size: int, limit: int) -> None:
     from tasks.router import reject  # the router module registers the task this strategy serves
 
     task_id = headers.get("id")
+    log.warning("refused an enrich_detection message of %d bytes (limit %d), task %r", size, limit, task_id)
     try:
         payload = reject(None, {"event": oversized_reason(size, limit)}, task_id)
         if isinstance(task_id, str) and task_id:
             app.backend.mark_as_done(task_id, payload, request=None)
     except Exception:  # the consumer must keep consuming; the sender's get() then times out
         log.exception("could not store the rejection of an oversized message %r", task_id)
-    log.warning("refused an enrich_detection message of %d bytes (limit %d), task %r", size, limit, task_id)
