@@ -42,7 +42,7 @@ class FrameSource(BaseModel):
 
     @model_validator(mode="after")
     def exactly_one(self) -> "FrameSource":
-        given = [name for name in FRAME_FIELDS if getattr(self, name)]
+        given = [name for name in FRAME_FIELDS if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of image, image_path, image_key (got {given or 'none'})")
         return self
@@ -50,7 +50,7 @@ class FrameSource(BaseModel):
     @property
     def field(self) -> str:
         """The name of the field this frame came in (image, image_path or image_key)."""
-        return next(name for name in FRAME_FIELDS if getattr(self, name))
+        return next(name for name in FRAME_FIELDS if getattr(self, name) is not None)
 
 
 def _check_box(value: Box | None) -> Box | None:
@@ -105,7 +105,7 @@ class DetectionEvent(BaseModel):
 
     @model_validator(mode="after")
     def one_frame_source(self) -> "DetectionEvent":
-        given = [name for name in FRAME_FIELDS if getattr(self, name)]
+        given = [name for name in FRAME_FIELDS if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of image, image_path, image_key (got {given or 'none'})")
         return self
