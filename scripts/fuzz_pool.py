@@ -180,6 +180,7 @@ class EventMaker:
         self.count = 0
         self.done_ids: list[str] = []  # ids with an enriched result, for resubmissions
         self.last_valid: dict | None = None
+        self.queued: list[Case] = []  # the second of a pair sent back to back
 
     def new_id(self, prefix: str) -> str:
         return f"fz{self.seed}-{prefix}-{self.count}"
@@ -214,6 +215,8 @@ class EventMaker:
     def next(self) -> Case:
         self.count += 1
         rng = self.rng
+        if self.queued:
+            return self.queued.pop()
         if self.oversized_every and self.count % self.oversized_every == 0:
             padding = "x" * (Settings().max_event_bytes + 1024)
             return Case("oversized message", "invalid", [self.valid_event() | {"padding": padding}], field="event")
@@ -224,6 +227,10 @@ class EventMaker:
             return Case("valid", "valid", [event], event_id=event["event_id"])
         if roll < 0.22 and self.last_valid is not None:  # the same event again, most likely still in flight
             return Case("duplicate in flight", "valid", [self.last_valid], event_id=self.last_valid["event_id"])
+        if roll < 0.23:  # a parseable event with a bad box, twice back to back: the duplicate must not wait
+            event = self.valid_event("pair") | {"bbox": [50_000, 0, 60_000, 10]}
+            self.queued.append(Case("duplicate of a rejected event", "invalid", [event]))
+            return Case("event rejected with a duplicate in flight", "invalid", [event], field="bbox")
         if roll < 0.26 and self.done_ids:  # resubmit a finished id: valid (gets the stored one) or hostile
             done = rng.choice(self.done_ids)
             roll = rng.random()

@@ -149,10 +149,21 @@ def enrich_detection(self, *args: Any, **kwargs: Any) -> dict:
 
 @app.task(name="await_result", bind=True, max_retries=None)
 def await_result(self, event_id: str, deadline: float) -> dict:
-    """A duplicate submission's answer: the original's stored result, polled without blocking a worker."""
+    """A duplicate submission's answer: the original's stored result, polled without blocking a worker.
+
+    When the original ends without one (it was rejected: rejections never take the id) its claim is gone: the
+    duplicate is answered at once with a rejection saying so, instead of waiting out the deadline.
+    """
     stored = result_store().get(event_id)
     if stored is not None:
         return stored
+    if not Ledger(redis_client()).claimed(event_id):
+        stored = result_store().get(event_id)  # stored and released between the two looks
+        if stored is not None:
+            return stored
+        return reject({"event_id": event_id}, {"event_id": "a submission of this id was in flight and ended "
+                                                           "without a result (it was rejected); send the event again"},
+                      self.request.id)
     if time.time() > deadline:
         return EnrichmentResult(
             event_id=event_id, status="partial", errors={"event_id": "a duplicate of this event never finished"}

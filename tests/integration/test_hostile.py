@@ -354,3 +354,20 @@ def test_point10_two_pools_on_one_host_keep_their_metrics_apart(pool, pool_model
     finally:
         second.stop()
         server.cleanup()
+
+
+def test_point2_a_duplicate_of_a_rejected_event_is_answered_at_once(pool):
+    """A duplicate waits while the id's claim is held; when the holder ends without a result (it was rejected, and
+    rejections never take the id), the duplicate is answered as soon as the claim is gone, not at the deadline."""
+    redis = pool.client.redis
+    event = vehicle_event(unique("p2-dup"))
+    redis.set(f"claim:{event['event_id']}", "1", ex=60)  # an original in flight
+    pending = pool.client.submit(event)
+    time.sleep(2.0)
+    assert not pending.ready(), "the duplicate waits for the original"
+    redis.delete(f"claim:{event['event_id']}")  # the original ends without a stored result
+    started = time.monotonic()
+    answer = pending.get(timeout=30)
+    assert answer["status"] == "rejected" and "in flight" in answer["errors"]["event_id"]
+    assert time.monotonic() - started < 10 and pool.client.stored(answer["event_id"]) == answer
+    assert pool.client.enrich(event, timeout=120)["status"] == "complete", "the id is still free for the event"
