@@ -279,6 +279,12 @@ class EventMaker:
             event = self.valid_event("many")
             event["frames"] = [{"image": b64(self.frames.valid["small"][0])}] * rng.choice([33, 100, 1000])
             return Case("too many frames", "invalid", [event], field="frames")
+        if roll < 0.79:  # cheap to send, costly to decode: refused from the message's bytes
+            shape = rng.choice(["objects", "depth", "items"])
+            event = self.valid_event("shape")
+            event["extra"] = {"objects": [{}] * 200_000, "items": list(range(50_000)),
+                              "depth": json.loads("[" * 400 + "]" * 400)}[shape]
+            return Case(f"JSON shape bomb: {shape}", "invalid", [event], field="event")
         if roll < 0.82:
             junk = rng.choice(["not an event", 42, None, [], [1, 2], {"event_id": "x"}, {}, True, 1.5])
             return Case("not an event", "invalid", [junk])

@@ -27,6 +27,9 @@ MAX_ERRORS = 16
 MAX_FIELD_CHARS = 80
 MAX_REASON_CHARS = 300
 MAX_ECHO_CHARS = 64
+# The most frames the schema looks at (MAX_FRAMES, checked at admission, is lower): a longer list is refused
+# before its entries are validated one by one.
+FRAMES_CAP = 256
 
 FRAME_FIELDS = ("image", "image_path", "image_key")
 
@@ -90,6 +93,13 @@ class DetectionEvent(BaseModel):
         if label is None:
             raise ValueError(f"{echo(value)!r} is not a person, vehicle or animal label")
         return label
+
+    @field_validator("frames", mode="before")
+    @classmethod
+    def not_too_many_frames(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > FRAMES_CAP:
+            raise ValueError(f"{len(value)} frames given, far above any MAX_FRAMES (at most {FRAMES_CAP})")
+        return value
 
     @field_validator("event_id")
     @classmethod

@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     model_batch_wait_ms: float = Field(5.0, ge=0, description="How long the first request waits for others to join its batch")
     max_image_pixels: int = Field(40_000_000, description="Largest decoded frame (PIL MAX_IMAGE_PIXELS)")
     max_image_bytes: int = Field(16 * 1024 * 1024, description="Largest encoded frame")
-    max_frames: int = Field(32, description="Largest frame buffer for action recognition")
+    max_frames: int = Field(32, ge=0, le=256, description="Largest frame buffer for action recognition (at most 256)")
     max_event_bytes: int = Field(
         32 * 1024 * 1024, gt=0,
         description="Largest enrich_detection message body; a larger one is rejected before it is decoded")

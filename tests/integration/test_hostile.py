@@ -188,6 +188,43 @@ def test_point4_oversized_message_is_refused_before_decoding(pool):
     assert len(pool.client.app.control.ping(timeout=2.0)) == 2
 
 
+@pytest.mark.parametrize("extra, words", [
+    ([{}] * 1_000_000, "objects and arrays"),
+    ("deep", "deep"),
+    (list(range(100_000)), "items"),
+])
+def test_point4_a_message_cheap_to_send_but_costly_to_decode_is_refused_from_its_bytes(pool, extra, words):
+    """4 MB of empty objects would cost the router about 3 GB and 20 s to decode and validate."""
+    redis = pool.client.redis
+    if extra == "deep":
+        extra = json.loads("[" * 500 + "]" * 500)
+    started = time.monotonic()
+    pending = pool.client.submit(vehicle_event(unique("p4-shape")) | {"frames": extra})
+    result = pending.get(timeout=60)
+    assert result["status"] == "rejected" and words in result["errors"]["event"], result["errors"]
+    assert time.monotonic() - started < 10 and left_in_redis(redis, pending.id, result) <= 4096
+    assert len(pool.client.app.control.ping(timeout=2.0)) == 2
+
+
+def test_point4_nesting_deeper_than_any_decoder_allows_is_refused(pool):
+    """2,000 nested arrays: deeper than Python's JSON encoder and decoder go, so it is published raw."""
+    from celery.result import AsyncResult
+    from kombu import Connection, Exchange, Producer
+
+    task_id = str(uuid.uuid4())
+    body = '[[{"event_id": "p4-deep", "junk": ' + "[" * 2_000 + "]" * 2_000 + '}], {}, {"callbacks": null, ' \
+           '"errbacks": null, "chain": null, "chord": null}]'
+    with Connection(pool.redis_url) as connection:
+        Producer(connection).publish(
+            body.encode(), exchange=Exchange("router", type="direct"), routing_key="router", declare=[],
+            content_type="application/json", content_encoding="utf-8",
+            headers={"task": "enrich_detection", "id": task_id, "lang": "py", "argsrepr": "", "kwargsrepr": ""},
+        )
+    result = AsyncResult(task_id, app=pool.client.app).get(timeout=60)
+    assert result["status"] == "rejected" and "deep" in result["errors"]["event"]
+    assert len(pool.client.app.control.ping(timeout=2.0)) == 2
+
+
 def test_point4_a_valid_event_keeps_no_frame_in_celery_task_results(pool):
     redis = pool.client.redis
     event = vehicle_event(unique("p4-valid"))

@@ -245,3 +245,30 @@ def test_rejection_errors_are_bounded_whatever_the_input(fuzz_settings):
 def test_zz_report_how_many_inputs_were_tried():
     print(f"\n[fuzz] inputs tried={TRIED['count']} rejected={TRIED['rejected']} admitted={TRIED['admitted']}")
     assert TRIED["count"] >= 100
+
+
+def test_a_long_frame_list_is_refused_before_its_entries_are_validated(fuzz_settings):
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(Rejected) as caught:
+        admit_event(valid_event(frames=[{}] * 1_000_000), fuzz_settings)
+    assert "1000000 frames given" in caught.value.errors["frames"] and time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("body, words", [
+    (json.dumps([[{"frames": [{}] * 100_000}], {}, {}]).encode(), "objects and arrays"),
+    (b"[" * 2000 + b"]" * 2000, "deep"),
+    (json.dumps([[{"junk": list(range(30_000))}], {}, {}]).encode(), "items"),
+])
+def test_a_message_not_shaped_like_an_event_is_refused_from_its_bytes(body, words):
+    from tasks.message_limit import shape_problem
+
+    assert words in shape_problem(body)
+
+
+def test_an_event_with_32_frames_is_shaped_like_an_event():
+    from tasks.message_limit import shape_problem
+    from tasks.sample_events import person_event
+
+    assert shape_problem(json.dumps([[person_event("x", face=True, frames=32)], {}, {}]).encode()) is None
