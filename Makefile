@@ -6,7 +6,7 @@ PYTHON ?= python3
 chromium:
 	@command -v chromium >/dev/null || scripts/install_system_packages.sh chromium
 
-.PHONY: chromium setup redis demo test test-unit test-integration tiny-models clean
+.PHONY: chromium setup redis demo test test-unit test-integration fuzz tiny-models clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ test-unit: setup
 
 test-integration: setup redis chromium
 	$(PY) -m pytest -ra -m integration
+
+# `make test` runs a 300-event seeded fuzz (tests/integration/test_fuzz_pool.py); this is the long one.
+fuzz: setup redis
+	$(PY) scripts/fuzz_pool.py --events 10000 --seed 15 --json var/fuzz/report.json
 
 tiny-models: setup
 	$(PY) scripts/make_tiny_models.py

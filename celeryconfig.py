@@ -32,6 +32,8 @@ task_annotations = {
     "run_model": {"soft_time_limit": _settings.model_soft_time_limit, "time_limit": _settings.model_time_limit},
 }
 
+# The pool's own sends go to "router"; a backend's plain send_task lands on Celery's default queue "celery",
+# which the router worker consumes too (workers.launch.ROUTER_QUEUES).
 task_default_queue = "router"
 task_routes = {
     "enrich_detection": {"queue": "router"},
@@ -40,8 +42,12 @@ task_routes = {
     "assess_event_risk": {"queue": "assemble"},
     "sweep_stalled_events": {"queue": "router"},
 }
-result_expires = _settings.result_ttl_seconds
-result_extended = True  # stored results name their task and worker (readable with redis-cli)
+# Celery's own task results (what AsyncResult.get() and the sweeper read) live a day; the enrichment itself stays
+# RESULT_TTL_SECONDS at enrichment:<event_id>.
+result_expires = _settings.task_result_ttl_seconds
+# Stored task results name their task and worker (readable with redis-cli). They would also keep each call's
+# arguments: enrich_detection replaces its own (the event, frames and all) with a summary before returning.
+result_extended = True
 # No STARTED state in the backend: with result_extended it would store every task's arguments once more
 # (enrich_detection's carry the whole frame). Flower still sees tasks start through task events (-E).
 task_track_started = False

@@ -66,11 +66,10 @@ def http_status(url: str, credentials: str | None = None, timeout: float = 30) -
 
 
 def start_flower(redis_url: str, port: int, credentials: str, log_path: Path) -> subprocess.Popen:
-    """`celery -A tasks flower` on loopback, behind basic auth, against the pool's broker."""
-    command = [sys.executable, "-m", "celery", "-A", "tasks", "flower", f"--port={port}", "--address=127.0.0.1",
-               f"--basic-auth={credentials}"]
-    env = os.environ | {"REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
-    env.pop("FLOWER_BASIC_AUTH", None)  # the credentials above are the only ones
+    """`model-zoo flower` (the README's way: it refuses to start without basic auth) on loopback, for the pool."""
+    command = [sys.executable, "-m", "tasks.cli", "--redis-url", redis_url, "flower", f"--port={port}",
+               "--address=127.0.0.1"]
+    env = os.environ | {"FLOWER_BASIC_AUTH": credentials, "PYTHONUNBUFFERED": "1"}  # the only credentials
     with log_path.open("ab") as log:
         return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 

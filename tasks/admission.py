@@ -6,17 +6,30 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from PIL import Image
 from pydantic import ValidationError
 
-from tasks.schemas import DetectionEvent, FrameSource, validation_errors
+from tasks.schemas import DetectionEvent, FrameSource, echo, validation_errors
 from workers.images import InputError, decode_base64, decode_image, read_confined
 from workers.models.base import clamp_box
 from workers.records import Box
 from workers.settings import Settings
 
-# Reads a key the backend already put in Redis (None when there is no such key).
+# Reads a key the backend already put in Redis (None when there is no such key); raises InputError when the key
+# cannot hold a frame (another type, too large).
 KeyReader = Callable[[str], bytes | None]
+
+# The smallest box the models can crop (each side, in pixels, after clamping to the frame), and the most
+# elongated one (longer side / shorter side): a 1-pixel sliver or a 1:500 strip fails in the models' resizing.
+MIN_BOX_SIDE = 2
+MAX_BOX_ASPECT = 32
+
+# Key spaces the pool writes itself: an image_key there would borrow another event's frame or read pool state.
+RESERVED_KEY_PREFIXES = (
+    "enrichment:", "frame:", "ledger:", "claim:", "deliveries:", "workers:", "reid:", "celery-task-meta-",
+    "celery-taskset-meta-", "chord-unlock", "_kombu", "unacked",
+)
 
 
 class Rejected(Exception):
@@ -61,6 +74,27 @@ def parse_event(raw: Any) -> DetectionEvent:
         raise Rejected(validation_errors(exc)) from None
 
 
+def redis_key_reader(client: redis.Redis, max_bytes: int) -> KeyReader:
+    """Read a backend's image_key: a key of another type, or larger than max_bytes, is the event's input error."""
+
+    def read(key: str) -> bytes | None:
+        if key.startswith(RESERVED_KEY_PREFIXES):
+            raise InputError("image_key", f"{echo(key)!r} is one of the pool's own keys, not a frame")
+        try:
+            kind = client.type(key).decode()
+            if kind == "none":
+                return None
+            if kind != "string":
+                raise InputError("image_key", f"{echo(key)!r} holds a Redis {kind}, not an image's bytes")
+            if client.strlen(key) > max_bytes:
+                raise InputError("image_key", f"larger than the {max_bytes} byte limit")
+            return client.get(key)
+        except redis.ResponseError as exc:  # WRONGTYPE and the like: the key changed under us, still its input
+            raise InputError("image_key", f"{echo(key)!r} cannot be read as a frame ({echo(str(exc), 120)})") from None
+
+    return read
+
+
 def admit(event: DetectionEvent, settings: Settings, read_key: KeyReader) -> AdmittedEvent:
     """Decode every frame of a parsed event once, so no model task ever meets a bad image; raises Rejected."""
     try:
@@ -83,7 +117,10 @@ def _admit(event: DetectionEvent, settings: Settings, read_key: KeyReader) -> Ad
 def check_frame(source: FrameSource, where: str, settings: Settings, read_key: KeyReader) -> CheckedFrame:
     """Read and decode one frame source; a frame already in Redis is used where it is (never copied)."""
     name = f"{where}{source.field}"
-    data = read_source(source, name, settings, read_key)
+    try:
+        data = read_source(source, name, settings, read_key)
+    except InputError as exc:
+        raise InputError(name, exc.reason) from None  # named where it sits: image_key or frames.3.image_key
     image = decode_image(where.rstrip(".") or name, data, settings.max_image_pixels)
     if source.image_key is not None:
         return CheckedFrame(data=None, key=source.image_key, image=image)
@@ -105,8 +142,17 @@ def read_source(source: FrameSource, name: str, settings: Settings, read_key: Ke
 
 
 def box_inside(field_name: str, box: Box, width: int, height: int) -> tuple[int, int, int, int]:
-    """Clamp a box to the frame; a box that misses the frame entirely is an input error."""
+    """Clamp a box to the frame; a box that misses the frame, or leaves less than the models can crop, is an error."""
     x1, y1, x2, y2 = box
     if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
         raise InputError(field_name, f"{list(box)} lies outside the {width}x{height} frame")
-    return clamp_box(box, width, height)
+    clamped = clamp_box(box, width, height)
+    left, top, right, bottom = clamped
+    sides = (right - left, bottom - top)
+    if min(sides) < MIN_BOX_SIDE:
+        raise InputError(field_name, f"{list(box)} leaves {sides[0]}x{sides[1]} px inside the {width}x{height} frame; "
+                                     f"at least {MIN_BOX_SIDE}x{MIN_BOX_SIDE} px are needed")
+    if max(sides) > MAX_BOX_ASPECT * min(sides):
+        raise InputError(field_name, f"{list(box)} leaves a {sides[0]}x{sides[1]} px strip inside the frame; "
+                                     f"at most {MAX_BOX_ASPECT}:1 is accepted")
+    return clamped

@@ -10,6 +10,7 @@ import base64
 import contextlib
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -328,9 +329,50 @@ def tail(ctx: typer.Context, count: int = typer.Option(0, "--count", min=0, help
         client.close()
 
 
+def basic_auth_problem(credentials: str) -> str | None:
+    """Why 'user:password[,user2:password2]' is not usable as Flower's basic auth, or None when it is."""
+    for entry in credentials.split(","):
+        user, _, password = entry.partition(":")
+        if not user.strip() or not password:
+            return "basic auth must be user:password (comma-separate several), with a user and a password in each"
+    return None
+
+
+def flower_command(address: str, port: int, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "tasks", "flower", f"--address={address}", f"--port={port}", *extra]
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def flower(
+    ctx: typer.Context,
+    basic_auth: str | None = typer.Option(None, "--basic-auth", show_default="FLOWER_BASIC_AUTH",
+                                          help="user:password (comma-separate several); required"),
+    address: str = typer.Option("127.0.0.1", help="Address Flower listens on"),
+    port: int = typer.Option(5555, help="Flower's port"),
+) -> None:
+    """Run Flower for the pool behind basic auth; refuses to start without credentials. Extra options go to Flower."""
+    secret = Settings().flower_basic_auth
+    credentials = basic_auth or (secret.get_secret_value() if secret else None)
+    if not credentials:
+        fail("Flower needs basic auth: set FLOWER_BASIC_AUTH=user:password or pass --basic-auth user:password "
+             "(this command never serves Flower to strangers)", UNREACHABLE_EXIT)
+    problem = basic_auth_problem(credentials)
+    if problem:
+        fail(problem, UNREACHABLE_EXIT)
+    # The credentials travel in Flower's own environment variable, not on its command line (where `ps` shows them).
+    env = os.environ | {"REDIS_URL": redis_url(ctx), "FLOWER_BASIC_AUTH": credentials}
+    command = flower_command(address, port, ctx.args)
+    errors.print(f"Flower on http://{address}:{port} behind basic auth, for {redacted(redis_url(ctx))}")
+    os.execve(command[0], command, env)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def demo(ctx: typer.Context) -> None:
     """Run scripts/demo.py (its own redis-server, tiny models and workers); extra options go to it (--keep, --gpus)."""
     if not DEMO_SCRIPT.exists():
         fail(f"{DEMO_SCRIPT} is not here: the demo runs from a source checkout")
     raise typer.Exit(subprocess.call([sys.executable, str(DEMO_SCRIPT), *ctx.args]))
+
+
+if __name__ == "__main__":
+    app()

@@ -36,6 +36,9 @@ class Ledger:
         """True for the first submission of an event id in flight; duplicates get False."""
         return bool(self.client.set(claim_key(event_id), "1", nx=True, ex=max(1, int(ttl_seconds))))
 
+    def claimed(self, event_id: str) -> bool:
+        return bool(self.client.exists(claim_key(event_id)))
+
     def release(self, event_id: str) -> None:
         self.client.delete(claim_key(event_id))
 

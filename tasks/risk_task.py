@@ -26,4 +26,4 @@ def assess_event_risk(result: dict) -> dict:
     except RiskCallError as exc:
         log.warning("risk call for %s failed: %s", enriched.event_id, exc)
         enriched.errors["risk"] = str(exc)
-    return result_store().save(enriched)
+    return result_store().add_to_own(enriched)

@@ -1,15 +1,22 @@
-"""enrich_detection: admit the event, store its frames once, plan and place models, hand over to a chord."""
+"""enrich_detection: admit the event, store its frames once, plan and place models, hand over to a chord.
+
+One result per event_id, and a stored result is never replaced: the event's own pipeline stores it once
+(results.ResultStore.save is SET NX). A submission the router rejects never takes the event's id: its rejection
+is stored under rejected-<task id> (the rejection's event_id; `submitted_event_id` echoes the id it was given),
+so a bad submission can neither overwrite an enrichment nor hold an id against the corrected event.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
 from celery import chord, group
 from kombu.utils.uuid import uuid
 
-from tasks.admission import AdmittedEvent, Rejected, admit, parse_event
+from tasks.admission import AdmittedEvent, Rejected, admit, parse_event, redis_key_reader
 from tasks.assemble import assemble, finish_event
 from tasks.celery import app
 from tasks.connection import redis_client, result_store
@@ -19,7 +26,7 @@ from tasks.model_task import run_model
 from tasks.pipeline import frame_keys, plan, route
 from tasks.placement import place_models
 from tasks.risk_task import assess_event_risk
-from tasks.schemas import EnrichmentResult, RoutedEvent
+from tasks.schemas import CAMERA_ID_PATTERN, REJECTION_PREFIX, EnrichmentResult, RoutedEvent, bounded_errors, echo
 from workers.frames import FrameStore
 from workers.registry import estimated_bytes
 from workers.settings import Settings, get_settings
@@ -28,18 +35,50 @@ from workers.state import live_workers
 log = logging.getLogger(__name__)
 
 
-def reject(event: Any, errors: dict[str, str], task_id: str | None) -> dict:
-    """Store and return a 'rejected' result naming the bad field(s)."""
-    event_id = event.get("event_id") if isinstance(event, dict) else None
-    if not isinstance(event_id, str) or not event_id or len(event_id) > 128:
-        event_id = f"rejected-{task_id}"
+TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def rejection_id(task_id: str | None) -> str:
+    """The id a rejection is stored under: rejected-<task id>, a fresh one when the sender's task id is odd."""
+    safe = task_id if isinstance(task_id, str) and TASK_ID_PATTERN.fullmatch(task_id) else uuid()
+    return f"{REJECTION_PREFIX}{safe}"
+
+
+def rejection(event: Any, errors: dict[str, str], task_id: str | None) -> EnrichmentResult:
+    """The 'rejected' result naming the bad field(s); nothing from the input in it unchecked or unbounded."""
+    given = event.get("event_id") if isinstance(event, dict) else None
     camera = event.get("camera_id") if isinstance(event, dict) else None
-    result = EnrichmentResult(
-        event_id=event_id, status="rejected", errors=errors, camera_id=camera if isinstance(camera, str) else None,
+    return EnrichmentResult(
+        event_id=rejection_id(task_id), status="rejected", errors=bounded_errors(errors),
+        submitted_event_id=echo(given) if given is not None else None,
+        camera_id=camera if isinstance(camera, str) and re.fullmatch(CAMERA_ID_PATTERN, camera) else None,
     )
-    log.info("rejected event %s: %s", event_id, errors)
+
+
+def reject(event: Any, errors: dict[str, str], task_id: str | None) -> dict:
+    """Store (under its own rejected-<task id>, never the event's id), announce and return a rejection."""
+    result = rejection(event, errors, task_id)
+    log.info("rejected event %s (given id %r): %s", result.event_id, result.submitted_event_id, result.errors)
     EVENTS.labels("rejected").inc()
     return result_store().save(result)
+
+
+def event_argument(args: tuple, kwargs: dict) -> Any:
+    """The one event of an enrich_detection call; any other call shape is the sender's input error."""
+    if len(args) == 1 and not kwargs:
+        return args[0]
+    if not args and set(kwargs) == {"event"}:
+        return kwargs["event"]
+    raise Rejected({"event": f"enrich_detection takes one argument, the event dict "
+                             f"(got {len(args)} positional, keywords {echo(sorted(kwargs))})"})
+
+
+def forget_arguments(request: Any, event: Any) -> None:
+    """Keep the event out of Celery's stored task result (result_extended stores the call's arguments): a short
+    summary stands in, so no frame stays in celery-task-meta-* for TASK_RESULT_TTL_SECONDS."""
+    given = event.get("event_id") if isinstance(event, dict) else None
+    request.args = [{"event_id": echo(given) if given is not None else None, "not_kept": "the event itself"}]
+    request.kwargs = {}
 
 
 def dispatch(admitted: AdmittedEvent, settings: Settings, received_at: float) -> tuple[RoutedEvent, Any]:
@@ -91,49 +130,71 @@ def answer(task: Any, result: dict) -> dict:
     return result
 
 
-@app.task(name="enrich_detection", bind=True, ignore_result=True)
-def enrich_detection(self, event: Any) -> dict | None:
+@app.task(name="enrich_detection", bind=True, ignore_result=True, Strategy="tasks.message_limit:bounded_strategy")
+def enrich_detection(self, *args: Any, **kwargs: Any) -> dict | None:
     """Entry point for the backend: one detection event dict in, its EnrichmentResult out.
 
     One result per event_id: a stored result is returned as is, and a duplicate of an event still in
-    flight waits for the original's result instead of computing it again. The result is stored under
-    this task's id either way (by the router itself, or by the chord's assemble that takes its place).
+    flight waits for the original's result instead of computing it again. The result is stored under this
+    task's id either way (by the router itself, or by the chord's assemble that takes its place). Messages
+    above MAX_EVENT_BYTES never get here (message_limit.bounded_strategy answers them in the consumer).
     """
     received_at = time.time()
     settings = get_settings()
+    event = args[0] if len(args) == 1 else kwargs.get("event")
+    forget_arguments(self.request, event)
     try:
+        event = event_argument(args, kwargs)
         detection = parse_event(event)
     except Rejected as exc:
         return answer(self, reject(event, exc.errors, self.request.id))
     existing = result_store().get(detection.event_id)
-    if existing is not None and existing.get("status") != "rejected":
-        log.info("event %s already enriched; returning the stored result", detection.event_id)
+    if existing is not None:
+        log.info("event %s already has a result; returning the stored one", detection.event_id)
         return answer(self, existing)
     ledger = Ledger(redis_client())
     if not ledger.claim(detection.event_id, settings.event_deadline_seconds * 2):
         log.info("event %s is already in flight; waiting for its result", detection.event_id)
         hand_over(self, await_result.si(detection.event_id, time.time() + settings.event_deadline_seconds * 2))
         return None
-    try:
-        admitted = admit(detection, settings, read_key=redis_client().get)
-    except Rejected as exc:
-        ledger.release(detection.event_id)
-        return answer(self, reject(event, exc.errors, self.request.id))
-    routed, work = dispatch(admitted, settings, received_at)
-    if work is None:
-        ledger.release(detection.event_id)
-        return answer(self, finish_event([], routed))
-    ledger.open(routed, settings.event_deadline_seconds, settings.result_ttl_seconds)
+    handed_over = False
+    try:  # every way out but the hand-over to the chord releases the claim
+        existing = result_store().get(detection.event_id)  # stored between the first look and the claim
+        if existing is not None:
+            return answer(self, existing)
+        try:
+            admitted = admit(detection, settings, read_key=redis_key_reader(redis_client(), settings.max_image_bytes))
+        except Rejected as exc:
+            return answer(self, reject(event, exc.errors, self.request.id))
+        routed, work = dispatch(admitted, settings, received_at)
+        if work is None:
+            return answer(self, finish_event([], routed))
+        ledger.open(routed, settings.event_deadline_seconds, settings.result_ttl_seconds)
+        handed_over = True
+    finally:
+        if not handed_over:
+            ledger.release(detection.event_id)
     hand_over(self, work)
     return None
 
 
 @app.task(name="await_result", bind=True, max_retries=None)
 def await_result(self, event_id: str, deadline: float) -> dict:
-    """A duplicate submission's answer: the original's stored result, polled without blocking a worker."""
+    """A duplicate submission's answer: the original's stored result, polled without blocking a worker.
+
+    When the original ends without one (it was rejected: rejections never take the id) its claim is gone: the
+    duplicate is answered at once with a rejection saying so, instead of waiting out the deadline.
+    """
     stored = result_store().get(event_id)
     if stored is not None:
         return stored
+    if not Ledger(redis_client()).claimed(event_id):
+        stored = result_store().get(event_id)  # stored and released between the two looks
+        if stored is not None:
+            return stored
+        return reject({"event_id": event_id}, {"event_id": "a submission of this id was in flight and ended "
+                                                           "without a result (it was rejected); send the event again"},
+                      self.request.id)
     if time.time() > deadline:
         return EnrichmentResult(
             event_id=event_id, status="partial", errors={"event_id": "a duplicate of this event never finished"}

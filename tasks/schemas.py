@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError, field_validator, model_validator
 
 from workers.records import Box, ModelRecord
 from workers.registry import normalise_label
 
 EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
+CAMERA_ID_PATTERN = EVENT_ID_PATTERN
+REJECTION_PREFIX = "rejected-"  # rejections are stored as enrichment:rejected-<task id>, never under an event's id
+# A key the backend wrote: printable ASCII without spaces (admission also refuses the pool's own key spaces).
+IMAGE_KEY_PATTERN = r"^[!-~]{1,256}$"
+
+# Numbers must be JSON numbers: no "0.5" strings, no true/false, no NaN or infinity.
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+StrictBox = tuple[Number, Number, Number, Number]
+
+# What a rejection may echo back of the input: bounded, printable, one line.
+MAX_ERRORS = 16
+MAX_FIELD_CHARS = 80
+MAX_REASON_CHARS = 300
+MAX_ECHO_CHARS = 64
+# The most frames the schema looks at (MAX_FRAMES, checked at admission, is lower): a longer list is refused
+# before its entries are validated one by one.
+FRAMES_CAP = 256
 
 FRAME_FIELDS = ("image", "image_path", "image_key")
 
@@ -21,13 +39,13 @@ class FrameSource(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image: str | None = Field(None, description="base64-encoded JPEG/PNG/WebP")
-    image_path: str | None = None
-    image_key: str | None = None
+    image: StrictStr | None = Field(None, description="base64-encoded JPEG/PNG/WebP")
+    image_path: StrictStr | None = Field(None, max_length=4096)
+    image_key: StrictStr | None = Field(None, pattern=IMAGE_KEY_PATTERN)
 
     @model_validator(mode="after")
     def exactly_one(self) -> "FrameSource":
-        given = [name for name in FRAME_FIELDS if getattr(self, name)]
+        given = [name for name in FRAME_FIELDS if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of image, image_path, image_key (got {given or 'none'})")
         return self
@@ -35,7 +53,7 @@ class FrameSource(BaseModel):
     @property
     def field(self) -> str:
         """The name of the field this frame came in (image, image_path or image_key)."""
-        return next(name for name in FRAME_FIELDS if getattr(self, name))
+        return next(name for name in FRAME_FIELDS if getattr(self, name) is not None)
 
 
 def _check_box(value: Box | None) -> Box | None:
@@ -54,18 +72,18 @@ class DetectionEvent(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_max_length=64 * 1024 * 1024)
 
-    event_id: str = Field(pattern=EVENT_ID_PATTERN)
-    camera_id: str = Field(min_length=1, max_length=128)
+    event_id: StrictStr = Field(pattern=EVENT_ID_PATTERN)
+    camera_id: StrictStr = Field(pattern=CAMERA_ID_PATTERN)
     timestamp: datetime
-    detection_type: str
-    confidence: float = Field(ge=0.0, le=1.0)
-    bbox: Box
-    face_visible: bool = False
-    face_bbox: Box | None = None
-    suspicious_score: float = Field(0.0, ge=0.0, le=100.0)
-    image: str | None = None
-    image_path: str | None = None
-    image_key: str | None = None
+    detection_type: StrictStr = Field(max_length=64)
+    confidence: Number = Field(ge=0.0, le=1.0)
+    bbox: StrictBox
+    face_visible: StrictBool = False
+    face_bbox: StrictBox | None = None
+    suspicious_score: Number = Field(0.0, ge=0.0, le=100.0)
+    image: StrictStr | None = None
+    image_path: StrictStr | None = Field(None, max_length=4096)
+    image_key: StrictStr | None = Field(None, pattern=IMAGE_KEY_PATTERN)
     frames: list[FrameSource] = Field(default_factory=list)
 
     @field_validator("detection_type")
@@ -73,24 +91,33 @@ class DetectionEvent(BaseModel):
     def known_label(cls, value: str) -> str:
         label = normalise_label(value)
         if label is None:
-            raise ValueError(f"{value!r} is not a person, vehicle or animal label")
+            raise ValueError(f"{echo(value)!r} is not a person, vehicle or animal label")
         return label
+
+    @field_validator("frames", mode="before")
+    @classmethod
+    def not_too_many_frames(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > FRAMES_CAP:
+            raise ValueError(f"{len(value)} frames given, far above any MAX_FRAMES (at most {FRAMES_CAP})")
+        return value
+
+    @field_validator("event_id")
+    @classmethod
+    def not_a_rejection_id(cls, value: str) -> str:
+        if value.startswith(REJECTION_PREFIX):
+            raise ValueError(f"ids starting with {REJECTION_PREFIX!r} name rejected submissions; choose another")
+        return value
 
     @field_validator("bbox", "face_bbox")
     @classmethod
     def valid_box(cls, value: Box | None) -> Box | None:
         return _check_box(value)
 
-    @field_validator("confidence", "suspicious_score")
-    @classmethod
-    def finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
-
     @model_validator(mode="after")
     def one_frame_source(self) -> "DetectionEvent":
-        FrameSource(image=self.image, image_path=self.image_path, image_key=self.image_key)
+        given = [name for name in FRAME_FIELDS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of image, image_path, image_key (got {given or 'none'})")
         return self
 
     @property
@@ -139,11 +166,30 @@ class RoutedEvent(BaseModel):
 def validation_errors(error: ValidationError) -> dict[str, str]:
     """pydantic's errors as {field: reason}, the field named the way the backend wrote it."""
     errors: dict[str, str] = {}
-    for item in error.errors():
+    for item in error.errors(include_url=False, include_input=False):
         field = ".".join(str(part) for part in item["loc"]) or "event"
         message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "finite_number":
+            message = "must be a finite number"
         errors.setdefault(field, message)
-    return errors
+    return bounded_errors(errors)
+
+
+def echo(value: Any, limit: int = MAX_ECHO_CHARS) -> str:
+    """A value from the input as a rejection may show it: printable ASCII on one line, at most `limit` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    text = re.sub(r"[^ -~]", "?", text[: limit * 4])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def bounded_errors(errors: dict[str, str]) -> dict[str, str]:
+    """At most MAX_ERRORS entries, field names and reasons cut to size and made printable (they come from input)."""
+    bounded: dict[str, str] = {}
+    for field, reason in list(errors.items())[:MAX_ERRORS]:
+        bounded.setdefault(echo(field, MAX_FIELD_CHARS), echo(reason, MAX_REASON_CHARS))
+    if len(errors) > MAX_ERRORS:
+        bounded["more_errors"] = f"{len(errors) - MAX_ERRORS} more errors not shown"
+    return bounded
 
 
 ResultStatus = Literal["complete", "partial", "rejected"]
@@ -154,6 +200,7 @@ class EnrichmentResult(BaseModel):
 
     event_id: str
     status: ResultStatus
+    submitted_event_id: str | None = None  # a rejection's event_id is rejected-<task id>; this echoes the given one
     camera_id: str | None = None
     detection_type: str | None = None
     timestamp: str | None = None

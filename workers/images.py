@@ -5,10 +5,25 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import logging
 import warnings
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+
+log = logging.getLogger(__name__)
+
+# The formats the README promises, by their plugins' own signature checks; every other decoder (TIFF, GIF, BMP,
+# PSD, ...) is never even tried. Decoders are called directly, not through Image.open: ultralytics replaces
+# Image.open in any process that imports it with one that pip-installs a HEIF plugin on an unknown file.
+DECODERS = (
+    (JpegImagePlugin._accept, JpegImagePlugin.jpeg_factory),
+    (PngImagePlugin._accept, PngImagePlugin.PngImageFile),
+    (WebPImagePlugin._accept, WebPImagePlugin.WebPImageFile),
+)
+# Modes whose samples do not fit 8 bits: scaled down to 8 bits, never clipped (a 16-bit PNG would turn white).
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 class InputError(ValueError):
@@ -33,36 +48,80 @@ def read_confined(field: str, path_text: str, root: Path | None, max_bytes: int)
     """Read an image file that must lie under IMAGE_ROOT (symlinks resolved first)."""
     if root is None:
         raise InputError(field, "image_path is disabled on this server (IMAGE_ROOT is not set)")
-    root = root.resolve()
-    path = (root / path_text).resolve()
-    if not path.is_relative_to(root):
-        raise InputError(field, f"outside the allowed directory {root}")
-    if not path.is_file():
-        raise InputError(field, f"no such file under {root}")
-    if path.stat().st_size > max_bytes:
+    try:
+        root = root.resolve()
+        path = (root / path_text).resolve()
+        if not path.is_relative_to(root):
+            raise InputError(field, f"outside the allowed directory {root}")
+        if not path.is_file():
+            raise InputError(field, f"no such file under {root}")
+        if path.stat().st_size > max_bytes:
+            raise InputError(field, f"larger than the {max_bytes} byte limit")
+        with path.open("rb") as file:
+            data = file.read(max_bytes + 1)  # the file may have grown since stat()
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long, no permission
+        raise InputError(field, f"cannot be read ({type(exc).__name__})") from None
+    if len(data) > max_bytes:
         raise InputError(field, f"larger than the {max_bytes} byte limit")
-    return path.read_bytes()
+    return data
 
 
 def decode_image(field: str, data: bytes, max_pixels: int) -> Image.Image:
-    """Decode fully to RGB, refusing decompression bombs, truncated files and non-images."""
+    """Decode fully to 8-bit RGB as a viewer shows it (EXIF orientation applied), refusing decompression bombs,
+    truncated files, non-images and formats other than JPEG, PNG and WebP."""
     if not data:
         raise InputError(field, "empty image")
     Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = open_accepted(field, data)
             width, height = image.size
             if width * height > max_pixels:
                 raise InputError(field, f"{width}x{height} exceeds the {max_pixels} pixel limit")
             image.load()
-            return image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even RGB
+            return to_rgb(upright(image))
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(field, f"decompression bomb refused ({exc})") from None
-    except UnidentifiedImageError:
-        raise InputError(field, "not a decodable image") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(field, f"corrupt or truncated image ({exc})") from None
+    except Exception as exc:  # decoders meet hostile bytes: whatever they raise, the image is the input's fault
+        raise InputError(field, f"unreadable image ({type(exc).__name__})") from None
+
+
+def open_accepted(field: str, data: bytes) -> Image.Image:
+    """Open JPEG, PNG or WebP bytes lazily (header only) with that format's own decoder; anything else is refused."""
+    for accepts, decoder in DECODERS:
+        if accepts(data[:16]) is True:
+            return decoder(io.BytesIO(data))
+    raise InputError(field, "not a JPEG, PNG or WebP image")
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF Orientation says (a phone's portrait JPEG stored sideways), so boxes given in
+    the coordinates a viewer shows match the pixels; unreadable EXIF counts as no orientation."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception as exc:  # EXIF parsers raise many kinds on hostile metadata; the pixels are still good
+        log.info("ignoring unreadable EXIF orientation: %s", exc)
+        return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB: 16-bit, 32-bit and float samples scaled into 0-255 (convert() alone would clip them)."""
+    if image.mode in WIDE_MODES:
+        image = Image.fromarray(to_8_bits(np.asarray(image)))  # 2-D uint8: mode L
+    return image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even RGB
+
+
+def to_8_bits(samples: np.ndarray) -> np.ndarray:
+    """16-bit samples scaled by 255/65535; samples outside 0-65535 (32-bit or float modes) by their own range."""
+    samples = samples.astype(np.float64)
+    low, high = float(samples.min(initial=0.0)), float(samples.max(initial=0.0))
+    if low >= 0 and high <= 65535:
+        scaled = samples * (255.0 / 65535.0)
+    else:
+        scaled = (samples - low) * (255.0 / ((high - low) or 1.0))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

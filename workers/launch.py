@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import re
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from workers.settings import Settings
 
-ROUTER_QUEUES = "router,assemble"
+log = logging.getLogger(__name__)
+
+# "celery" is Celery's default queue: a backend's own app that sends enrich_detection by name, with no routes,
+# sends it there.
+ROUTER_QUEUES = "router,assemble,celery"
 
 
 @dataclass(frozen=True)
@@ -38,15 +47,46 @@ class DeviceSlot:
         return env
 
 
+def pool_name(settings: Settings) -> str:
+    """This pool on this host, for folder names: its Redis as host-port-db (no password), e.g. 127.0.0.1-6379-0."""
+    parts = urlsplit(settings.redis_url)
+    try:
+        name = f"{parts.hostname}-{parts.port or 6379}-{(parts.path or '/0').strip('/') or '0'}"
+    except ValueError:
+        name = ""
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", name):
+        name = "redis-" + hashlib.sha256(f"{parts.hostname}{parts.path}".encode()).hexdigest()[:12]
+    return name
+
+
+def port_taken(port: int, addr: str) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((addr, port))
+        except OSError:
+            return True
+        return False
+
+
 def metrics_environment(settings: Settings, name: str, offset: int) -> dict[str, str]:
-    """Each worker serves /metrics on METRICS_PORT_BASE + offset, from its own fresh multiprocess directory."""
+    """Each worker serves /metrics on METRICS_PORT_BASE + offset, from its own fresh multiprocess directory.
+
+    The directory is METRICS_DIR/<pool>/<worker>: a second pool on the host (another Redis, say the demo beside a
+    running pool) gets its own folder and never clears this one's files. A port already taken is reported here,
+    and the worker runs on without /metrics (workers.metrics.serve_metrics says so too).
+    """
     base = settings.metrics.port_base
     if base is None:
         return {}
-    directory = settings.metrics.dir / name
+    directory = settings.metrics.dir / pool_name(settings) / name
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
-    return {"METRICS_PORT": str(base + offset), "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    port = base + offset
+    if port_taken(port, settings.metrics.addr):
+        message = (f"metrics port {settings.metrics.addr}:{port} for {name} is taken (another pool on this host?); "
+                   f"this worker will serve no /metrics: set METRICS_PORT_BASE to a free range, or 0 for none")
+        log.warning(message)
+    return {"METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(directory)}
 
 
 def detect_gpus(settings: Settings) -> list[int]:

@@ -55,7 +55,10 @@ class CacheMetrics(CacheObserver):
 
 
 def serve_metrics(settings: MetricsSettings) -> int | None:
-    """Serve /metrics on METRICS_PORT from the worker's parent; returns the port, or None when unset."""
+    """Serve /metrics on METRICS_PORT from the worker's parent; returns the port, or None when unset or taken.
+
+    A port already taken (another pool on this host) is logged as a warning and the worker runs on without it.
+    """
     if settings.port is None:
         return None
     registry = CollectorRegistry()
@@ -67,7 +70,13 @@ def serve_metrics(settings: MetricsSettings) -> int | None:
         from prometheus_client import REGISTRY
 
         registry = REGISTRY
-    start_http_server(settings.port, addr=settings.addr, registry=registry)
+    try:
+        start_http_server(settings.port, addr=settings.addr, registry=registry)
+    except OSError as exc:
+        log.warning("metrics port %s:%s is taken or cannot be bound (%s): this worker serves no /metrics; "
+                    "another pool on this host? set METRICS_PORT_BASE to a free range (0: no metrics)",
+                    settings.addr, settings.port, exc.strerror or exc)
+        return None
     log.info("metrics on %s:%s/metrics", settings.addr, settings.port)
     return settings.port
 

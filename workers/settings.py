@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from prompt_formatting import DEFAULT_FAR_M, DEFAULT_NEAR_M, parse_depth_calibration
@@ -138,9 +138,9 @@ class MetricsSettings(BaseSettings):
 
     port_base: int | None = Field(9808, description="Router on the base port, gpu.N on base+1+N, cpu.N on base+101+N")
     port: int | None = Field(None, description="This worker's /metrics port (set by the launcher)")
-    addr: str = Field("0.0.0.0", description="Address the /metrics server binds")
+    addr: str = Field("127.0.0.1", description="Address the /metrics server binds (0.0.0.0 to scrape from other hosts)")
     dir: Path = Field(Path(tempfile.gettempdir()) / "model-zoo-metrics",
-                      description="prometheus_client multiprocess files, one fresh folder per worker")
+                      description="prometheus_client multiprocess files: one folder per pool, a fresh one per worker in it")
 
     @field_validator("port_base", "port", mode="before")
     @classmethod
@@ -193,7 +193,14 @@ class Settings(BaseSettings):
                               description="Where device workers journal model calls in progress (crash accounting)")
     max_image_pixels: int = Field(40_000_000, description="Largest decoded frame (PIL MAX_IMAGE_PIXELS)")
     max_image_bytes: int = Field(16 * 1024 * 1024, description="Largest encoded frame")
-    max_frames: int = Field(32, description="Largest frame buffer for action recognition")
+    max_frames: int = Field(32, ge=0, le=256, description="Largest frame buffer for action recognition (at most 256)")
+    max_event_bytes: int = Field(
+        32 * 1024 * 1024, gt=0,
+        description="Largest enrich_detection message body; a larger one is rejected before it is decoded")
+    task_result_ttl_seconds: int = Field(
+        24 * 3600, gt=0, description="TTL of Celery's own task results (celery-task-meta-*); above EVENT_DEADLINE_SECONDS")
+    flower_basic_auth: SecretStr | None = Field(
+        None, description="user:password (comma-separate several) that `model-zoo flower` requires; unset: it refuses to start")
     image_root: Path | None = Field(None, description="image_path must lie under this directory; unset: image_path refused")
     event_deadline_seconds: float = Field(300.0, description="Sweeper finishes events older than this as partial")
     sweep_interval_seconds: float = Field(30.0, description="How often the sweeper looks for overdue events")
@@ -217,7 +224,8 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("redis_password", "result_backend_url", "device", "worker_role", "image_root", mode="before")
+    @field_validator("redis_password", "result_backend_url", "device", "worker_role", "image_root", "flower_basic_auth",
+                     mode="before")
     @classmethod
     def empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -227,6 +235,10 @@ class Settings(BaseSettings):
         if self.visibility_timeout_seconds <= self.model_time_limit:
             raise ValueError(
                 "VISIBILITY_TIMEOUT_SECONDS must exceed MODEL_TIME_LIMIT, or tasks still running are delivered twice"
+            )
+        if self.task_result_ttl_seconds <= self.event_deadline_seconds:
+            raise ValueError(
+                "TASK_RESULT_TTL_SECONDS must exceed EVENT_DEADLINE_SECONDS: the sweeper reads model records until then"
             )
         return self
 

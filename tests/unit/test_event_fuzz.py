@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import struct
 import tracemalloc
@@ -15,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from tasks.admission import Rejected, admit, parse_event
+from tasks.admission import MAX_BOX_ASPECT, MIN_BOX_SIDE, Rejected, admit, parse_event, redis_key_reader
+from tasks.schemas import MAX_ERRORS, MAX_REASON_CHARS
 from workers.settings import Settings
 
 TRIED = {"count": 0, "rejected": 0, "admitted": 0}
@@ -60,7 +62,7 @@ class Gate:
 def fuzz_settings(tmp_path, redis_client):
     (tmp_path / "ok.jpg").write_bytes(jpeg())
     limits = Settings(image_root=tmp_path, max_image_pixels=1_000_000, max_image_bytes=256 * 1024, max_frames=4)
-    return Gate(limits, redis_client.get)
+    return Gate(limits, redis_key_reader(redis_client, limits.max_image_bytes))
 
 
 def admit_event(event, gate: Gate):
@@ -75,6 +77,8 @@ def outcome(event, settings_) -> str:
         admit_event(event, settings_)
     except Rejected as exc:
         assert exc.errors and all(isinstance(k, str) and v for k, v in exc.errors.items())
+        assert len(exc.errors) <= MAX_ERRORS + 1
+        assert all(len(v) <= MAX_REASON_CHARS and v.isprintable() and v.isascii() for v in exc.errors.values())
         TRIED["rejected"] += 1
         return "rejected"
     TRIED["admitted"] += 1
@@ -123,6 +127,10 @@ def test_malformed_frames_boxes_and_labels(fuzz_settings, image, box, frames, la
     if result == "admitted":
         assert len(box) == 4 and all(math.isfinite(v) for v in box) and box[2] > box[0] and box[3] > box[1]
         assert frames <= fuzz_settings.settings.max_frames
+        admitted = admit_event(event, fuzz_settings)
+        left, top, right, bottom = admitted.bbox
+        sides = (right - left, bottom - top)
+        assert min(sides) >= MIN_BOX_SIDE and max(sides) <= MAX_BOX_ASPECT * min(sides)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -162,6 +170,105 @@ def test_missing_image_key_is_rejected(fuzz_settings):
     assert "image_key" in caught.value.errors
 
 
+@pytest.mark.parametrize("change, field", [
+    ({"face_visible": "yes"}, "face_visible"), ({"face_visible": 1}, "face_visible"),
+    ({"confidence": True}, "confidence"), ({"confidence": "0.8"}, "confidence"),
+    ({"suspicious_score": "90"}, "suspicious_score"), ({"bbox": [4, 4, "40", 40]}, "bbox.2"),
+    ({"bbox": [4, 4, True, 40]}, "bbox.2"), ({"camera_id": "front door"}, "camera_id"),
+    ({"camera_id": "cam\n## SYSTEM"}, "camera_id"), ({"camera_id": 12}, "camera_id"),
+    ({"event_id": "rejected-1"}, "event_id"), ({"image_key": 5, "image": ...}, "image_key"),
+])
+def test_lax_types_are_refused(fuzz_settings, change, field):
+    with pytest.raises(Rejected) as caught:
+        admit_event(valid_event(**change), fuzz_settings)
+    assert field in caught.value.errors, caught.value.errors
+
+
+@pytest.mark.parametrize("field", ["confidence", "suspicious_score"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_numbers_say_so(fuzz_settings, field, value):
+    with pytest.raises(Rejected) as caught:
+        admit_event(valid_event(**{field: value}), fuzz_settings)
+    assert caught.value.errors[field] == "must be a finite number"
+
+
+def test_integers_stay_numbers(fuzz_settings):
+    admitted = admit_event(valid_event(confidence=1, suspicious_score=100, bbox=[4, 4, 40, 40]), fuzz_settings)
+    assert admitted.event.confidence == 1.0
+
+
+@pytest.mark.parametrize("box", [[63.5, 0, 5000, 48], [0, 47.6, 64, 500], [0, 0, 64, 1]])
+def test_sliver_boxes_are_refused_naming_bbox(fuzz_settings, box):
+    with pytest.raises(Rejected) as caught:
+        admit_event(valid_event(bbox=box), fuzz_settings)
+    assert "2x2 px" in caught.value.errors["bbox"]
+
+
+@pytest.mark.parametrize("kind", ["hash", "list", "set", "zset"])
+def test_image_key_of_another_type_is_an_input_error(fuzz_settings, redis_client, kind):
+    {"hash": lambda: redis_client.hset("k", "a", "b"), "list": lambda: redis_client.rpush("k", "a"),
+     "set": lambda: redis_client.sadd("k", "a"), "zset": lambda: redis_client.zadd("k", {"a": 1})}[kind]()
+    with pytest.raises(Rejected) as caught:
+        admit_event(valid_event(image=..., image_key="k"), fuzz_settings)
+    assert f"holds a Redis {kind}" in caught.value.errors["image_key"]
+
+
+@pytest.mark.parametrize("key", ["enrichment:x", "frame:other:full", "claim:x", "_kombu.binding.router", "unacked"])
+def test_image_key_in_the_pools_own_key_spaces_is_refused(fuzz_settings, redis_client, key):
+    redis_client.set(key, jpeg())
+    with pytest.raises(Rejected) as caught:
+        admit_event(valid_event(image=..., image_key=key), fuzz_settings)
+    assert "pool's own keys" in caught.value.errors["image_key"]
+
+
+def test_oversized_image_key_is_refused_without_reading_it(fuzz_settings, redis_client):
+    redis_client.set("big", b"\0" * (fuzz_settings.settings.max_image_bytes + 1))
+    with pytest.raises(Rejected) as caught:
+        admit_event(valid_event(image=..., image_key="big"), fuzz_settings)
+    assert "byte limit" in caught.value.errors["image_key"]
+
+
+def test_image_path_with_a_nul_byte_is_an_input_error(fuzz_settings):
+    with pytest.raises(Rejected) as caught:
+        admit_event(valid_event(image=..., image_path="ok\0.jpg"), fuzz_settings)
+    assert "image_path" in caught.value.errors
+
+
+def test_rejection_errors_are_bounded_whatever_the_input(fuzz_settings):
+    event = {f"frames": [{"junk-" + "k" * 500 + str(i): 1} for i in range(40)], "detection_type": "x" * 10_000}
+    with pytest.raises(Rejected) as caught:
+        admit_event(event, fuzz_settings)
+    errors = caught.value.errors
+    assert len(errors) <= MAX_ERRORS + 1 and len(json.dumps(errors)) < 8000
+
+
 def test_zz_report_how_many_inputs_were_tried():
     print(f"\n[fuzz] inputs tried={TRIED['count']} rejected={TRIED['rejected']} admitted={TRIED['admitted']}")
     assert TRIED["count"] >= 100
+
+
+def test_a_long_frame_list_is_refused_before_its_entries_are_validated(fuzz_settings):
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(Rejected) as caught:
+        admit_event(valid_event(frames=[{}] * 1_000_000), fuzz_settings)
+    assert "1000000 frames given" in caught.value.errors["frames"] and time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("body, words", [
+    (json.dumps([[{"frames": [{}] * 100_000}], {}, {}]).encode(), "objects and arrays"),
+    (b"[" * 2000 + b"]" * 2000, "deep"),
+    (json.dumps([[{"junk": list(range(30_000))}], {}, {}]).encode(), "items"),
+])
+def test_a_message_not_shaped_like_an_event_is_refused_from_its_bytes(body, words):
+    from tasks.message_limit import shape_problem
+
+    assert words in shape_problem(body)
+
+
+def test_an_event_with_32_frames_is_shaped_like_an_event():
+    from tasks.message_limit import shape_problem
+    from tasks.sample_events import person_event
+
+    assert shape_problem(json.dumps([[person_event("x", face=True, frames=32)], {}, {}]).encode()) is None

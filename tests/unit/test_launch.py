@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -84,3 +86,37 @@ def test_threads_without_batching_for_measuring():
 def test_an_unknown_pool_is_a_usage_error():
     result = CliRunner().invoke(cli, ["start", "--gpus", "none", "--pool", "gevent"])
     assert result.exit_code == 2 and "--pool" in result.output
+
+
+def test_the_router_worker_reads_celerys_default_queue():
+    """A backend's own Celery app sends enrich_detection to "celery" unless it routes it (issue 15, point 3)."""
+    from workers.launch import ROUTER_QUEUES
+
+    assert "celery" in ROUTER_QUEUES.split(",")
+
+
+def test_each_pool_keeps_its_metrics_files_in_its_own_folder(tmp_path):
+    """Issue 15, point 10: a second pool on the host never clears the first one's files."""
+    from workers.launch import metrics_environment
+
+    first = Settings(redis_url="redis://:secret@127.0.0.1:6379/0", metrics={"dir": tmp_path, "port_base": 19808})
+    second = Settings(redis_url="redis://127.0.0.1:6400/0", metrics={"dir": tmp_path, "port_base": 19808})
+    mine = Path(metrics_environment(first, "router", 0)["PROMETHEUS_MULTIPROC_DIR"])
+    (mine / "counter_1.db").write_bytes(b"x")
+    theirs = Path(metrics_environment(second, "router", 0)["PROMETHEUS_MULTIPROC_DIR"])
+    assert mine != theirs and (mine / "counter_1.db").exists()
+    assert mine.parent.name == "127.0.0.1-6379-0" and "secret" not in str(mine)
+
+
+def test_a_taken_metrics_port_is_reported_and_the_worker_runs_on(caplog):
+    import socket
+
+    from workers.metrics import serve_metrics
+    from workers.settings import MetricsSettings
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert serve_metrics(MetricsSettings(port=port)) is None
+    assert "is taken" in caplog.text and str(port) in caplog.text

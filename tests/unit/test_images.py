@@ -1,0 +1,101 @@
+"""Frames are read as a viewer shows them: EXIF orientation applied, 16-bit samples scaled, only JPEG/PNG/WebP."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from workers.images import InputError, decode_image
+
+MAX_PIXELS = 40_000_000
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def sideways_jpeg(orientation: int = 6) -> bytes:
+    """A 720x1280 JPEG (portrait as stored) whose EXIF says: turn 90 degrees clockwise to show it (1280x720).
+
+    The stored frame is grey with a red block in its top-left corner; shown upright, the red block sits in the
+    top-right corner.
+    """
+    stored = Image.new("RGB", (720, 1280), (128, 128, 128))
+    stored.paste((255, 0, 0), (0, 0, 200, 200))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encoded(stored, "JPEG", exif=exif.tobytes(), quality=95)
+
+
+def png_16_bit(samples: np.ndarray, colour: bool = False) -> bytes:
+    """A 16-bit PNG written by hand (grey, or RGB when colour), the way a thermal or HDR camera writes one."""
+    height, width = samples.shape[:2]
+    colour_type = 2 if colour else 0
+    rows = b"".join(b"\0" + samples[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_exif_orientation_is_applied_so_boxes_use_displayed_coordinates():
+    image = decode_image("image", sideways_jpeg(6), MAX_PIXELS)
+    assert image.size == (1280, 720)
+    red, grey = image.getpixel((1180, 100)), image.getpixel((100, 100))
+    assert red[0] > 200 and red[1] < 60, "the stored top-left corner is shown top-right"
+    assert abs(grey[0] - 128) < 20
+
+
+@pytest.mark.parametrize("orientation, size", [(1, (720, 1280)), (3, (720, 1280)), (8, (1280, 720))])
+def test_every_orientation_turns_the_frame(orientation, size):
+    assert decode_image("image", sideways_jpeg(orientation), MAX_PIXELS).size == size
+
+
+def test_unreadable_exif_counts_as_no_orientation():
+    stored = Image.new("RGB", (64, 32), (10, 200, 30))
+    data = encoded(stored, "JPEG", exif=b"Exif\0\0II*\0\xff\xff\xff\x7f" + b"\0" * 8)
+    assert decode_image("image", data, MAX_PIXELS).size == (64, 32)
+
+
+def test_16_bit_grey_png_is_scaled_not_clipped_to_white():
+    gradient = np.linspace(0, 65535, 256 * 64).reshape(64, 256).astype(np.uint16)
+    pixels = np.asarray(decode_image("image", png_16_bit(gradient), MAX_PIXELS))
+    assert pixels.shape == (64, 256, 3) and pixels.dtype == np.uint8
+    assert (pixels == 255).mean() < 0.01, "only the brightest samples are white"
+    assert abs(pixels.mean() - 127.5) < 2
+    assert pixels[0, 0, 0] == 0 and pixels[-1, -1, 0] == 255
+
+
+def test_16_bit_colour_png_keeps_its_colours():
+    samples = np.zeros((16, 16, 3), dtype=np.uint16)
+    samples[..., 0], samples[..., 1], samples[..., 2] = 65535, 32768, 0
+    pixel = decode_image("image", png_16_bit(samples, colour=True), MAX_PIXELS).getpixel((5, 5))
+    assert pixel[0] == 255 and 120 <= pixel[1] <= 130 and pixel[2] == 0
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA", "CMYK", "1"])
+def test_8_bit_modes_become_rgb(mode):
+    fmt = "JPEG" if mode in ("L", "CMYK", "1") else "PNG"
+    image = decode_image("image", encoded(Image.new(mode, (20, 10)), fmt), MAX_PIXELS)
+    assert image.mode == "RGB" and image.size == (20, 10)
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "GIF", "BMP", "PPM", "ICO"])
+def test_formats_other_than_jpeg_png_webp_are_refused(fmt):
+    with pytest.raises(InputError) as caught:
+        decode_image("image", encoded(Image.new("RGB", (16, 16), (1, 2, 3)), fmt), MAX_PIXELS)
+    assert caught.value.field == "image" and "JPEG, PNG or WebP" in caught.value.reason
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_jpeg_png_and_webp_are_read(fmt):
+    assert decode_image("image", encoded(Image.new("RGB", (16, 16), (1, 2, 3)), fmt), MAX_PIXELS).size == (16, 16)

@@ -1,0 +1,53 @@
+"""The result store: the first result of an event stays; only the risk task adds to its own; nothing unstored is announced."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tasks.results import COMPLETED_CHANNEL, ResultStore, result_key
+from tasks.router import rejection, rejection_id
+from tasks.schemas import EnrichmentResult
+
+
+def collect(client):
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(COMPLETED_CHANNEL)
+
+    pubsub.get_message(timeout=1.0)  # the subscription's own confirmation
+
+    def messages() -> list[dict]:
+        found, deadline = [], time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if (message := pubsub.get_message(timeout=0.1)) is not None:
+                found.append(json.loads(message["data"]))
+        return found
+
+    return messages
+
+
+def test_a_stored_result_is_never_replaced(redis_client):
+    store = ResultStore(redis_client, ttl_seconds=60)
+    messages = collect(redis_client)
+    first = store.save(EnrichmentResult(event_id="e1", status="complete", camera_id="front"))
+    again = store.save(EnrichmentResult(event_id="e1", status="rejected", camera_id="attacker"))
+    assert again == first and store.get("e1")["camera_id"] == "front"
+    assert [m["status"] for m in messages()] == ["complete"], "the refused write is not announced"
+    assert 0 < redis_client.ttl(result_key("e1")) <= 60
+
+
+def test_the_risk_task_adds_to_its_own_result_but_never_creates_one(redis_client):
+    store = ResultStore(redis_client, ttl_seconds=60)
+    store.save(EnrichmentResult(event_id="e2", status="complete"))
+    with_risk = store.add_to_own(EnrichmentResult(event_id="e2", status="complete", risk={"risk_score": 10}))
+    assert store.get("e2") == with_risk
+    store.add_to_own(EnrichmentResult(event_id="nobody", status="complete", risk={"risk_score": 10}))
+    assert store.get("nobody") is None
+
+
+def test_rejections_take_their_own_id_and_echo_the_given_one_safely():
+    rejected = rejection({"event_id": "evt\n*é" + "x" * 500, "camera_id": "cam one"}, {"bbox": "bad"}, "task-1")
+    assert rejected.event_id == "rejected-task-1"
+    assert rejected.submitted_event_id.isascii() and len(rejected.submitted_event_id) <= 64
+    assert rejected.camera_id is None, "a camera_id outside its pattern is not repeated"
+    assert rejection_id("odd id\n*").startswith("rejected-") and "\n" not in rejection_id("odd id\n*")
