@@ -157,25 +157,33 @@ def enrich_detection(self, *args: Any, **kwargs: Any) -> dict | None:
         log.info("event %s is already in flight; waiting for its result", detection.event_id)
         hand_over(self, await_result.si(detection.event_id, time.time() + settings.event_deadline_seconds * 2))
         return None
-    handed_over = False
-    try:  # every way out but the hand-over to the chord releases the claim
-        existing = result_store().get(detection.event_id)  # stored between the first look and the claim
-        if existing is not None:
-            return answer(self, existing)
-        try:
-            admitted = admit(detection, settings, read_key=redis_key_reader(redis_client(), settings.max_image_bytes))
-        except Rejected as exc:
-            return answer(self, reject(event, exc.errors, self.request.id))
-        routed, work = dispatch(admitted, settings, received_at)
-        if work is None:
-            return answer(self, finish_event([], routed))
-        ledger.open(routed, settings.event_deadline_seconds, settings.result_ttl_seconds)
-        handed_over = True
+    outcome, work = None, None
+    try:  # every way out but the hand-over releases the claim, before the answer is stored
+        outcome = result_store().get(detection.event_id)  # stored between the first look and the claim
+        if outcome is None:
+            outcome, work = admit_and_dispatch(self, event, detection, settings, received_at)
+        if work is not None:
+            ledger.open(work[0], settings.event_deadline_seconds, settings.result_ttl_seconds)
     finally:
-        if not handed_over:
+        if work is None:
             ledger.release(detection.event_id)
-    hand_over(self, work)
+    if work is None:
+        return answer(self, outcome)
+    hand_over(self, work[1])
     return None
+
+
+def admit_and_dispatch(task: Any, event: Any, detection: Any, settings: Settings,
+                       received_at: float) -> tuple[dict | None, tuple[RoutedEvent, Any] | None]:
+    """(the router's own answer, None), or (None, (routed event, its chord)) for an event models will enrich."""
+    try:
+        admitted = admit(detection, settings, read_key=redis_key_reader(redis_client(), settings.max_image_bytes))
+    except Rejected as exc:
+        return reject(event, exc.errors, task.request.id), None
+    routed, work = dispatch(admitted, settings, received_at)
+    if work is None:
+        return finish_event([], routed), None
+    return None, (routed, work)
 
 
 @app.task(name="await_result", bind=True, max_retries=None)

@@ -18,14 +18,14 @@ def test_bench_noop_report(tmp_path):
     report_path = tmp_path / "report.json"
     run = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "bench.py"), "--noop", "--events", "6", "--batch-size", "2",
-         "--no-affinity", "--report", str(report_path)],
+         "--no-affinity", "--no-compare", "--report", str(report_path)],
         cwd=REPO, capture_output=True, text=True, timeout=280,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(report_path.read_text())
     assert report["models"] == "noop" and report["events"] == 6
     assert report["direct"]["events"] == 6 and report["direct"]["events_per_s"] > 0
-    for name in ("pool", "pool_no_events", "unbatched", "prefork"):
+    for name in ("pool", "pool_no_events"):
         run_report = report[name]
         assert run_report["cache"]["statuses"]["complete"] == 6, (name, run_report["cache"])
         assert run_report["concurrent"]["events"] == 6
@@ -36,7 +36,7 @@ def test_bench_noop_report(tmp_path):
     assert report["pool"]["redis"]["worker_frame_reads_per_frame_byte"] == pytest.approx(1.0, abs=0.01)
     # A backend that stores the frame itself (image_key) sends fewer bytes through Redis than one inlining it.
     assert report["pool"]["redis_by_key"]["in_per_frame_byte"] < report["pool"]["redis"]["in_per_frame_byte"]
-    assert report["pool"]["pool"] == "threads" and report["prefork"]["pool"] == "prefork"
+    assert report["pool"]["pool"] == "threads"
     assert report["pool"]["batching"] and report["pool"]["batching"][0]["batched_requests"] >= 6
     assert report["summary"]["failed_phases"] == []
     assert "pool_over_direct_throughput" in report["summary"]
