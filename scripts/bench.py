@@ -250,8 +250,9 @@ class Completions:
 
     def _note(self, message: dict[str, Any], now: float) -> None:
         try:
-            event_id = json.loads(message["data"])["event_id"]
-        except (ValueError, KeyError, TypeError):
+            announced = json.loads(message["data"])
+            event_id = announced.get("submitted_event_id") or announced["event_id"]  # a rejection's own id differs
+        except (ValueError, KeyError, TypeError, AttributeError):
             return
         with self.ready:
             self.finished.setdefault(event_id, now)

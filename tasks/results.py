@@ -55,7 +55,11 @@ class ResultStore:
         return self.get(result.event_id) or payload
 
     def announce(self, result: EnrichmentResult) -> None:
-        self.client.publish(COMPLETED_CHANNEL, json.dumps({"event_id": result.event_id, "status": result.status}))
+        """{"event_id", "status"} on enrichment.completed; a rejection adds the id it was submitted under."""
+        message = {"event_id": result.event_id, "status": result.status}
+        if result.submitted_event_id is not None:
+            message["submitted_event_id"] = result.submitted_event_id
+        self.client.publish(COMPLETED_CHANNEL, json.dumps(message))
 
     def get(self, event_id: str) -> dict | None:
         raw = self.client.get(result_key(event_id))
