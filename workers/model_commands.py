@@ -120,7 +120,7 @@ def listen(client: redis.Redis, worker: str, execute: Executor, stop: threading.
            subscribed: threading.Event | None = None) -> None:
     """Run commands published for worker, one at a time, until stop is set (the model process's listener thread).
 
-    Redis errors are logged and the subscription is renewed after poll_seconds.
+    Errors (Redis gone, the client closed) are logged and the subscription is renewed after poll_seconds.
     """
     while not stop.is_set():
         pubsub = client.pubsub(ignore_subscribe_messages=True)
@@ -138,13 +138,14 @@ def listen(client: redis.Redis, worker: str, execute: Executor, stop: threading.
                     log.warning("ignoring malformed model command: %s", exc)
                     continue
                 execute_and_reply(client, command, execute)
-        except redis.RedisError as exc:
-            log.warning("model command listener lost Redis: %s", exc)
-            stop.wait(poll_seconds)
+        except Exception as exc:  # Redis went away, or its client was closed under us: renew unless stopping
+            if not stop.is_set():
+                log.warning("model command listener lost Redis: %s", exc)
+                stop.wait(poll_seconds)
         finally:
             try:
                 pubsub.close()
-            except redis.RedisError:
+            except Exception:
                 pass
 
 

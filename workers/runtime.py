@@ -20,6 +20,7 @@ from model_cache import ModelCache, ModelSkipped, ModelSpec
 from workers.batching import MicroBatcher, infer_many
 from workers.frames import DecodedFrames
 from workers.metrics import INFERENCE_SECONDS, MEMORY_SHARE, MEMORY_USED, MODEL_RECORDS, CacheMetrics
+from workers.metrics import record_model_bytes
 from workers.models.base import InferenceSkipped, ModelInput
 from workers.records import ModelRecord, ModelRequest
 from workers.registry import REGISTRY, ModelEntry
@@ -180,6 +181,7 @@ class DeviceRuntime:
         snapshot = self.cache.snapshot()
         MEMORY_USED.labels(self.worker).set(snapshot["used_bytes"])
         MEMORY_SHARE.labels(self.worker).set(snapshot["budget_bytes"])
+        record_model_bytes(self.worker, snapshot)
         if self.client is None:
             return
         ttl = max(1, int(self.settings.heartbeat_seconds * 3))
@@ -338,9 +340,10 @@ class DeviceRuntime:
 
         model_commands.register_local(self.execute_command)
         if self.client is not None:
-            threading.Thread(target=model_commands.listen, args=(self.client, self.worker, self.execute_command,
-                                                                 self._stop),
-                             name="model-commands", daemon=True).start()
+            self.command_listener = threading.Thread(
+                target=model_commands.listen, args=(self.client, self.worker, self.execute_command, self._stop),
+                name="model-commands", daemon=True)
+            self.command_listener.start()
 
         def warm_up_and_preload() -> None:
             self.warm_up()
