@@ -217,6 +217,7 @@ class DeviceRuntime:
 
     # -- estimates, start-up services, preload and unload ------------------------------------------------------
     _services_started = False  # start_model_services() ran in this runtime
+    _services_lock = threading.Lock()
 
     def weights_path(self, entry: ModelEntry) -> Any:
         return entry.weights_path(self.settings.models_dir, self.settings.zoo.model_paths)
@@ -239,7 +240,7 @@ class DeviceRuntime:
 
     def estimated_mb(self, entry: ModelEntry) -> float:
         """The charge before a first load measures the model: its weights on disk when present, else the registry's
-        figure (measured on an H100). The cache replaces either with the measured footprint after the first load."""
+        figure (see ESTIMATE_SOURCES). The cache replaces either with the measured footprint after the first load."""
         estimate = self.weights_estimate_bytes(entry)
         if estimate:
             log.info("%s: estimated %.1f MB from its weights on disk (registry: %d MB)",
@@ -333,9 +334,10 @@ class DeviceRuntime:
         Call it right after the runtime is created and its heartbeat started, in the process that holds the
         cache (the prefork child at worker_process_init, or the threads pool's process).
         """
-        if self._services_started:
-            return
-        self._services_started = True
+        with self._services_lock:
+            if self._services_started:
+                return
+            self._services_started = True
         from workers import model_commands
 
         model_commands.register_local(self.execute_command)
