@@ -273,19 +273,121 @@ def models(ctx: typer.Context, timeout: float = typer.Option(2.0, help="Seconds 
         return
     if not states:
         fail(f"no worker answered within {timeout:g}s")
-    table = Table("worker", "queue", "device", "model", "priority", "MB", "hits", "idle s")
+    console.print(loaded_models_table(states))
+
+
+def megabytes(nbytes: int | None) -> str:
+    return "-" if nbytes is None else f"{nbytes / 2**20:.1f}"
+
+
+def loaded_models_table(states: dict[str, dict[str, Any]]) -> Table:
+    """Per worker and model: the bytes charged, the estimate and the measurement side by side; totals per worker."""
+    table = Table("worker", "queue", "device", "model", "priority", "MB charged", "MB estimated", "MB measured",
+                  "hits", "idle s")
     for node, state in sorted(states.items()):
+        where = (node, state.get("queue", "-"), state.get("device", "-"))
         held = state.get("models") or []
         if not held:
-            table.add_row(node, state.get("queue", "-"), state.get("device", "-"), "[dim]none[/dim]", "", "", "", "")
+            table.add_row(*where, "[dim]none[/dim]", *[""] * 6)
         for model in held:
-            table.add_row(node, state.get("queue", "-"), state.get("device", "-"), model["name"], model.get("priority", ""),
-                          f"{model.get('bytes', 0) / 2**20:.1f}", str(model.get("hits", "")),
-                          f"{model.get('last_used_age_s', 0):.0f}")
+            table.add_row(*where, model["name"], model.get("priority", ""), megabytes(model.get("bytes", 0)),
+                          megabytes(model.get("estimated_bytes")), megabytes(model.get("measured_bytes")),
+                          str(model.get("hits", "")), f"{model.get('last_used_age_s', 0):.0f}")
+            where = ("", "", "")
         if "budget_bytes" in state:
-            table.add_row("", "", "", f"[dim]used {state['used_bytes'] / 2**20:.0f} of {state['budget_bytes'] / 2**20:.0f} MB[/dim]",
-                          "", "", "", "", end_section=True)
-    console.print(table)
+            unmeasured = state.get("unmeasured") or []
+            note = f" ({', '.join(unmeasured)} not measured yet)" if unmeasured else ""
+            used = f"used {state['used_bytes'] / 2**20:.0f} of {state['budget_bytes'] / 2**20:.0f} MB{note}"
+            table.add_row("", "", "", f"[dim]{used}[/dim]", "", "", megabytes(state.get("estimated_bytes")),
+                          megabytes(state.get("measured_bytes")), "", "", end_section=True)
+    return table
+
+
+def device_workers(client: redis.Redis) -> list[str]:
+    """Device workers that published their state within three heartbeats."""
+    from workers.state import live_workers
+
+    return [state.worker for state in live_workers(client, Settings().heartbeat_seconds * 3)]
+
+
+def model_command(ctx: typer.Context, action: str, names: list[str], workers: list[str], timeout: float,
+                  as_json: bool) -> None:
+    """Send preload/unload to device workers, wait for each outcome, print them; exit 1 unless every model did."""
+    from workers.model_commands import wait_for_replies
+
+    command = {"preload": "preload_models", "unload": "unload_model"}[action]
+    url = redis_url(ctx)
+    client = enrichment_client(url)
+    store = connect(url)
+    try:
+        targets = workers or device_workers(store)
+        if not targets:
+            fail("no device worker is running (none has published its state to Redis)")
+        replies = client.app.control.broadcast(command, arguments={"models": names}, destination=targets, reply=True,
+                                               timeout=min(timeout, 5.0))
+        answers = {node: answer for reply in replies or [] for node, answer in reply.items()}
+        requests = {node: answer["request"] for node, answer in answers.items() if "request" in answer}
+        with console.status(f"{action}ing {', '.join(names)} on {', '.join(sorted(requests)) or 'no worker'}"):
+            outcomes = wait_for_replies(store, requests, timeout)
+    except redis.RedisError as exc:
+        fail(f"lost Redis: {exc}", UNREACHABLE_EXIT)
+    finally:
+        store.close()
+        client.close()
+    report = {node: outcomes.get(node) or answers.get(node) or {"error": f"no answer within {timeout:g}s"}
+              for node in targets}
+    if as_json:
+        print_json(report)
+    else:
+        console.print(model_command_table(report))
+    if not all(outcome_succeeded(outcome) for outcome in report.values()):
+        raise typer.Exit(1)
+
+
+GOOD_OUTCOMES = {"loaded", "already loaded", "unloaded", "not loaded"}
+
+
+def outcome_succeeded(outcome: dict[str, Any]) -> bool:
+    results = outcome.get("results")
+    return bool(results) and "error" not in outcome and all(r.get("status") in GOOD_OUTCOMES for r in results)
+
+
+def model_command_table(report: dict[str, dict[str, Any]]) -> Table:
+    table = Table("worker", "model", "status", "load ms", "MB", "detail")
+    for node, outcome in sorted(report.items()):
+        if "results" not in outcome:
+            reason = (outcome.get("error") or outcome.get("skipped")
+                      or f"request {outcome.get('request')} sent, no outcome yet")
+            table.add_row(node, "-", "[red]no outcome[/red]", "", "", reason)
+            continue
+        for result in outcome["results"]:
+            colour = "green" if result.get("status") in GOOD_OUTCOMES else "yellow"
+            size = result.get("bytes") or result.get("freed_bytes")
+            table.add_row(node, result["model"], f"[{colour}]{result['status']}[/{colour}]",
+                          "" if result.get("load_ms") is None else f"{result['load_ms']:.0f}",
+                          "" if size is None else megabytes(size), result.get("detail", ""))
+        used = f"used {outcome['used_bytes'] / 2**20:.0f} of {outcome['budget_bytes'] / 2**20:.0f} MB"
+        held = ", ".join(outcome.get("models") or []) or "nothing"
+        table.add_row("", f"[dim]{used}: {held}[/dim]", "", "", "", "", end_section=True)
+    return table
+
+
+@app.command()
+def preload(ctx: typer.Context, models: list[str] = typer.Argument(..., help="Model names (threat, clothing ...)"),
+            worker: list[str] = typer.Option([], "--worker", help="Device worker node (repeat); default: every one"),
+            timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for the loads"),
+            as_json: bool = typer.Option(False, "--json", help="Print raw JSON")) -> None:
+    """Load models into device workers' caches now (the preload_models remote-control command)."""
+    model_command(ctx, "preload", models, worker, timeout, as_json)
+
+
+@app.command()
+def unload(ctx: typer.Context, models: list[str] = typer.Argument(..., help="Model names"),
+           worker: list[str] = typer.Option([], "--worker", help="Device worker node (repeat); default: every one"),
+           timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the unloads"),
+           as_json: bool = typer.Option(False, "--json", help="Print raw JSON")) -> None:
+    """Unload models from device workers' caches now (the unload_model remote-control command)."""
+    model_command(ctx, "unload", models, worker, timeout, as_json)
 
 
 @app.command()

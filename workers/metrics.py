@@ -31,6 +31,33 @@ CACHE_MISSES = Counter("model_zoo_cache_misses_total", "Model requests that need
 MODEL_RECORDS = Counter("model_zoo_model_records_total", "Model task outcomes", ["model", "status"])
 MEMORY_USED = Gauge("model_zoo_memory_used_bytes", "Model memory in use by the cache", ["worker"], multiprocess_mode="livemax")
 MEMORY_SHARE = Gauge("model_zoo_memory_share_bytes", "The worker's model memory budget", ["worker"], multiprocess_mode="livemax")
+MODEL_BYTES = Gauge(
+    "model_zoo_model_bytes",
+    "A loaded model's bytes: charged to the budget, estimated before its first load, measured by that load "
+    "(0 once unloaded)", ["worker", "model", "kind"], multiprocess_mode="livemax",
+)
+MEMORY_BYTES = Gauge(
+    "model_zoo_memory_bytes", "Loaded models' bytes in total, estimated and measured (the measured total covers "
+    "the measured models only)", ["worker", "kind"], multiprocess_mode="livemax",
+)
+
+_reported_models: dict[str, set[str]] = {}  # worker -> models whose bytes are on the gauges
+
+
+def record_model_bytes(worker: str, snapshot: dict) -> None:
+    """Set the per-model and total byte gauges from a cache snapshot; models no longer loaded go to 0."""
+    held = {model["name"]: model for model in snapshot.get("models", [])}
+    for name in _reported_models.get(worker, set()) - held.keys():
+        for kind in ("charged", "estimated", "measured"):
+            MODEL_BYTES.labels(worker, name, kind).set(0)
+    for name, model in held.items():
+        MODEL_BYTES.labels(worker, name, "charged").set(model.get("bytes") or 0)
+        MODEL_BYTES.labels(worker, name, "estimated").set(model.get("estimated_bytes") or 0)
+        if model.get("measured_bytes") is not None:
+            MODEL_BYTES.labels(worker, name, "measured").set(model["measured_bytes"])
+    _reported_models[worker] = set(held)
+    MEMORY_BYTES.labels(worker, "estimated").set(snapshot.get("estimated_bytes") or 0)
+    MEMORY_BYTES.labels(worker, "measured").set(snapshot.get("measured_bytes") or 0)
 
 
 class CacheMetrics(CacheObserver):

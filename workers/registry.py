@@ -79,6 +79,7 @@ class ModelEntry:
     section: str  # key of the result's enrichment dict this model fills
     condition: Condition = Condition.ALWAYS
     scene: bool = False  # scene models run per event as configured, beside the on-demand plan
+    estimate_source: str = "h100"  # where estimated_mb comes from: a key of ESTIMATE_SOURCES
 
     @property
     def path_env(self) -> str:
@@ -124,25 +125,36 @@ VEHICLE = frozenset({"vehicle"})
 ANIMAL = frozenset({"animal"})
 ANY = PERSON | VEHICLE | ANIMAL
 
-# estimated_mb: what each model measured once loaded on one H100 at full size (real architectures, random
-# weights, this project's own loaders: the CUDA allocator's gain over the load; 2026-11-27). The seed's guesses
-# (threat 400, pose 300, clothing 800, age_gender 500, vehicle 1500, pet 200, reid 100, depth 150, action 1500,
-# florence 1200, clip 800) were up to 30x off. The cache charges an estimate only until its first load measures.
+# Where each estimated_mb comes from. The cache charges a model this only until a load measures it, and a device
+# worker charges the size of the weights on disk instead when they are present (DeviceRuntime.estimated_mb).
+# The seed's guesses (threat 400, pose 300, clothing 800, age_gender 500, vehicle 1500, pet 200, reid 100,
+# depth 150, action 1500, florence 1200, clip 800) were up to 30x off.
+ESTIMATE_SOURCES: dict[str, str] = {
+    "h100": "measured once loaded on one H100 at full size (real architectures, random weights, this project's "
+            "loaders and cache: the CUDA allocator's gain over the load), 2026-11-27",
+    "weights-fp16": "the full-size weights' tensors at float16, as the family now runs on a GPU "
+                    "(workers.model_files, exact to 0.1 MB where the H100 measured the same dtype); the H100 "
+                    "measured it in float32 on 2026-11-27: threat 12, pose 13, clothing 573, age_gender 329, "
+                    "vehicle 327, pet 43, action 650 MB",
+}
+FP16 = "weights-fp16"
+
 MODELS: tuple[ModelEntry, ...] = (
-    ModelEntry("threat", "threat:ThreatModel", HubRepo("Subh775/Threat-Detection-YOLOv8n"), 12, Priority.CRITICAL,
-               PERSON, "threat"),
+    ModelEntry("threat", "threat:ThreatModel", HubRepo("Subh775/Threat-Detection-YOLOv8n"), 6, Priority.CRITICAL,
+               PERSON, "threat", estimate_source=FP16),
     # the release ultralytics 8.4 itself resolves "yolov8n-pose.pt" to
     ModelEntry("pose", "pose:PoseModel",
                DirectFile("https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov8n-pose.pt",
                           "yolov8n-pose.pt"),
-               13, Priority.HIGH, PERSON, "pose"),
-    ModelEntry("clothing", "clothing:ClothingModel", HubRepo("Marqo/marqo-fashionCLIP"), 573, Priority.HIGH, PERSON,
-               "clothing"),
-    ModelEntry("age_gender", "age_gender:AgeGenderModel", HubRepo("abhilash88/age-gender-prediction"), 329,
-               Priority.HIGH, PERSON, "demographics", condition=Condition.FACE_VISIBLE),
+               7, Priority.HIGH, PERSON, "pose", estimate_source=FP16),
+    ModelEntry("clothing", "clothing:ClothingModel", HubRepo("Marqo/marqo-fashionCLIP"), 286, Priority.HIGH, PERSON,
+               "clothing", estimate_source=FP16),
+    ModelEntry("age_gender", "age_gender:AgeGenderModel", HubRepo("abhilash88/age-gender-prediction"), 165,
+               Priority.HIGH, PERSON, "demographics", condition=Condition.FACE_VISIBLE, estimate_source=FP16),
     ModelEntry("vehicle", "vehicle:VehicleModel", HubRepo("lxyuan/vit-base-patch16-224-vehicle-segment-classification"),
-               327, Priority.MEDIUM, VEHICLE, "vehicle"),
-    ModelEntry("pet", "pet:PetModel", HubRepo("hilmansw/resnet18-catdog-classifier"), 43, Priority.MEDIUM, ANIMAL, "pet"),
+               164, Priority.MEDIUM, VEHICLE, "vehicle", estimate_source=FP16),
+    ModelEntry("pet", "pet:PetModel", HubRepo("hilmansw/resnet18-catdog-classifier"), 22, Priority.MEDIUM, ANIMAL, "pet",
+               estimate_source=FP16),
     # torchreid's ImageNet-pretrained OSNet x0.25 (its pretrained_urls entry)
     ModelEntry("reid", "reid:ReidModel",
                DirectFile("https://drive.google.com/uc?id=1rb8UN5ZzPKRc_xvtHlyDh-cSz88YX9hs",
@@ -150,8 +162,8 @@ MODELS: tuple[ModelEntry, ...] = (
                1, Priority.MEDIUM, PERSON, "reid"),
     ModelEntry("depth", "depth:DepthModel", HubRepo("depth-anything/Depth-Anything-V2-Small-hf"), 48, Priority.LOW, ANY,
                "depth"),
-    ModelEntry("action", "action:ActionModel", HubRepo("microsoft/xclip-base-patch16-zero-shot"), 650, Priority.LOW,
-               PERSON, "action", condition=Condition.SUSPICIOUS_WITH_FRAMES),
+    ModelEntry("action", "action:ActionModel", HubRepo("microsoft/xclip-base-patch16-zero-shot"), 325, Priority.LOW,
+               PERSON, "action", condition=Condition.SUSPICIOUS_WITH_FRAMES, estimate_source=FP16),
     ModelEntry("florence", "florence:FlorenceModel", HubRepo("florence-community/Florence-2-large"), 1469,
                Priority.RESIDENT, PERSON, "scene", scene=True),
     ModelEntry("clip", "clip:ClipModel", HubRepo("openai/clip-vit-large-patch14"), 581, Priority.RESIDENT, PERSON,

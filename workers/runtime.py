@@ -23,6 +23,7 @@ from workers.batching import InferenceTimeout, MicroBatcher, infer_many
 from workers.frames import DecodedFrames
 from workers.journal import CallJournal
 from workers.metrics import INFERENCE_SECONDS, MEMORY_SHARE, MEMORY_USED, MODEL_RECORDS, CacheMetrics
+from workers.metrics import record_model_bytes
 from workers.models.base import InferenceSkipped, ModelInput
 from workers.records import ModelRecord, ModelRequest
 from workers.registry import REGISTRY, ModelEntry
@@ -107,7 +108,7 @@ class DeviceRuntime:
         """The cache's view of a registry entry: its estimate, priority, and how to load and unload it."""
         if entry.name not in self._specs:
             self._specs[entry.name] = ModelSpec(
-                name=entry.name, estimated_mb=entry.estimated_mb, priority=entry.priority,
+                name=entry.name, estimated_mb=self.estimated_mb(entry), priority=entry.priority,
                 loader=lambda: self.load_family(entry), unloader=lambda wrapper: wrapper.unload(),
             )
         return self._specs[entry.name]
@@ -226,6 +227,7 @@ class DeviceRuntime:
         snapshot = self.cache.snapshot()
         MEMORY_USED.labels(self.worker).set(snapshot["used_bytes"])
         MEMORY_SHARE.labels(self.worker).set(snapshot["budget_bytes"])
+        record_model_bytes(self.worker, snapshot)
         if self.client is None:
             return
         ttl = max(1, int(self.settings.heartbeat_seconds * 3))
@@ -270,3 +272,148 @@ class DeviceRuntime:
         self.cache.clear()
         if self.client is not None:
             withdraw_state(self.client, self.worker)
+
+    # -- estimates, start-up services, preload and unload ------------------------------------------------------
+    _services_started = False  # start_model_services() ran in this runtime
+    _services_lock = threading.Lock()
+
+    def weights_path(self, entry: ModelEntry) -> Any:
+        return entry.weights_path(self.settings.models_dir, self.settings.zoo.model_paths)
+
+    def family_class(self, entry: ModelEntry) -> type:
+        return entry.load_class(self.settings.zoo.model_families)
+
+    def weights_estimate_bytes(self, entry: ModelEntry) -> int | None:
+        """What entry's weights on disk will take on this device (the family's dtype here), or None without them."""
+        path = self.weights_path(entry)
+        if not path.exists():
+            return None
+        family = self.family_class(entry)
+        estimate = getattr(family, "estimate_bytes", None)
+        try:
+            return estimate(path, self.device) if estimate is not None else None
+        except Exception as exc:  # an unreadable file is found out by the load; the registry figure stands in
+            log.warning("cannot size the weights of %s at %s: %s", entry.name, path, exc)
+            return None
+
+    def estimated_mb(self, entry: ModelEntry) -> float:
+        """The charge before a first load measures the model: its weights on disk when present, else the registry's
+        figure (see ESTIMATE_SOURCES). The cache replaces either with the measured footprint after the first load."""
+        estimate = self.weights_estimate_bytes(entry)
+        if estimate:
+            log.info("%s: estimated %.1f MB from its weights on disk (registry: %d MB)",
+                     entry.name, estimate / 2**20, entry.estimated_mb)
+            return estimate / 2**20
+        return float(entry.estimated_mb)
+
+    def warm_up(self, names: list[str] | None = None) -> dict[str, float]:
+        """Import what loading each model will import (default: every model whose weights are present) and, on a
+        GPU, create the CUDA context, so the first load in this process is not also the slowest. Milliseconds per
+        step; a step that fails is logged and skipped (the load will report it)."""
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        import torch
+
+        if self.device.startswith("cuda"):
+            with torch.inference_mode():
+                warm = torch.ones(64, 64, device=self.device)
+                (warm @ warm).sum().item()  # the context, the allocator and cuBLAS
+            timings["cuda"] = round((time.perf_counter() - started) * 1000, 1)
+        for entry in [REGISTRY[n] for n in (names or REGISTRY) if n in REGISTRY]:
+            path = self.weights_path(entry)
+            family = self.family_class(entry)
+            if not path.exists() or not hasattr(family, "import_libraries"):
+                continue
+            started = time.perf_counter()
+            try:
+                family.import_libraries(path)
+            except Exception as exc:
+                log.warning("warming up %s failed (its load will tell why): %s", entry.name, exc)
+            timings[entry.name] = round((time.perf_counter() - started) * 1000, 1)
+        log.info("warmed up on %s in %.0f ms: %s", self.device, sum(timings.values()), timings)
+        return timings
+
+    def preload(self, names: list[str]) -> list[dict[str, Any]]:
+        """Load each named model now (in order); one outcome per name, never raising."""
+        outcomes = []
+        for name in names:
+            entry = REGISTRY.get(name)
+            if entry is None:
+                outcomes.append({"model": name, "status": "error", "detail": unknown_model(name)})
+                continue
+            if name in self.cache:
+                outcomes.append({"model": name, "status": "already loaded"})
+                continue
+            try:
+                loaded = self.cache.get(self.spec_for(entry))
+            except ModelSkipped as exc:
+                outcomes.append({"model": name, "status": "skipped", "detail": str(exc)})
+            except Exception as exc:
+                log.exception("preloading %s failed", name)
+                outcomes.append({"model": name, "status": "error", "detail": f"{type(exc).__name__}: {exc}"})
+            else:
+                held = next((m for m in self.cache.snapshot()["models"] if m["name"] == name), {})
+                outcomes.append({"model": name, "status": "loaded" if not loaded.hit else "already loaded",
+                                 "load_ms": round(loaded.load_ms, 1), "bytes": held.get("bytes"),
+                                 "estimated_bytes": held.get("estimated_bytes"), "evicted": loaded.evicted})
+        return outcomes
+
+    def unload_model(self, name: str) -> dict[str, Any]:
+        """Unload one model now (residents too); a model whose inference is running is left alone."""
+        if name not in REGISTRY:
+            return {"model": name, "status": "error", "detail": unknown_model(name)}
+        held = next((m for m in self.cache.snapshot()["models"] if m["name"] == name), None)
+        if held is None:
+            return {"model": name, "status": "not loaded"}
+        if held["in_use"]:
+            return {"model": name, "status": "in use", "detail": "its inference is running; try again"}
+        return {"model": name, "status": "unloaded" if self.cache.evict(name) else "not loaded",
+                "freed_bytes": held["bytes"]}
+
+    def execute_command(self, command: Any) -> dict[str, Any]:
+        """A ModelCommand's outcome: per model what happened, and the cache's memory afterwards."""
+        if command.action == "preload":
+            results = self.preload(list(command.models))
+        else:
+            results = [self.unload_model(name) for name in command.models]
+        snapshot = self.cache.snapshot()
+        return {"worker": self.worker, "action": command.action, "results": results,
+                "used_bytes": snapshot["used_bytes"], "budget_bytes": snapshot["budget_bytes"],
+                "models": [m["name"] for m in snapshot["models"]]}
+
+    def start_model_services(self) -> None:
+        """What a device worker's model process starts once its runtime exists (idempotent):
+
+        - takes preload/unload commands: in this process (a threads pool's control commands find it here) and,
+          given a Redis client, from `workers:commands:<worker>` on a listener thread (the prefork parent
+          publishes there);
+        - on a background thread, warms up (library imports, CUDA context) and then loads PRELOAD_MODELS.
+
+        Call it right after the runtime is created and its heartbeat started, in the process that holds the
+        cache (the prefork child at worker_process_init, or the threads pool's process).
+        """
+        with self._services_lock:
+            if self._services_started:
+                return
+            self._services_started = True
+        from workers import model_commands
+
+        model_commands.register_local(self.execute_command)
+        if self.client is not None:
+            self.command_listener = threading.Thread(
+                target=model_commands.listen, args=(self.client, self.worker, self.execute_command, self._stop),
+                name="model-commands", daemon=True)
+            self.command_listener.start()
+
+        def warm_up_and_preload() -> None:
+            self.warm_up()
+            wanted = list(self.settings.preload_models)
+            if wanted and not self._stop.is_set():
+                outcomes = self.preload(wanted)
+                log.info("preloaded on start: %s", ", ".join(f"{o['model']} {o['status']}" for o in outcomes))
+
+        threading.Thread(target=warm_up_and_preload, name="model-warm-up", daemon=True).start()
+
+
+def unknown_model(name: str) -> str:
+    return f"unknown model {name!r}; known: {', '.join(REGISTRY)}"

@@ -177,7 +177,8 @@ class Settings(BaseSettings):
     worker_role: str | None = Field(None, description="device or router (set by the launcher)")
     device: str | None = Field(None, description="Force a device worker's device (cpu); default: cuda when visible")
     memory_share_mb: int | None = Field(None, description="Model memory budget of this worker; default: 90% of VRAM or 4 GiB RAM")
-    idle_evict_seconds: float = Field(1800.0, description="Non-resident models idle this long are unloaded")
+    idle_evict_seconds: float = Field(900.0, description="Non-resident models idle this long are unloaded")
+    preload_models: CommaList = Field([], description="Models a device worker loads when it starts, comma list")
     heartbeat_seconds: float = Field(10.0, description="How often a device worker republishes its cache state")
     model_soft_time_limit: float = Field(60.0, description="Soft time limit of one model task (seconds)")
     model_time_limit: float = Field(90.0, description="Hard time limit of one model task; the child is killed")
@@ -217,7 +218,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     launch: LaunchSettings = Field(default_factory=LaunchSettings)
 
-    @field_validator("scene_models", "scene_detection_types", "device_queues", mode="before")
+    @field_validator("scene_models", "scene_detection_types", "device_queues", "preload_models", mode="before")
     @classmethod
     def split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 from PIL import Image
 
+from workers.model_files import estimated_load_bytes
 from workers.settings import ZooSettings
+
+# Weight files a family reads, most preferred first: safetensors where present, else torch pickles.
+WEIGHT_SUFFIXES: tuple[tuple[str, ...], ...] = ((".safetensors",), (".bin", ".pth", ".pt", ".pth.tar"))
+# torch.nn.init functions a module constructor calls to fill its random initial weights.
+INIT_FUNCTIONS = (
+    "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_", "xavier_uniform_",
+    "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_",
+)
 
 
 class InferenceSkipped(Exception):
@@ -77,6 +88,54 @@ def find_weights_file(
     raise FileNotFoundError(f"expected exactly one {'/'.join(suffixes)} {what} in {path}, found: {found}")
 
 
+def _leave_alone(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+    return tensor
+
+
+@contextmanager
+def skip_random_init() -> Iterator[None]:
+    """Build modules without filling their weights with random numbers (the checkpoint overwrites them anyway).
+
+    torch.nn.init's functions, and the copies torch's own modules imported (MultiheadAttention's xavier_uniform_),
+    leave their tensor as allocated while the block runs. Buffers computed in constructors (causal masks,
+    BatchNorm statistics) are unaffected. Everything a checkpoint does not cover is left uninitialised, so load
+    with strict=True or fill what is missing. Process-wide while it runs: the cache runs one load at a time,
+    and inference never initialises weights.
+    """
+    import torch  # noqa: F401  (torch.nn.init must be imported before it can be patched)
+
+    patched: list[tuple[Any, str, Any]] = []
+    modules = [
+        module for name, module in list(sys.modules.items())
+        if module is not None and (name == "torch.nn.init" or name.startswith("torch.nn.modules"))
+    ]
+    try:
+        for module in modules:
+            for name in INIT_FUNCTIONS:
+                original = getattr(module, name, None)
+                if callable(original):
+                    patched.append((module, name, original))
+                    setattr(module, name, _leave_alone)
+        yield
+    finally:
+        for module, name, original in reversed(patched):
+            setattr(module, name, original)
+
+
+def weight_files(path: str | Path, suffix_groups: tuple[tuple[str, ...], ...] = WEIGHT_SUFFIXES) -> list[Path]:
+    """The weight files at path: the file itself, else the files of the first suffix group present in the directory."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        return []
+    for suffixes in suffix_groups:
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(suffixes))
+        if found:
+            return found
+    return []
+
+
 class ModelFamily:
     """The face every model family shows the pool: construct (no GPU), load(), infer(), unload().
 
@@ -90,7 +149,30 @@ class ModelFamily:
 
     batchable: ClassVar[bool] = False
     loaded_attributes: ClassVar[tuple[str, ...]] = ("model",)  # what _load() sets and unload() drops
+    stored_bytes_per_float: ClassVar[int] = 4  # how floats are stored in a weights file whose dtypes cannot be read
     model: Any
+
+    # -- before loading: libraries and size ----------------------------------------------------------------
+    @classmethod
+    def import_libraries(cls, path: Path) -> None:
+        """Import what load() will import, so the first load in a worker does not pay for it (no device is touched)."""
+        import torch  # noqa: F401
+
+    @classmethod
+    def bytes_per_float(cls, device: str) -> int | None:
+        """Bytes per floating-point weight once loaded on device (None: as stored); float32 unless a kind says."""
+        return 4
+
+    @classmethod
+    def weight_files(cls, path: Path) -> list[Path]:
+        """The files load() reads its weights from (for sizing); a kind narrows this to its own format."""
+        return weight_files(path)
+
+    @classmethod
+    def estimate_bytes(cls, path: str | Path, device: str) -> int | None:
+        """What the model will hold on device, from its weight files (dtypes and shapes, nothing loaded); None
+        when there are none. Buffers and caches a load adds are not counted: the first load measures them."""
+        return estimated_load_bytes(cls.weight_files(Path(path)), cls.bytes_per_float(device), cls.stored_bytes_per_float)
 
     def __init__(self, path: str | Path, device: str, zoo: ZooSettings | None = None) -> None:
         self.path = Path(path)

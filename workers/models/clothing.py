@@ -53,7 +53,8 @@ class ClothingModel(OpenClipFamily):
     """Zero-shot clothing categories for a person crop (Marqo FashionCLIP through open_clip).
 
     The prompt table is the zoo's clothing_prompts_file (CLOTHING_PROMPTS_FILE), else the bundled one.
-    Text embeddings for every prompt are computed once per load(); infer() only encodes the image.
+    Text features of every prompt are encoded once (then read from the open_clip kind's cache on every reload)
+    and ensembled at load(); infer() only encodes the image.
     """
 
     batchable = True
@@ -75,7 +76,7 @@ class ClothingModel(OpenClipFamily):
         """Per prompt: embed it in every template, normalise, average, renormalise; grouped by category."""
         import torch
 
-        features = self.encode_texts(self.prompts.texts())
+        features = self.cached_text_features(self.prompts.texts())
         per_template = features.reshape(-1, len(self.prompts.templates), features.shape[-1])
         per_template = per_template / per_template.norm(dim=-1, keepdim=True)
         ensembled = per_template.mean(dim=1)

@@ -1,18 +1,24 @@
 """The Hugging Face kind of family: processor and model from a local directory, dtype, eval mode; image classifiers.
 
 A family names its transformers classes (`processor_class`, `model_class`) or overrides load_processor() /
-load_model(); `half_on_cuda` families (clip, depth, florence) run in float16 on a GPU, the others in float32.
-Image classifiers label the detection crop with the checkpoint's own config.id2label (softmax scores, 4 dp).
-torch and transformers are imported inside methods so importing a family stays light.
+load_model(). Every family runs in float16 on a GPU (classifiers, X-CLIP, CLIP, Depth Anything, Florence-2:
+scores are computed in float32 from the half-precision logits) unless it sets `half_on_cuda = False`; on a
+CPU all run in float32. transformers 5 builds the model on the meta device and reads the safetensors straight
+into it (no random initialisation), cast to that dtype, then moves it to the device; loading straight onto the
+GPU (`device_map`) needs accelerate, which the pool does not install. Image classifiers label the detection
+crop with the checkpoint's own config.id2label (softmax scores, 4 dp). torch and transformers are imported
+inside methods so importing a family stays light.
 """
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
 from typing import Any, ClassVar
 
 from PIL import Image
 
-from workers.models.base import ModelFamily, ModelInput
+from workers.models.base import WEIGHT_SUFFIXES, ModelFamily, ModelInput, weight_files
 
 SCORE_DIGITS = 4
 
@@ -22,16 +28,39 @@ class HuggingFaceFamily(ModelFamily):
 
     processor_class: ClassVar[str] = "AutoProcessor"
     model_class: ClassVar[str]
-    half_on_cuda: ClassVar[bool] = False
+    half_on_cuda: ClassVar[bool] = True
     loaded_attributes = ("model", "processor")
     processor: Any
 
+    @classmethod
+    def runs_in_half(cls, device: str) -> bool:
+        return cls.half_on_cuda and device.startswith("cuda")
+
+    @classmethod
+    def bytes_per_float(cls, device: str) -> int | None:
+        return 2 if cls.runs_in_half(device) else 4
+
+    @classmethod
+    def weight_files(cls, path: Path) -> list[Path]:
+        """The checkpoint's safetensors (or, without them, its pytorch_model*.bin files)."""
+        return weight_files(path, (WEIGHT_SUFFIXES[0], (".bin",)))
+
+    @classmethod
+    def import_libraries(cls, path: Path) -> None:
+        """transformers, the checkpoint's own modeling module and its processor (files only, no device)."""
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # one "Loading weights" bar per load fills worker logs
+        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+        importlib.import_module(type(config).__module__.replace(".configuration_", ".modeling_"))
+        getattr(transformers, cls.processor_class).from_pretrained(str(path), local_files_only=True)
+
     @property
     def dtype(self) -> Any:
-        """float16 on a GPU for families that run in half precision, else float32."""
+        """float16 on a GPU (unless the family opts out), else float32."""
         import torch
 
-        return torch.float16 if self.half_on_cuda and self.device.startswith("cuda") else torch.float32
+        return torch.float16 if self.runs_in_half(self.device) else torch.float32
 
     def pretrained(self, cls: Any, **options: Any) -> Any:
         """cls.from_pretrained on the model directory, local files only."""
@@ -48,6 +77,9 @@ class HuggingFaceFamily(ModelFamily):
         return self.pretrained(getattr(transformers, self.model_class), dtype=self.dtype)
 
     def _load(self) -> None:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
         self.processor = self.load_processor()
         self.model = self.load_model().to(self.device).eval()
 

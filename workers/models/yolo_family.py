@@ -1,4 +1,7 @@
-"""The ultralytics kind of family (pose, threat): offline loading, padded crops, one batched predict, frame pixels."""
+"""The ultralytics kind of family (pose, threat): offline loading, padded crops, one batched predict, frame pixels.
+
+On a GPU the network runs in float16 (converted once at load; predict is told so, or it would convert back).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from PIL import Image
 
 from workers.models.base import ModelFamily, ModelInput, clamp_box, find_weights_file
 from workers.settings import ZooSettings
+
+WARM_UP_IMAGE_SIZE = (64, 64)  # a blank image predicted once at worker start, on the CPU, to import the predictor
 
 CHECKPOINT_SUFFIX = ".pt"
 PREFERRED_NAMES = ("best.pt", "model.pt")  # what fine-tuned hub repos usually call their one checkpoint
@@ -82,10 +87,35 @@ class UltralyticsFamily(ModelFamily):
     batchable = True
     task: ClassVar[str]
     confidence_setting: ClassVar[str]  # e.g. "threat_confidence"
+    stored_bytes_per_float = 2  # ultralytics saves its checkpoints in float16
 
     def __init__(self, path: str | Path, device: str, zoo: ZooSettings | None = None) -> None:
         super().__init__(path, device, zoo)
         self.confidence: float = getattr(self.zoo, self.confidence_setting)
+
+    @staticmethod
+    def runs_in_half(device: str) -> bool:
+        return device.startswith("cuda")
+
+    @classmethod
+    def bytes_per_float(cls, device: str) -> int | None:
+        return 2 if cls.runs_in_half(device) else 4
+
+    @classmethod
+    def weight_files(cls, path: Path) -> list[Path]:
+        try:
+            return [find_checkpoint(path)]
+        except FileNotFoundError:
+            return []
+
+    @classmethod
+    def import_libraries(cls, path: Path) -> None:
+        """ultralytics, and its predictor: the checkpoint predicts a blank image once on the CPU, then is dropped
+        (the first predict in a process imports and sets up more than the load does)."""
+        offline_settings()
+        from ultralytics import YOLO
+
+        YOLO(str(find_checkpoint(path))).predict(Image.new("RGB", WARM_UP_IMAGE_SIZE), device="cpu", verbose=False)
 
     def _load(self) -> None:
         offline_settings()
@@ -93,9 +123,11 @@ class UltralyticsFamily(ModelFamily):
 
         checkpoint = find_checkpoint(self.path)
         model = YOLO(str(checkpoint))
-        model.to(self.device)
         if model.task != self.task:
             raise ValueError(f"{checkpoint} is a {model.task!r} model, not {TASK_NAMES.get(self.task, self.task)}")
+        model.to(self.device)
+        if self.runs_in_half(self.device):
+            model.model.half()
         self.model = model
 
     def detect(self, batch: list[ModelInput]) -> list[FrameDetections]:
@@ -107,7 +139,8 @@ class UltralyticsFamily(ModelFamily):
         model = self.require_loaded()
         crops = [padded_crop(inputs) for inputs in batch]
         results = model.predict(
-            [crop for crop, _ in crops], device=self.device, conf=min(self.confidence, 1.0), verbose=False, save=False
+            [crop for crop, _ in crops], device=self.device, conf=min(self.confidence, 1.0), verbose=False, save=False,
+            half=self.runs_in_half(self.device),
         )
         return [
             frame_detections(result[result.boxes.conf >= self.confidence], offset)
