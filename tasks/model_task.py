@@ -61,6 +61,7 @@ def runtime() -> DeviceRuntime:
             created = DeviceRuntime(settings, frames, _node["name"] or f"pid{os.getpid()}", client=redis_client())
             count_crashes(created.open_journal())
             _runtime = created.start()
+            _runtime.start_model_services()  # preload/unload commands; warm-up and PRELOAD_MODELS in the background
     return _runtime
 
 
