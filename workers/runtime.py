@@ -74,6 +74,7 @@ class DeviceRuntime:
     """
 
     PUBLISH_EVERY = 1.0  # seconds between state publishes caused by tasks alone
+    ISOLATION_SECONDS = 60.0  # after a crash, model calls run one at a time this long (see open_journal)
 
     def __init__(self, settings: Settings, frames: DecodedFrames, worker: str, client: redis.Redis | None = None):
         self.settings = settings
@@ -99,6 +100,8 @@ class DeviceRuntime:
         )
         self.watchdog = CallWatchdog(settings.model_time_limit) if self.threaded else None
         self.journal: CallJournal | None = None
+        self.isolate_until = 0.0
+        self._isolation = threading.Lock()
         self._published_at = 0.0
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -192,22 +195,31 @@ class DeviceRuntime:
         """
         tasks = [job.task_id for job in jobs if job.task_id]
         inputs = [job.inputs for job in jobs]
-        if self.journal is not None:
-            self.journal.started(tasks)
-        try:
-            with self.watchdog.watching(model, tuple(tasks)) if self.watchdog else contextlib.nullcontext():
-                return self.cache.run_with_oom_retry(self.spec_for(REGISTRY[model]),
-                                                     lambda wrapper: infer_many(wrapper, inputs))
-        finally:
+        isolating = time.monotonic() < self.isolate_until
+        with self._isolation if isolating else contextlib.nullcontext():
             if self.journal is not None:
-                self.journal.finished(tasks)
+                self.journal.started(tasks)
+            try:
+                with self.watchdog.watching(model, tuple(tasks)) if self.watchdog else contextlib.nullcontext():
+                    return self.cache.run_with_oom_retry(self.spec_for(REGISTRY[model]),
+                                                         lambda wrapper: infer_many(wrapper, inputs))
+            finally:
+                if self.journal is not None:
+                    self.journal.finished(tasks)
 
     # -- crashes --------------------------------------------------------------------------------------
     def open_journal(self) -> list[str]:
-        """Start this process's call journal; returns the tasks a dead predecessor left inside a model call."""
+        """Start this process's call journal; returns the tasks a dead predecessor left inside a model call.
+
+        After a crash the calls run one at a time for ISOLATION_SECONDS: the predecessor died with several
+        calls in flight and cannot tell which one killed it, but the next crash, if any, names its culprit
+        alone, so a poison task does not use up the redelivery cap of the tasks that ran beside it.
+        """
         self.journal = CallJournal(self.settings.journal_dir / self.settings.pool_id / f"{self.queue}.journal")
         suspects = self.journal.unfinished()
         self.journal.open()
+        if suspects:
+            self.isolate_until = time.monotonic() + self.ISOLATION_SECONDS
         return suspects
 
     # -- published state ----------------------------------------------------------------------
