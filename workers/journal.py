@@ -24,18 +24,23 @@ class CallJournal:
 
     def unfinished(self) -> list[str]:
         """Task ids whose call started and never ended, in the journal a previous process left here."""
-        if not self.path.exists():
-            return []
         open_calls: dict[str, int] = {}
-        for line in self.path.read_text(errors="replace").splitlines():
-            mark, _, task_id = line.partition(" ")
-            if not task_id:
-                continue
+        for mark, task_id in self._lines():
             if mark == "+":
                 open_calls[task_id] = open_calls.get(task_id, 0) + 1
             elif mark == "-" and open_calls.get(task_id):
                 open_calls[task_id] -= 1
         return [task_id for task_id, count in open_calls.items() if count > 0]
+
+    def blamed(self) -> list[str]:
+        """Task ids a previous process named as what ended it (the watchdog knows the call that overran)."""
+        return list(dict.fromkeys(task_id for mark, task_id in self._lines() if mark == "!"))
+
+    def _lines(self) -> list[tuple[str, str]]:
+        if not self.path.exists():
+            return []
+        lines = (line.partition(" ") for line in self.path.read_text(errors="replace").splitlines())
+        return [(mark, task_id) for mark, _, task_id in lines if task_id]
 
     def open(self) -> "CallJournal":
         """Start a fresh journal for this process (after its predecessor's was read)."""
@@ -48,6 +53,10 @@ class CallJournal:
 
     def finished(self, task_ids: list[str]) -> None:
         self._write("-", task_ids)
+
+    def blame(self, task_ids: list[str]) -> None:
+        """Name the tasks whose call is about to end this process."""
+        self._write("!", task_ids)
 
     def _write(self, mark: str, task_ids: list[str]) -> None:
         if self._fd is None or not task_ids:

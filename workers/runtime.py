@@ -29,7 +29,7 @@ from workers.records import ModelRecord, ModelRequest
 from workers.registry import REGISTRY, ModelEntry
 from workers.settings import Settings
 from workers.state import publish_state, withdraw_state
-from workers.watchdog import CallWatchdog
+from workers.watchdog import Call, CallWatchdog, exit_process
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class DeviceRuntime:
             self.run_batch, max_size=settings.model_batch_size, max_wait=settings.model_batch_wait_ms / 1000,
             inline=not self.threaded,
         )
-        self.watchdog = CallWatchdog(settings.model_time_limit) if self.threaded else None
+        self.watchdog = CallWatchdog(settings.model_time_limit, on_overrun=self.overrun) if self.threaded else None
         self.journal: CallJournal | None = None
         self.isolate_until = 0.0
         self._isolation = threading.Lock()
@@ -216,11 +216,19 @@ class DeviceRuntime:
         alone, so a poison task does not use up the redelivery cap of the tasks that ran beside it.
         """
         self.journal = CallJournal(self.settings.journal_dir / self.settings.pool_id / f"{self.queue}.journal")
-        suspects = self.journal.unfinished()
+        blamed, suspects = self.journal.blamed(), self.journal.unfinished()
         self.journal.open()
+        if blamed:  # the watchdog ended it and named the call: nobody else is suspected
+            return blamed
         if suspects:
             self.isolate_until = time.monotonic() + self.ISOLATION_SECONDS
         return suspects
+
+    def overrun(self, call: Call, limit: float) -> None:
+        """The watchdog's reaction: name the overrunning call's tasks in the journal, then end the process."""
+        if self.journal is not None:
+            self.journal.blame(list(call.tasks))
+        exit_process(call, limit)
 
     # -- published state ----------------------------------------------------------------------
     def state(self, snapshot: dict[str, Any] | None = None) -> dict[str, Any]:

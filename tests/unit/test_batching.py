@@ -258,3 +258,20 @@ def test_inline_batching_runs_in_the_callers_thread():
     batcher = MicroBatcher(record, max_size=4, inline=True)
     assert batcher.submit("pose", 7) == 7
     assert where == [threading.current_thread().name]
+
+
+# -- the call journal ----------------------------------------------------------------------------------------
+
+def test_the_journal_names_the_calls_a_dead_process_left_open_and_the_ones_it_blamed(tmp_path):
+    from workers.journal import CallJournal
+
+    journal = CallJournal(tmp_path / "cpu.0.journal").open()
+    journal.started(["a", "b"])
+    journal.finished(["a"])
+    journal.started(["c"])
+    journal.blame(["c"])
+    journal.close()
+    after = CallJournal(tmp_path / "cpu.0.journal")
+    assert sorted(after.unfinished()) == ["b", "c"] and after.blamed() == ["c"]
+    after.open()
+    assert after.unfinished() == [] and after.blamed() == [], "a new process starts a fresh journal"
