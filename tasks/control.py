@@ -47,14 +47,6 @@ def unload_model(state, models: Any = None) -> dict:
     return send_model_command(state, "unload", models)
 
 
-def runs_tasks_in_this_process(state) -> bool:
-    """A threads (or solo) pool runs tasks, and so holds the model cache, in the process that runs this command."""
-    from celery.concurrency.prefork import TaskPool as PreforkPool
-
-    pool = getattr(state.consumer, "pool", None)
-    return pool is not None and not isinstance(pool, PreforkPool)
-
-
 def send_model_command(state, action: str, models: Any) -> dict:
     """Hand a preload/unload to the process holding the cache: this one (a threads pool), else through Redis.
 
@@ -74,13 +66,8 @@ def send_model_command(state, action: str, models: Any) -> dict:
     command = ModelCommand(action=action, models=tuple(names), worker=worker)
     reply = {"worker": worker, "action": action, "request": command.id, "models": names}
     client = redis_client()
+    # A threads-pool device worker created its runtime (and registered it here) before it started consuming.
     execute = model_commands.local_executor()
-    if execute is None and runs_tasks_in_this_process(state):
-        from tasks.model_task import runtime
-
-        created = runtime()  # the same runtime the model tasks of this process use
-        created.start_model_services()
-        execute = model_commands.local_executor()
     if execute is not None:
         model_commands.run_in_background(client, command, execute)
         return reply | {"via": "in process"}

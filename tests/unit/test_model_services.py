@@ -141,7 +141,6 @@ def device_role(monkeypatch, redis_server):
 
 def test_control_command_in_a_prefork_parent_goes_through_redis(device_role, pool_models_dir, redis_client,
                                                                 monkeypatch):
-    monkeypatch.setattr(control, "runs_tasks_in_this_process", lambda state: False)
     refused = control.preload_models(control_state("cpu0@parent"), ["pet"])
     assert "no model process is listening" in refused["error"]
 
