@@ -150,7 +150,13 @@ class ModelFamily:
     batchable: ClassVar[bool] = False
     loaded_attributes: ClassVar[tuple[str, ...]] = ("model",)  # what _load() sets and unload() drops
     stored_bytes_per_float: ClassVar[int] = 4  # how floats are stored in a weights file whose dtypes cannot be read
+    half_on_cuda: ClassVar[bool] = False  # a kind (or family) that runs in float16 on a GPU says so
     model: Any
+
+    @classmethod
+    def runs_in_half(cls, device: str) -> bool:
+        """float16 weights on this device: on a GPU, for kinds and families that allow it."""
+        return cls.half_on_cuda and device.startswith("cuda")
 
     # -- before loading: libraries and size ----------------------------------------------------------------
     @classmethod
@@ -160,8 +166,8 @@ class ModelFamily:
 
     @classmethod
     def bytes_per_float(cls, device: str) -> int | None:
-        """Bytes per floating-point weight once loaded on device (None: as stored); float32 unless a kind says."""
-        return 4
+        """Bytes per floating-point weight once loaded on device: 2 where it runs in half precision, else 4."""
+        return 2 if cls.runs_in_half(device) else 4
 
     @classmethod
     def weight_files(cls, path: Path) -> list[Path]:

@@ -33,14 +33,6 @@ class HuggingFaceFamily(ModelFamily):
     processor: Any
 
     @classmethod
-    def runs_in_half(cls, device: str) -> bool:
-        return cls.half_on_cuda and device.startswith("cuda")
-
-    @classmethod
-    def bytes_per_float(cls, device: str) -> int | None:
-        return 2 if cls.runs_in_half(device) else 4
-
-    @classmethod
     def weight_files(cls, path: Path) -> list[Path]:
         """The checkpoint's safetensors (or, without them, its pytorch_model*.bin files)."""
         return weight_files(path, (WEIGHT_SUFFIXES[0], (".bin",)))

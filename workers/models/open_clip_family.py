@@ -200,13 +200,7 @@ class OpenClipFamily(ModelFamily):
     preprocess: Any
     tokenizer: Any
 
-    @staticmethod
-    def runs_in_half(device: str) -> bool:
-        return device.startswith("cuda")
-
-    @classmethod
-    def bytes_per_float(cls, device: str) -> int | None:
-        return 2 if cls.runs_in_half(device) else 4
+    half_on_cuda = True
 
     @classmethod
     def weight_files(cls, path: Path) -> list[Path]:

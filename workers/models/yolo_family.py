@@ -93,13 +93,7 @@ class UltralyticsFamily(ModelFamily):
         super().__init__(path, device, zoo)
         self.confidence: float = getattr(self.zoo, self.confidence_setting)
 
-    @staticmethod
-    def runs_in_half(device: str) -> bool:
-        return device.startswith("cuda")
-
-    @classmethod
-    def bytes_per_float(cls, device: str) -> int | None:
-        return 2 if cls.runs_in_half(device) else 4
+    half_on_cuda = True
 
     @classmethod
     def weight_files(cls, path: Path) -> list[Path]:
