@@ -74,6 +74,18 @@ class RedisServer:
 REPO = Path(__file__).resolve().parents[1]
 
 
+def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM a process started with start_new_session and its children; SIGKILL them after `timeout`."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 class LocalPool:
     """Starts the launcher (router worker + device workers) against a given Redis; logs go to files."""
 
@@ -131,10 +143,5 @@ class LocalPool:
     def stop(self) -> None:
         if self.client:
             self.client.close()
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        if self.process:
+            stop_process_group(self.process)

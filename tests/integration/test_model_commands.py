@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tasks.cli import app
+from tasks.local_pool import stop_process_group
 
 pytestmark = pytest.mark.integration
 
@@ -50,13 +50,7 @@ class DeviceWorker:
         raise AssertionError(f"{self.node} never answered ping:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process)
 
 
 def published(redis_server, node: str) -> dict:
