@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from celery import chord, group
@@ -19,6 +20,7 @@ from kombu.utils.uuid import uuid
 from tasks.admission import AdmittedEvent, Rejected, admit, parse_event, redis_key_reader
 from tasks.assemble import assemble, finish_event
 from tasks.celery import app
+from tasks.chord_send import send_chord
 from tasks.connection import redis_client, result_store
 from tasks.ledger import Ledger
 from tasks.metrics import EVENTS
@@ -81,8 +83,8 @@ def forget_arguments(request: Any, event: Any) -> None:
     request.kwargs = {}
 
 
-def dispatch(admitted: AdmittedEvent, settings: Settings, received_at: float) -> tuple[RoutedEvent, Any]:
-    """Store the frames once, plan and place the models; the routed event and its chord (None: no model)."""
+def dispatch(admitted: AdmittedEvent, settings: Settings, received_at: float) -> tuple[RoutedEvent, EventWork | None]:
+    """Store the frames once, plan and place the models; the routed event and its work (None: no model)."""
     keys = frame_keys(admitted)
     FrameStore(redis_client(), settings.frame_ttl_seconds).put_many(keys.to_write)
     models = plan(admitted, settings)
@@ -102,26 +104,52 @@ def dispatch(admitted: AdmittedEvent, settings: Settings, received_at: float) ->
     body = assemble.s(routed.model_dump(mode="json")).set(argsrepr=f"(records of {routed.event.event_id})")
     if settings.nemotron.enabled:
         body = body | assess_event_risk.s()
-    work = chord(header, body)
-    work.tasks = group(header).set(task_id=routed.group_id)  # chord() drops a group's id; the sweeper needs it
-    return routed, work
+    return routed, EventWork(header, body, routed.group_id)
+
+
+@dataclass(frozen=True)
+class EventWork:
+    """An event's chord: one run_model per planned model, then assembly (and the risk call) with their records."""
+
+    header: list[Any]
+    body: Any
+    group_id: str
+
+    def as_chord(self) -> Any:
+        work = chord(self.header, self.body)
+        work.tasks = group(self.header).set(task_id=self.group_id)  # chord() drops a group's id; the sweeper needs it
+        return work
+
+
+def in_canvas(request: Any) -> bool:
+    """Whether this task runs as part of a chain, chord, group or callback (its result feeds something else)."""
+    return bool(request.chain or request.chord or request.group or request.callbacks or request.errbacks)
 
 
 def hand_over(task: Any, work: Any) -> None:
-    """Let `work` (the event's chord) finish in this task's place: its result is stored under this task's id.
+    """Let `work` (a signature) finish in this task's place: its result is stored under this task's id.
 
     What Task.replace does, without its cost: replace ends the task by raising Ignore, and Celery records
     that exception with a full, picklable traceback (a quarter of the router's CPU per event in
     scripts/bench.py's profile). When this task is not itself part of a chain, chord, group or callback, the
-    chord is frozen with this task's id and sent; enrich_detection stores no result of its own
-    (ignore_result), so `AsyncResult(id).get()` waits for the assembled one. Otherwise Task.replace runs.
+    work is frozen with this task's id and sent; enrich_detection stores no result of its own
+    (ignore_result), so `AsyncResult(id).get()` waits for the work's result. Otherwise Task.replace runs.
     """
     request = task.request
-    if request.chain or request.chord or request.group or request.callbacks or request.errbacks:
+    if in_canvas(request):
         task.replace(work)
     work.freeze(request.id)
     work.set(root_id=request.root_id or request.id, parent_id=request.id)
     work.delay()
+
+
+def hand_over_event(task: Any, work: EventWork) -> None:
+    """Send the event's chord so that its body's result is stored under this task's id (see hand_over)."""
+    request = task.request
+    if in_canvas(request):
+        task.replace(work.as_chord())
+    send_chord(task.app, work.header, work.body, group_id=work.group_id, body_id=request.id,
+               root_id=request.root_id or request.id, parent_id=request.id)
 
 
 def answer(task: Any, result: dict) -> dict:
@@ -169,12 +197,12 @@ def enrich_detection(self, *args: Any, **kwargs: Any) -> dict | None:
             ledger.release(detection.event_id)
     if work is None:
         return answer(self, outcome)
-    hand_over(self, work[1])
+    hand_over_event(self, work[1])
     return None
 
 
 def admit_and_dispatch(task: Any, event: Any, detection: Any, settings: Settings,
-                       received_at: float) -> tuple[dict | None, tuple[RoutedEvent, Any] | None]:
+                       received_at: float) -> tuple[dict | None, tuple[RoutedEvent, EventWork] | None]:
     """(the router's own answer, None), or (None, (routed event, its chord)) for an event models will enrich."""
     try:
         admitted = admit(detection, settings, read_key=redis_key_reader(redis_client(), settings.max_image_bytes))
