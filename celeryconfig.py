@@ -58,6 +58,9 @@ worker_send_task_events = _settings.task_events
 # No task-sent events: publishing one beside every task message cost the router a fifth of each send
 # (scripts/bench.py); Flower follows tasks from the workers' task-received events onwards.
 task_send_sent_event = False
+# Task events go out in batches, at most 0.1 s after the first of them (tasks/event_batching.py), instead of one
+# Redis PUBLISH per event-loop turn.
+worker_consumer = "tasks.event_batching:Consumer"
 
 worker_hijack_root_logger = False
 

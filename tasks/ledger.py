@@ -25,16 +25,32 @@ class Ledger:
     def __init__(self, client: redis.Redis):
         self.client = client
 
-    def open(self, routed: RoutedEvent, deadline_seconds: float, ttl_seconds: int) -> None:
+    def open(self, routed: RoutedEvent, deadline_seconds: float, ttl_seconds: int,
+             pipe: redis.client.Pipeline | None = None) -> None:
+        """Record the routed event and its deadline; into `pipe` (executed by the caller) when given."""
+        if pipe is None:
+            with self.client.pipeline(transaction=True) as own:
+                self.open(routed, deadline_seconds, ttl_seconds, own)
+                own.execute()
+            return
         event_id = routed.event.event_id
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(ledger_key(event_id), routed.model_dump_json(), ex=ttl_seconds)
-            pipe.zadd(DEADLINES_KEY, {event_id: time.time() + deadline_seconds})
-            pipe.execute()
+        pipe.set(ledger_key(event_id), routed.model_dump_json(), ex=ttl_seconds)
+        pipe.zadd(DEADLINES_KEY, {event_id: time.time() + deadline_seconds})
 
     def claim(self, event_id: str, ttl_seconds: float) -> bool:
         """True for the first submission of an event id in flight; duplicates get False."""
         return bool(self.client.set(claim_key(event_id), "1", nx=True, ex=max(1, int(ttl_seconds))))
+
+    def claim_unless_stored(self, event_id: str, stored_key: str, ttl_seconds: float) -> tuple[bytes | None, bool]:
+        """(what `stored_key` holds, whether this call took the claim), read and tried at one instant (MULTI).
+
+        One round trip instead of a look, a claim and a second look: nothing can be stored between them.
+        A caller that finds a stored value and took the claim releases it.
+        """
+        with self.client.pipeline(transaction=True) as pipe:
+            stored, claimed = pipe.get(stored_key).set(claim_key(event_id), "1", nx=True,
+                                                        ex=max(1, int(ttl_seconds))).execute()
+        return stored, bool(claimed)
 
     def claimed(self, event_id: str) -> bool:
         return bool(self.client.exists(claim_key(event_id)))

@@ -8,6 +8,7 @@ so a bad submission can neither overwrite an enrichment nor hold an id against t
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -23,6 +24,7 @@ from tasks.celery import app
 from tasks.chord_send import send_chord
 from tasks.connection import redis_client, result_store
 from tasks.ledger import Ledger
+from tasks.results import result_key
 from tasks.metrics import EVENTS
 from tasks.model_task import run_model
 from tasks.pipeline import frame_keys, plan, route
@@ -84,9 +86,8 @@ def forget_arguments(request: Any, event: Any) -> None:
 
 
 def dispatch(admitted: AdmittedEvent, settings: Settings, received_at: float) -> tuple[RoutedEvent, EventWork | None]:
-    """Store the frames once, plan and place the models; the routed event and its work (None: no model)."""
+    """Plan and place the models; the routed event and its work (None: no model, and no frame to store)."""
     keys = frame_keys(admitted)
-    FrameStore(redis_client(), settings.frame_ttl_seconds).put_many(keys.to_write)
     models = plan(admitted, settings)
     workers = live_workers(redis_client(), max_age_seconds=settings.heartbeat_seconds * 3)
     placement = place_models(models, workers, settings.device_queues, estimated_bytes(), settings.affinity_routing)
@@ -104,16 +105,18 @@ def dispatch(admitted: AdmittedEvent, settings: Settings, received_at: float) ->
     body = assemble.s(routed.model_dump(mode="json")).set(argsrepr=f"(records of {routed.event.event_id})")
     if settings.nemotron.enabled:
         body = body | assess_event_risk.s()
-    return routed, EventWork(header, body, routed.group_id)
+    return routed, EventWork(header, body, routed.group_id, keys.to_write)
 
 
 @dataclass(frozen=True)
 class EventWork:
-    """An event's chord: one run_model per planned model, then assembly (and the risk call) with their records."""
+    """An event's chord: one run_model per planned model, then assembly (and the risk call) with their records;
+    and the frames its model tasks will read, stored before the chord is sent."""
 
     header: list[Any]
     body: Any
     group_id: str
+    frames: dict[str, bytes]
 
     def as_chord(self) -> Any:
         work = chord(self.header, self.body)
@@ -176,22 +179,23 @@ def enrich_detection(self, *args: Any, **kwargs: Any) -> dict | None:
         detection = parse_event(event)
     except Rejected as exc:
         return answer(self, reject(event, exc.errors, self.request.id))
-    existing = result_store().get(detection.event_id)
-    if existing is not None:
-        log.info("event %s already has a result; returning the stored one", detection.event_id)
-        return answer(self, existing)
     ledger = Ledger(redis_client())
-    if not ledger.claim(detection.event_id, settings.event_deadline_seconds * 2):
+    stored, claimed = ledger.claim_unless_stored(detection.event_id, result_key(detection.event_id),
+                                                 settings.event_deadline_seconds * 2)
+    if stored is not None:
+        if claimed:
+            ledger.release(detection.event_id)
+        log.info("event %s already has a result; returning the stored one", detection.event_id)
+        return answer(self, json.loads(stored))
+    if not claimed:
         log.info("event %s is already in flight; waiting for its result", detection.event_id)
         hand_over(self, await_result.si(detection.event_id, time.time() + settings.event_deadline_seconds * 2))
         return None
     outcome, work = None, None
     try:  # every way out but the hand-over releases the claim, before the answer is stored
-        outcome = result_store().get(detection.event_id)  # stored between the first look and the claim
-        if outcome is None:
-            outcome, work = admit_and_dispatch(self, event, detection, settings, received_at)
+        outcome, work = admit_and_dispatch(self, event, detection, settings, received_at)
         if work is not None:
-            ledger.open(work[0], settings.event_deadline_seconds, settings.result_ttl_seconds)
+            record(work[0], work[1], ledger, settings)
     finally:
         if work is None:
             ledger.release(detection.event_id)
@@ -199,6 +203,14 @@ def enrich_detection(self, *args: Any, **kwargs: Any) -> dict | None:
         return answer(self, outcome)
     hand_over_event(self, work[1])
     return None
+
+
+def record(routed: RoutedEvent, work: EventWork, ledger: Ledger, settings: Settings) -> None:
+    """Store the event's frames and open its ledger entry in one round trip, before any model task is sent."""
+    with redis_client().pipeline(transaction=True) as pipe:
+        FrameStore(redis_client(), settings.frame_ttl_seconds).put_many(work.frames, pipe)
+        ledger.open(routed, settings.event_deadline_seconds, settings.result_ttl_seconds, pipe)
+        pipe.execute()
 
 
 def admit_and_dispatch(task: Any, event: Any, detection: Any, settings: Settings,

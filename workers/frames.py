@@ -26,14 +26,18 @@ class FrameStore:
         self.client = client
         self.ttl_seconds = ttl_seconds
 
-    def put_many(self, frames: dict[str, bytes]) -> None:
-        """SET each key to its bytes with the frame TTL, in one round trip."""
+    def put_many(self, frames: dict[str, bytes], pipe: redis.client.Pipeline | None = None) -> None:
+        """SET each key to its bytes with the frame TTL, in one round trip; into `pipe` (the caller executes it)
+        when given."""
         if not frames:
             return
-        with self.client.pipeline(transaction=False) as pipe:
-            for key, data in frames.items():
-                pipe.set(key, data, ex=self.ttl_seconds)
-            pipe.execute()
+        if pipe is None:
+            with self.client.pipeline(transaction=False) as own:
+                self.put_many(frames, own)
+                own.execute()
+            return
+        for key, data in frames.items():
+            pipe.set(key, data, ex=self.ttl_seconds)
 
     def get(self, key: str) -> bytes | None:
         return self.client.get(key)

@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     model_soft_time_limit: float = Field(60.0, description="Soft time limit of one model task (seconds)")
     model_time_limit: float = Field(90.0, description="Hard time limit of one model task; the child is killed")
     task_events: bool = Field(True, description="Workers send task events (Flower needs them); 0 saves their cost")
+    task_log_lines: bool = Field(
+        False, description="Celery's own 'received' and 'succeeded' log line for every task (the latter repeats the "
+                           "task's result, enrichment and all); failures are logged either way")
     affinity_routing: bool = Field(True, description="Prefer a worker that already holds the model; 0 to measure without")
     device_pool: Literal["threads", "prefork"] = Field(
         "threads", description="A device worker's pool (set by the launcher's --pool): threads run an event's models "
