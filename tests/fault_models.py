@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 from workers.models.base import ModelFamily, ModelInput
@@ -58,3 +59,30 @@ class SuicidalModel(_Fault):
     def infer(self, inputs: ModelInput) -> dict:
         os.kill(os.getpid(), signal.SIGKILL)
         return {}
+
+
+CODE_TIMES: list[tuple[str, float, float]] = []  # (what, started, ended): imports and loads of the two below
+IMPORT_STARTED = threading.Event()
+LOAD_STARTED = threading.Event()
+
+
+class SlowImportModel(_Fault):
+    """Its warm-up import takes a while (and records when it ran)."""
+
+    @classmethod
+    def import_libraries(cls, path) -> None:
+        started = time.monotonic()
+        IMPORT_STARTED.set()
+        time.sleep(0.3)
+        CODE_TIMES.append(("import", started, time.monotonic()))
+
+
+class SlowLoadModel(_Fault):
+    """Its load takes a while (and records when it ran)."""
+
+    def _load(self) -> None:
+        started = time.monotonic()
+        LOAD_STARTED.set()
+        time.sleep(0.3)
+        CODE_TIMES.append(("load", started, time.monotonic()))
+        self.model = "loaded"

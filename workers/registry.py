@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import threading
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -31,6 +32,13 @@ def normalise_label(label: str) -> str | None:
     """Map a detector label to person/vehicle/animal, or None when the zoo has nothing for it."""
     return LABEL_ALIASES.get(label.strip().lower())
 
+
+# One thread at a time imports model code. A threads-pool device worker loads a model in one thread while its
+# warm-up imports another family's libraries in a second: Python's per-module import locks then let one thread
+# see a module the other is still initialising (torchvision's, from torchreid's side and open_clip's side:
+# "ImportError: cannot import name ... from partially initialized module"). Family lookups, warm-up imports and
+# model loads (which import lazily) all hold this lock; it is re-entrant, so a load may look up its class.
+MODEL_CODE_LOCK = threading.RLock()
 
 class Condition(str, Enum):
     """Extra conditions a trigger can carry beyond the detection type."""
@@ -103,7 +111,8 @@ class ModelEntry:
         """
         module_name, class_name = ((families or {}).get(self.name) or self.family).split(":")
         module = module_name if "." in module_name else f"workers.models.{module_name}"
-        return getattr(importlib.import_module(module), class_name)
+        with MODEL_CODE_LOCK:
+            return getattr(importlib.import_module(module), class_name)
 
     def weights_path(self, models_dir: Path, overrides: Mapping[str, Path] | None = None) -> Path:
         """Where the weights are read from: the override (ZooSettings.model_paths) when given, else MODELS_DIR/<name>."""

@@ -26,7 +26,7 @@ from workers.metrics import INFERENCE_SECONDS, MEMORY_SHARE, MEMORY_USED, MODEL_
 from workers.metrics import record_model_bytes
 from workers.models.base import InferenceSkipped, ModelInput
 from workers.records import ModelRecord, ModelRequest
-from workers.registry import REGISTRY, ModelEntry
+from workers.registry import MODEL_CODE_LOCK, REGISTRY, ModelEntry
 from workers.settings import Settings
 from workers.state import publish_state, withdraw_state
 from workers.watchdog import Call, CallWatchdog, exit_process
@@ -125,8 +125,9 @@ class DeviceRuntime:
                 f"weights for {entry.name} missing at {path}: run scripts/download_models.py "
                 f"or scripts/make_tiny_models.py, or set {entry.path_env}"
             )
-        wrapper = entry.load_class(zoo.model_families)(str(path), self.device, zoo)
-        wrapper.load()
+        with MODEL_CODE_LOCK:  # a load imports its libraries lazily (see MODEL_CODE_LOCK)
+            wrapper = entry.load_class(zoo.model_families)(str(path), self.device, zoo)
+            wrapper.load()
         return wrapper
 
     def inputs_for(self, request: ModelRequest, with_buffer: bool = True) -> ModelInput:
@@ -346,7 +347,8 @@ class DeviceRuntime:
                 continue
             started = time.perf_counter()
             try:
-                family.import_libraries(path)
+                with MODEL_CODE_LOCK:
+                    family.import_libraries(path)
             except Exception as exc:
                 log.warning("warming up %s failed (its load will tell why): %s", entry.name, exc)
             timings[entry.name] = round((time.perf_counter() - started) * 1000, 1)

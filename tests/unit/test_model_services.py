@@ -219,3 +219,33 @@ def test_models_table_shows_estimated_and_measured_megabytes_side_by_side():
     pose = next(line for line in text.splitlines() if "pose" in line and "HIGH" in line)
     assert " - " in pose  # not measured yet
     assert "pose not measured yet" in text and "450.0" in text
+
+
+@pytest.mark.parametrize("first", ["import", "load"])
+def test_warm_up_imports_and_model_loads_never_overlap(tmp_path, monkeypatch, first):
+    """Two threads importing model code at once can see each other's half-initialised modules (torchvision from
+    torchreid's and open_clip's sides); warm-up imports and loads take turns, whichever starts first."""
+    import torch  # noqa: F401  - warm-up's own first step, done before the clock matters
+
+    from tests import fault_models
+
+    for name in ("clothing", "pose"):
+        (tmp_path / name).mkdir()
+    monkeypatch.setenv("CLOTHING_MODEL_FAMILY", "tests.fault_models:SlowImportModel")
+    monkeypatch.setenv("POSE_MODEL_FAMILY", "tests.fault_models:SlowLoadModel")
+    runtime = make_runtime(tmp_path)
+    fault_models.CODE_TIMES.clear()
+    threads = {
+        "load": (threading.Thread(target=lambda: runtime.load_family(REGISTRY["pose"])), fault_models.LOAD_STARTED),
+        "import": (threading.Thread(target=lambda: runtime.warm_up(["clothing"])), fault_models.IMPORT_STARTED),
+    }
+    second = "load" if first == "import" else "import"
+    threads[first][1].clear()
+    threads[first][0].start()
+    assert threads[first][1].wait(60)
+    threads[second][0].start()  # while the first is inside its import or load
+    for thread, _ in threads.values():
+        thread.join(10)
+    spans = sorted(fault_models.CODE_TIMES, key=lambda span: span[1])
+    assert [what for what, _, _ in spans] == [first, second]
+    assert spans[0][2] <= spans[1][1], f"warm-up import and model load ran at the same time: {spans}"
