@@ -1,4 +1,9 @@
-"""Admission: what the router checks before any model runs. The schema once, then every frame decoded once."""
+"""Admission: what the router checks before any model runs. The schema once, then every frame decoded once.
+
+The router only checks the frames (workers/images.check_image: every byte decoded, a JPEG at an eighth of its
+size) and keeps their sizes; the device workers decode the pixels they crop. The direct pipeline keeps the
+pixels admission decoded (`pixels=True`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from tasks.schemas import DetectionEvent, FrameSource, echo, validation_errors
-from workers.images import InputError, decode_base64, decode_image, read_confined
+from workers.images import InputError, check_image, decode_base64, decode_image, read_confined
 from workers.models.base import clamp_box
 from workers.records import Box
 from workers.settings import Settings
@@ -42,11 +47,13 @@ class Rejected(Exception):
 
 @dataclass
 class CheckedFrame:
-    """One frame as admitted: its bytes to store (None when it is already in Redis), its key there, its pixels."""
+    """One frame as admitted: its bytes to store (None when it is already in Redis), its key there, its upright
+    size, and its pixels when admission was asked to keep them."""
 
     data: bytes | None
     key: str | None
-    image: Image.Image
+    size: tuple[int, int]
+    image: Image.Image | None = None
 
 
 @dataclass
@@ -61,7 +68,7 @@ class AdmittedEvent:
 
     @property
     def size(self) -> tuple[int, int]:
-        return self.frame.image.size
+        return self.frame.size
 
 
 def parse_event(raw: Any) -> DetectionEvent:
@@ -95,36 +102,41 @@ def redis_key_reader(client: redis.Redis, max_bytes: int) -> KeyReader:
     return read
 
 
-def admit(event: DetectionEvent, settings: Settings, read_key: KeyReader) -> AdmittedEvent:
-    """Decode every frame of a parsed event once, so no model task ever meets a bad image; raises Rejected."""
+def admit(event: DetectionEvent, settings: Settings, read_key: KeyReader, pixels: bool = False) -> AdmittedEvent:
+    """Check every frame of a parsed event, so no model task ever meets a bad image; raises Rejected.
+
+    `pixels`: decode the frames in full and keep them (the direct pipeline); otherwise only check them.
+    """
     try:
-        return _admit(event, settings, read_key)
+        return _admit(event, settings, read_key, pixels)
     except InputError as exc:
         raise Rejected({exc.field: exc.reason}) from None
 
 
-def _admit(event: DetectionEvent, settings: Settings, read_key: KeyReader) -> AdmittedEvent:
+def _admit(event: DetectionEvent, settings: Settings, read_key: KeyReader, pixels: bool) -> AdmittedEvent:
     if len(event.frames) > settings.max_frames:
         raise InputError("frames", f"{len(event.frames)} frames given, at most {settings.max_frames} allowed")
-    frame = check_frame(event.frame_source, "", settings, read_key)
-    width, height = frame.image.size
+    frame = check_frame(event.frame_source, "", settings, read_key, pixels)
+    width, height = frame.size
     bbox = box_inside("bbox", event.bbox, width, height)
     face = box_inside("face_bbox", event.face_bbox, width, height) if event.face_bbox else None
-    buffer = [check_frame(source, f"frames.{i}.", settings, read_key) for i, source in enumerate(event.frames)]
+    buffer = [check_frame(source, f"frames.{i}.", settings, read_key, pixels) for i, source in enumerate(event.frames)]
     return AdmittedEvent(event=event, frame=frame, bbox=bbox, face_bbox=face, buffer=buffer)
 
 
-def check_frame(source: FrameSource, where: str, settings: Settings, read_key: KeyReader) -> CheckedFrame:
-    """Read and decode one frame source; a frame already in Redis is used where it is (never copied)."""
+def check_frame(source: FrameSource, where: str, settings: Settings, read_key: KeyReader,
+                pixels: bool = False) -> CheckedFrame:
+    """Read and check (or decode, with `pixels`) one frame source; a frame already in Redis stays where it is."""
     name = f"{where}{source.field}"
     try:
         data = read_source(source, name, settings, read_key)
     except InputError as exc:
         raise InputError(name, exc.reason) from None  # named where it sits: image_key or frames.3.image_key
-    image = decode_image(where.rstrip(".") or name, data, settings.max_image_pixels)
-    if source.image_key is not None:
-        return CheckedFrame(data=None, key=source.image_key, image=image)
-    return CheckedFrame(data=data, key=None, image=image)
+    field_name = where.rstrip(".") or name
+    image = decode_image(field_name, data, settings.max_image_pixels) if pixels else None
+    size = image.size if image is not None else check_image(field_name, data, settings.max_image_pixels)
+    key, kept = (source.image_key, None) if source.image_key is not None else (None, data)
+    return CheckedFrame(data=kept, key=key, size=size, image=image)
 
 
 def read_source(source: FrameSource, name: str, settings: Settings, read_key: KeyReader) -> bytes:

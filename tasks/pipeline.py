@@ -259,7 +259,7 @@ def enrich_directly(raw: Any, runtime: DeviceRuntime, settings: Settings) -> Enr
     consulted. Raises Rejected.
     """
     received_at = time.time()
-    admitted = admit(parse_event(raw), settings, read_key=lambda key: None)
+    admitted = admit(parse_event(raw), settings, read_key=lambda key: None, pixels=True)
     keys = frame_keys(admitted)
     runtime.frames.remember(keys.frame, admitted.frame.image)
     for key, frame in zip(keys.buffer, admitted.buffer):

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+from PIL import ExifTags, Image, ImageOps, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,23 @@ def read_confined(field: str, path_text: str, root: Path | None, max_bytes: int)
 def decode_image(field: str, data: bytes, max_pixels: int) -> Image.Image:
     """Decode fully to 8-bit RGB as a viewer shows it (EXIF orientation applied), refusing decompression bombs,
     truncated files, non-images and formats other than JPEG, PNG and WebP."""
+    image, _ = _decoded(field, data, max_pixels, reduced=False)
+    return to_rgb(upright(image))
+
+
+def check_image(field: str, data: bytes, max_pixels: int) -> tuple[int, int]:
+    """What decode_image refuses, refused the same way, at a fraction of its cost; the size it would return.
+
+    Every byte of the stream is still decoded (a truncated or corrupt image fails here as it would there), but a
+    JPEG at an eighth of its size (libjpeg's DCT scaling skips most of the work: the router's admission check of
+    a 1280x720 frame went from about 4 ms to 1 ms); PNG and WebP have no such mode and decode in full.
+    """
+    image, size = _decoded(field, data, max_pixels, reduced=True)
+    return upright_size(image, size)
+
+
+def _decoded(field: str, data: bytes, max_pixels: int, reduced: bool) -> tuple[Image.Image, tuple[int, int]]:
+    """The decoded image (at reduced scale when asked and the format allows) and its full stored size."""
     if not data:
         raise InputError(field, "empty image")
     Image.MAX_IMAGE_PIXELS = max_pixels
@@ -79,8 +96,10 @@ def decode_image(field: str, data: bytes, max_pixels: int) -> Image.Image:
             width, height = image.size
             if width * height > max_pixels:
                 raise InputError(field, f"{width}x{height} exceeds the {max_pixels} pixel limit")
+            if reduced:
+                image.draft(None, (max(1, width // 8), max(1, height // 8)))  # JPEG only; others ignore it
             image.load()
-            return to_rgb(upright(image))
+            return image, (width, height)
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -101,12 +120,27 @@ def open_accepted(field: str, data: bytes) -> Image.Image:
 
 def upright(image: Image.Image) -> Image.Image:
     """The image turned as its EXIF Orientation says (a phone's portrait JPEG stored sideways), so boxes given in
-    the coordinates a viewer shows match the pixels; unreadable EXIF counts as no orientation."""
+    the coordinates a viewer shows match the pixels; unreadable EXIF counts as no orientation. In place: the
+    image was just decoded, and a copy of an upright frame is all exif_transpose would otherwise add."""
     try:
-        return ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)
     except Exception as exc:  # EXIF parsers raise many kinds on hostile metadata; the pixels are still good
         log.info("ignoring unreadable EXIF orientation: %s", exc)
-        return image
+    return image
+
+
+# EXIF orientations that turn the image a quarter (the shown width is the stored height).
+QUARTER_TURNS = {5, 6, 7, 8}
+
+
+def upright_size(image: Image.Image, stored: tuple[int, int]) -> tuple[int, int]:
+    """The size upright() would give an image stored at `stored`; unreadable EXIF counts as no orientation."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation)
+    except Exception as exc:
+        log.info("ignoring unreadable EXIF orientation: %s", exc)
+        orientation = None
+    return (stored[1], stored[0]) if orientation in QUARTER_TURNS else stored
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from workers.images import InputError, decode_image
+from workers.images import InputError, check_image, decode_image
 
 MAX_PIXELS = 40_000_000
 
@@ -99,3 +99,61 @@ def test_formats_other_than_jpeg_png_webp_are_refused(fmt):
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
 def test_jpeg_png_and_webp_are_read(fmt):
     assert decode_image("image", encoded(Image.new("RGB", (16, 16), (1, 2, 3)), fmt), MAX_PIXELS).size == (16, 16)
+
+
+# -- check_image: the router's admission check, refusing exactly what decode_image refuses ---------------------
+def photo_jpeg(progressive: bool = False) -> bytes:
+    rng = np.random.default_rng(3)
+    pixels = (rng.random((120, 160, 3)) * 255).astype(np.uint8)  # noise: every block carries data
+    return encoded(Image.fromarray(pixels), "JPEG", quality=90, progressive=progressive)
+
+
+def outcome(function, data: bytes):
+    try:
+        result = function("image", data, MAX_PIXELS)
+    except InputError as exc:
+        return "refused", exc.field
+    return "accepted", result.size if isinstance(result, Image.Image) else result
+
+
+def damaged(data: bytes) -> list[bytes]:
+    """Truncations at many points and bytes overwritten in the entropy-coded data."""
+    cuts = [data[:n] for n in range(0, len(data), max(1, len(data) // 40))]
+    flips = []
+    for at in range(len(data) // 3, len(data) - 2, max(1, len(data) // 25)):
+        flipped = bytearray(data)
+        flipped[at:at + 3] = b"\xff\xd9\x00"  # an end-of-image marker in the middle of the scan
+        flips.append(bytes(flipped))
+    return cuts + flips
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_check_image_refuses_what_decode_image_refuses(progressive):
+    outcomes = []
+    for data in [photo_jpeg(progressive), *damaged(photo_jpeg(progressive))]:
+        expected = outcome(decode_image, data)
+        assert outcome(check_image, data) == expected, len(data)
+        outcomes.append(expected[0])
+    assert outcomes.count("refused") > 30 and outcomes[0] == "accepted", "the corpus has both kinds"
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"not an image", encoded(Image.new("RGB", (16, 16)), "GIF"),
+    png_16_bit(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000),
+    encoded(Image.new("RGB", (40, 30), (1, 2, 3)), "PNG")[:-30],  # truncated PNG
+    encoded(Image.new("RGB", (40, 30), (1, 2, 3)), "WEBP"),
+], ids=["empty", "text", "gif", "png16", "png-truncated", "webp"])
+def test_check_image_agrees_on_other_formats(data):
+    assert outcome(check_image, data) == outcome(decode_image, data)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 5, 6, 7, 8])
+def test_check_image_gives_the_upright_size(orientation):
+    data = sideways_jpeg(orientation)
+    assert check_image("image", data, MAX_PIXELS) == decode_image("image", data, MAX_PIXELS).size
+
+
+def test_check_image_refuses_decompression_bombs():
+    data = encoded(Image.new("L", (4000, 3000)), "JPEG")
+    with pytest.raises(InputError, match="pixel limit"):
+        check_image("image", data, 1_000_000)
