@@ -13,7 +13,7 @@ from tasks.metrics import ASSEMBLY_SECONDS, EVENTS
 from tasks.pipeline import assemble_result
 from tasks.reid_gallery import ReidGallery
 from tasks.scene_baseline import SceneBaseline
-from tasks.schemas import RoutedEvent
+from tasks.schemas import EnrichmentResult, RoutedEvent
 from workers.frames import FrameStore
 from workers.settings import get_settings
 
@@ -34,6 +34,21 @@ def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEven
 
 
 @app.task(name="assemble")
-def assemble(records: list[dict], routed: dict[str, Any]) -> dict:
-    """Chord callback: records from every model task of one event, plus the router's RoutedEvent."""
-    return finish_event(records, RoutedEvent.model_validate(routed))
+def assemble(records: list[dict], event: str | dict[str, Any]) -> dict:
+    """Chord callback: records from every model task of one event, and the event's id.
+
+    The router's RoutedEvent waits in the event's ledger entry (written before any model task was sent), so the
+    chord carries only the id: every model task's message carries the chord's body, and the whole RoutedEvent in
+    it was most of each message's JSON. A RoutedEvent given in place of the id (a router before this change) is
+    used as it is.
+    """
+    if isinstance(event, dict):
+        return finish_event(records, RoutedEvent.model_validate(event))
+    routed = Ledger(redis_client()).routed(event)
+    if routed is None:  # the sweeper finished the event first (and closed its entry), or the entry expired
+        stored = result_store().get(event)
+        if stored is not None:
+            return stored
+        return EnrichmentResult(event_id=event, status="partial", errors={
+            "event_id": "the event's routing record was gone when its models finished"}).model_dump(mode="json")
+    return finish_event(records, routed)

@@ -102,7 +102,7 @@ def dispatch(admitted: AdmittedEvent, settings: Settings, received_at: float) ->
         )
         for request in requests
     ]
-    body = assemble.s(routed.model_dump(mode="json")).set(argsrepr=f"(records of {routed.event.event_id})")
+    body = assemble.s(routed.event.event_id).set(argsrepr=f"(records of {routed.event.event_id})")  # see assemble
     if settings.nemotron.enabled:
         body = body | assess_event_risk.s()
     return routed, EventWork(header, body, routed.group_id, keys.to_write)

@@ -17,7 +17,7 @@ from prompt_formatting import (
 from tasks.pipeline import assemble_result, classified_type, seed_reid_match
 from tasks.reid_gallery import ReidGallery
 from tasks.scene_baseline import SceneBaseline
-from tasks.schemas import EventSummary, RoutedEvent
+from tasks.schemas import EnrichmentResult, EventSummary, RoutedEvent
 from workers.models.action import action_report, load_actions
 from workers.models.age_gender import dual_head_result
 from workers.models.pose import pose_result
@@ -204,3 +204,44 @@ def test_without_gallery_or_baseline_the_result_has_neither():
     assert "reid_match" not in result.enrichment and "reid_match" not in result.enrichment["reid"]
     assert "anomaly" not in result.enrichment["scene"]["clip"]
     assert result.status == "complete"
+
+
+# -- the chord callback: the routed event comes from the ledger, the chord carries only the event id ------------
+@pytest.fixture
+def callback(redis_client, monkeypatch):
+    from tasks import assemble as assemble_module
+    from tasks.ledger import Ledger
+    from tasks.results import ResultStore
+
+    monkeypatch.setattr(assemble_module, "redis_client", lambda: redis_client)
+    monkeypatch.setattr(assemble_module, "result_store", lambda: ResultStore(redis_client, 600))
+    return assemble_module.assemble, Ledger(redis_client), ResultStore(redis_client, 600)
+
+
+def test_the_callback_reads_the_routed_event_from_the_ledger_and_closes_it(callback, redis_client):
+    assemble, ledger, _ = callback
+    ledger.open(routed("cb-1", planned=["pose"]), deadline_seconds=60, ttl_seconds=600)
+    record = {"model": "pose", "status": "ok", "data": {"posture": "standing", "keypoints": []}}
+    result = assemble.run([record], "cb-1")
+    assert result["event_id"] == "cb-1" and result["status"] == "complete", result
+    assert redis_client.get("ledger:cb-1") is None, "assembly closes the ledger entry"
+    assert ledger.routed("cb-1") is None
+
+
+def test_a_callback_after_the_sweeper_returns_the_stored_result(callback):
+    assemble, ledger, store = callback
+    swept = EnrichmentResult(event_id="cb-2", status="partial", errors={"models": "swept"})
+    store.save(swept)  # the sweeper finished the event and closed its ledger entry
+    assert assemble.run([{"model": "pose", "status": "ok", "data": {}}], "cb-2")["errors"] == {"models": "swept"}
+
+
+def test_a_callback_without_ledger_or_result_is_partial_and_says_why(callback):
+    assemble, _, _ = callback
+    result = assemble.run([], "cb-3")
+    assert result["status"] == "partial" and "routing record" in result["errors"]["event_id"]
+
+
+def test_a_routed_event_in_the_message_is_still_accepted(callback):
+    assemble, _, _ = callback
+    result = assemble.run([], routed("cb-4", planned=[]).model_dump(mode="json"))
+    assert result["event_id"] == "cb-4"
