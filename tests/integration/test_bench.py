@@ -41,3 +41,21 @@ def test_bench_noop_report(tmp_path):
     assert report["summary"]["failed_phases"] == []
     assert "pool_over_direct_throughput" in report["summary"]
     assert "events/s" in run.stdout
+
+
+def test_celery_floor_report(tmp_path):
+    """scripts/celery_floor.py: the same hops with none of the pool's code, figures for every process."""
+    report_path = tmp_path / "floor.json"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "celery_floor.py"), "--events", "12", "--models", "3",
+         "--concurrency", "4", "--report", str(report_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=180,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["events"] == 12 and report["model_tasks_per_event"] == 3
+    assert 0 < report["latency_ms_p50"] <= report["latency_ms_p90"]
+    assert report["events_per_second"] > 0
+    assert set(report["cpu_ms_per_event"]) == {"router-like (prefork, 2 children)", "device-like (threads)",
+                                               "redis-server"}
+    assert report["cpu_ms_per_event_total"] > 0 and report["cpu_ms_per_event_in_flight_total"] > 0
