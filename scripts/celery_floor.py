@@ -79,6 +79,8 @@ def descendants(root: int) -> list[int]:
     parent = {int(out[i]): int(out[i + 1]) for i in range(0, len(out), 2)}
     found = []
     for pid in parent:
+        if pid == root:
+            continue
         node = pid
         while node in parent and node != root:
             node = parent[node]
