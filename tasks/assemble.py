@@ -25,11 +25,13 @@ def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEven
         records, routed, ReidGallery.configured(redis_client(), settings.reid),
         baseline=SceneBaseline.configured(redis_client(), settings.scene), depth=settings.depth,
     )
-    payload = result_store().save(result)
+    with redis_client().pipeline(transaction=True) as pipe:  # one round trip: store once, clean up, close
+        saved = result_store().save_in(pipe, result)
+        FrameStore(redis_client(), settings.frame_ttl_seconds).delete(routed.owned_keys, pipe)
+        Ledger(redis_client()).close(result.event_id, pipe)
+        payload = saved(pipe.execute()[0])
     EVENTS.labels(result.status).inc()
     ASSEMBLY_SECONDS.observe(time.time() - routed.routed_at)
-    FrameStore(redis_client(), settings.frame_ttl_seconds).delete(routed.owned_keys)
-    Ledger(redis_client()).close(result.event_id)
     return payload
 
 

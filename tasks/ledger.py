@@ -58,11 +58,15 @@ class Ledger:
     def release(self, event_id: str) -> None:
         self.client.delete(claim_key(event_id))
 
-    def close(self, event_id: str) -> None:
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(ledger_key(event_id), claim_key(event_id))
-            pipe.zrem(DEADLINES_KEY, event_id)
-            pipe.execute()
+    def close(self, event_id: str, pipe: redis.client.Pipeline | None = None) -> None:
+        """Forget the event in flight: its entry, its claim, its deadline (into `pipe` when given)."""
+        if pipe is None:
+            with self.client.pipeline(transaction=True) as own:
+                self.close(event_id, own)
+                own.execute()
+            return
+        pipe.delete(ledger_key(event_id), claim_key(event_id))
+        pipe.zrem(DEADLINES_KEY, event_id)
 
     def overdue(self, now: float | None = None, limit: int = 100) -> list[str]:
         now = time.time() if now is None else now

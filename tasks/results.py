@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -20,6 +21,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COMPLETED_CHANNEL = "enrichment.completed"
+
+# Store a result only where none is, and announce it only then; else hand back what is stored. One atomic step
+# (a look, a write and a publish in three round trips before, with a retry for a key expiring in between).
+SAVE_ONCE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  return false
+end
+return redis.call('GET', KEYS[1])
+"""
 
 
 def result_key(event_id: str) -> str:
@@ -32,19 +43,33 @@ class ResultStore:
     def __init__(self, client: redis.Redis, ttl_seconds: int):
         self.client = client
         self.ttl_seconds = ttl_seconds
+        self._save_once = client.register_script(SAVE_ONCE)
 
     def save(self, result: EnrichmentResult) -> dict:
         """Store and announce the event's first result; when one is stored already, return that one instead."""
+        keys, args, payload = self._save_call(result)
+        return self._saved(result, payload, self._save_once(keys=keys, args=args))
+
+    def save_in(self, pipe: redis.client.Pipeline, result: EnrichmentResult) -> Callable[[Any], dict]:
+        """The same save, queued in the caller's pipeline: call what this returns with the pipeline's answer for
+        it (its first, if it was queued first) to get what `save` would have returned."""
+        keys, args, payload = self._save_call(result)
+        self._save_once(keys=keys, args=args, client=pipe)
+        return lambda answer: self._saved(result, payload, answer)
+
+    def _save_call(self, result: EnrichmentResult) -> tuple[list[str], list[Any], dict]:
         payload = result.model_dump(mode="json")
-        if self.client.set(result_key(result.event_id), json.dumps(payload), ex=self.ttl_seconds, nx=True):
-            self.announce(result)
+        args = [json.dumps(payload), self.ttl_seconds, COMPLETED_CHANNEL, json.dumps(announcement(result))]
+        return [result_key(result.event_id)], args, payload
+
+    @staticmethod
+    def _saved(result: EnrichmentResult, payload: dict, stored: bytes | None) -> dict:
+        if stored is None:
             return payload
-        stored = self.get(result.event_id)
-        if stored is None:  # expired between the two calls: nothing is stored, so this one may be
-            return self.save(result)
+        kept = json.loads(stored)
         log.info("event %s already has a %s result; the %s one is not stored", result.event_id,
-                 stored.get("status"), result.status)
-        return stored
+                 kept.get("status"), result.status)
+        return kept
 
     def add_to_own(self, result: EnrichmentResult) -> dict:
         """Rewrite the event's stored result with more of its own pipeline's answer (the risk call); never creates."""
@@ -55,12 +80,16 @@ class ResultStore:
         return self.get(result.event_id) or payload
 
     def announce(self, result: EnrichmentResult) -> None:
-        """{"event_id", "status"} on enrichment.completed; a rejection adds the id it was submitted under."""
-        message = {"event_id": result.event_id, "status": result.status}
-        if result.submitted_event_id is not None:
-            message["submitted_event_id"] = result.submitted_event_id
-        self.client.publish(COMPLETED_CHANNEL, json.dumps(message))
+        self.client.publish(COMPLETED_CHANNEL, json.dumps(announcement(result)))
 
     def get(self, event_id: str) -> dict | None:
         raw = self.client.get(result_key(event_id))
         return json.loads(raw) if raw else None
+
+
+def announcement(result: EnrichmentResult) -> dict[str, str]:
+    """{"event_id", "status"} on enrichment.completed; a rejection adds the id it was submitted under."""
+    message = {"event_id": result.event_id, "status": result.status}
+    if result.submitted_event_id is not None:
+        message["submitted_event_id"] = result.submitted_event_id
+    return message

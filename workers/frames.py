@@ -42,9 +42,10 @@ class FrameStore:
     def get(self, key: str) -> bytes | None:
         return self.client.get(key)
 
-    def delete(self, keys: list[str]) -> None:
+    def delete(self, keys: list[str], pipe: redis.client.Pipeline | None = None) -> None:
+        """Delete the keys (into `pipe`, executed by the caller, when given)."""
         if keys:
-            self.client.delete(*keys)
+            (pipe if pipe is not None else self.client).delete(*keys)
 
 
 class DecodedFrames:

@@ -51,3 +51,17 @@ def test_rejections_take_their_own_id_and_echo_the_given_one_safely():
     assert rejected.submitted_event_id.isascii() and len(rejected.submitted_event_id) <= 64
     assert rejected.camera_id is None, "a camera_id outside its pattern is not repeated"
     assert rejection_id("odd id\n*").startswith("rejected-") and "\n" not in rejection_id("odd id\n*")
+
+
+def test_a_save_in_a_pipeline_stores_once_and_announces_once(redis_client):
+    store = ResultStore(redis_client, ttl_seconds=60)
+    messages = collect(redis_client)
+    answers = []
+    for status in ("complete", "partial"):
+        with redis_client.pipeline(transaction=True) as pipe:
+            saved = store.save_in(pipe, EnrichmentResult(event_id="e3", status=status))
+            pipe.delete("frame:e3:full")
+            answers.append(saved(pipe.execute()[0]))
+    assert [a["status"] for a in answers] == ["complete", "complete"], "the second save hands back the first"
+    assert [m["status"] for m in messages()] == ["complete"]
+    assert 0 < redis_client.ttl(result_key("e3")) <= 60
