@@ -24,11 +24,11 @@ from tasks.celery import app
 from tasks.chord_send import send_chord
 from tasks.connection import redis_client, result_store
 from tasks.ledger import Ledger
-from tasks.results import result_key
 from tasks.metrics import EVENTS
 from tasks.model_task import run_model
 from tasks.pipeline import frame_keys, plan, route
 from tasks.placement import place_models
+from tasks.results import result_key
 from tasks.risk_task import assess_event_risk
 from tasks.schemas import CAMERA_ID_PATTERN, REJECTION_PREFIX, EnrichmentResult, RoutedEvent, bounded_errors, echo
 from workers.frames import FrameStore
