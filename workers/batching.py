@@ -22,8 +22,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Hashable, Sequence, TypeVar
 
@@ -47,10 +45,25 @@ class BatchStats:
     largest: int
 
 
-@dataclass
 class _Request(Generic[Item]):
-    item: Item
-    answer: Future
+    """One queued item and its answer slot: the runner fills it and releases `ready`, which its caller waits on.
+
+    A bare lock held until the answer is in (instead of a Future, whose every wait builds a Condition and a
+    waiter lock): one hand-off each way per request, the cheapest Python has.
+    """
+
+    __slots__ = ("item", "ready", "state", "outcome")
+
+    def __init__(self, item: Item):
+        self.item = item
+        self.ready = threading.Lock()
+        self.ready.acquire()
+        self.state = "pending"  # -> "running" (taken into a batch) or "cancelled" (its caller gave up first)
+        self.outcome: Any = None
+
+    def answer(self, outcome: Any) -> None:
+        self.outcome = outcome
+        self.ready.release()
 
 
 class MicroBatcher(Generic[Item]):
@@ -82,7 +95,7 @@ class MicroBatcher(Generic[Item]):
         """Run item with whatever else is queued for key; return (or raise) its own outcome."""
         if self.inline:
             return self._run_inline(key, item)
-        request: _Request[Item] = _Request(item, Future())
+        request: _Request[Item] = _Request(item)
         with self._lock:
             self._queues.setdefault(key, deque()).append(request)
             wakeup = self._wakeups.setdefault(key, threading.Condition(self._lock))
@@ -91,11 +104,12 @@ class MicroBatcher(Generic[Item]):
                                                       name=f"model-runner-{key}")
                 self._runners[key].start()
             wakeup.notify()
-        try:
-            outcome = request.answer.result(timeout=timeout)
-        except FutureTimeout:
-            request.answer.cancel()  # not started yet: the runner skips it
-            raise InferenceTimeout(f"no answer from {key} within {timeout:g} s") from None
+        if not request.ready.acquire(timeout=-1 if timeout is None else timeout):
+            with self._lock:
+                if request.state == "pending":
+                    request.state = "cancelled"  # not started yet: the runner skips it
+            raise InferenceTimeout(f"no answer from {key} within {timeout:g} s")
+        outcome = request.outcome
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -120,8 +134,7 @@ class MicroBatcher(Generic[Item]):
             batch = self._next_batch(key)
             outcomes = self._call(key, [request.item for request in batch])
             for request, outcome in zip(batch, outcomes):
-                if not request.answer.done():
-                    request.answer.set_result(outcome)
+                request.answer(outcome)
 
     def _next_batch(self, key: Hashable) -> list[_Request[Item]]:
         queue = self._queues[key]
@@ -136,7 +149,8 @@ class MicroBatcher(Generic[Item]):
             batch = []
             while queue and len(batch) < self.max_size:
                 request = queue.popleft()
-                if request.answer.set_running_or_notify_cancel():  # False: its caller gave up
+                if request.state == "pending":  # else its caller gave up
+                    request.state = "running"
                     batch.append(request)
             self._count(batch)
         return batch or self._next_batch(key)
