@@ -7,6 +7,7 @@ import time
 import redis
 
 from tasks.schemas import RoutedEvent
+from workers.pipelines import queued
 
 DEADLINES_KEY = "ledger:deadlines"
 
@@ -28,18 +29,10 @@ class Ledger:
     def open(self, routed: RoutedEvent, deadline_seconds: float, ttl_seconds: int,
              pipe: redis.client.Pipeline | None = None) -> None:
         """Record the routed event and its deadline; into `pipe` (executed by the caller) when given."""
-        if pipe is None:
-            with self.client.pipeline(transaction=True) as own:
-                self.open(routed, deadline_seconds, ttl_seconds, own)
-                own.execute()
-            return
         event_id = routed.event.event_id
-        pipe.set(ledger_key(event_id), routed.model_dump_json(), ex=ttl_seconds)
-        pipe.zadd(DEADLINES_KEY, {event_id: time.time() + deadline_seconds})
-
-    def claim(self, event_id: str, ttl_seconds: float) -> bool:
-        """True for the first submission of an event id in flight; duplicates get False."""
-        return bool(self.client.set(claim_key(event_id), "1", nx=True, ex=max(1, int(ttl_seconds))))
+        with queued(self.client, pipe) as writes:
+            writes.set(ledger_key(event_id), routed.model_dump_json(), ex=ttl_seconds)
+            writes.zadd(DEADLINES_KEY, {event_id: time.time() + deadline_seconds})
 
     def claim_unless_stored(self, event_id: str, stored_key: str, ttl_seconds: float) -> tuple[bytes | None, bool]:
         """(what `stored_key` holds, whether this call took the claim), read and tried at one instant (MULTI).
@@ -60,13 +53,9 @@ class Ledger:
 
     def close(self, event_id: str, pipe: redis.client.Pipeline | None = None) -> None:
         """Forget the event in flight: its entry, its claim, its deadline (into `pipe` when given)."""
-        if pipe is None:
-            with self.client.pipeline(transaction=True) as own:
-                self.close(event_id, own)
-                own.execute()
-            return
-        pipe.delete(ledger_key(event_id), claim_key(event_id))
-        pipe.zrem(DEADLINES_KEY, event_id)
+        with queued(self.client, pipe) as writes:
+            writes.delete(ledger_key(event_id), claim_key(event_id))
+            writes.zrem(DEADLINES_KEY, event_id)
 
     def overdue(self, now: float | None = None, limit: int = 100) -> list[str]:
         now = time.time() if now is None else now

@@ -9,6 +9,7 @@ import redis
 from PIL import Image
 
 from workers.images import decode_image
+from workers.pipelines import queued
 
 
 def frame_key(event_id: str) -> str:
@@ -31,13 +32,9 @@ class FrameStore:
         when given."""
         if not frames:
             return
-        if pipe is None:
-            with self.client.pipeline(transaction=False) as own:
-                self.put_many(frames, own)
-                own.execute()
-            return
-        for key, data in frames.items():
-            pipe.set(key, data, ex=self.ttl_seconds)
+        with queued(self.client, pipe, transaction=False) as writes:
+            for key, data in frames.items():
+                writes.set(key, data, ex=self.ttl_seconds)
 
     def get(self, key: str) -> bytes | None:
         return self.client.get(key)
