@@ -6,7 +6,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 from PIL import Image
 
@@ -134,6 +134,15 @@ def weight_files(path: str | Path, suffix_groups: tuple[tuple[str, ...], ...] = 
         if found:
             return found
     return []
+
+
+def found_file(find: Callable[[Path], Path], path: Path) -> list[Path]:
+    """[the one weight file find(path) names], or [] when it finds none (FileNotFoundError): a kind whose
+    checkpoint is a single file answers ModelFamily.weight_files with this."""
+    try:
+        return [find(path)]
+    except FileNotFoundError:
+        return []
 
 
 class ModelFamily:

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from PIL import Image
 
-from workers.models.base import ModelFamily, skip_random_init
+from workers.models.base import ModelFamily, found_file, skip_random_init
 
 log = logging.getLogger(__name__)
 
@@ -204,10 +204,7 @@ class OpenClipFamily(ModelFamily):
 
     @classmethod
     def weight_files(cls, path: Path) -> list[Path]:
-        try:
-            return [checkpoint_file(model_dir(path))]
-        except FileNotFoundError:
-            return []
+        return found_file(lambda found: checkpoint_file(model_dir(found)), path)
 
     @classmethod
     def import_libraries(cls, path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from workers.models.base import ModelFamily, find_weights_file, skip_random_init
+from workers.models.base import ModelFamily, find_weights_file, found_file, skip_random_init
 
 ARCHITECTURE = "osnet_x0_25"
 INPUT_SIZE = (256, 128)  # height, width: the person crop shape OSNet was trained on
@@ -102,10 +102,7 @@ class OsnetFamily(ModelFamily):
 
     @classmethod
     def weight_files(cls, path: Path) -> list[Path]:
-        try:
-            return [weights_file(path)]
-        except FileNotFoundError:
-            return []
+        return found_file(weights_file, path)
 
     @classmethod
     def import_libraries(cls, path: Path) -> None:

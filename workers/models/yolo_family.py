@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from workers.models.base import ModelFamily, ModelInput, clamp_box, find_weights_file
+from workers.models.base import ModelFamily, ModelInput, clamp_box, find_weights_file, found_file
 from workers.settings import ZooSettings
 
 WARM_UP_IMAGE_SIZE = (64, 64)  # a blank image predicted once at worker start, on the CPU, to import the predictor
@@ -97,10 +97,7 @@ class UltralyticsFamily(ModelFamily):
 
     @classmethod
     def weight_files(cls, path: Path) -> list[Path]:
-        try:
-            return [find_checkpoint(path)]
-        except FileNotFoundError:
-            return []
+        return found_file(find_checkpoint, path)
 
     @classmethod
     def import_libraries(cls, path: Path) -> None:
