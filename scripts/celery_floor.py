@@ -74,6 +74,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_of(processes: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far of each named group of processes."""
+    return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in processes.items()}
+
+
+def per_event_ms(before: dict[str, float], after: dict[str, float], events: int) -> dict[str, float]:
+    return {name: round((after[name] - before[name]) * 1000 / events, 2) for name in before}
+
+
 def descendants(root: int) -> list[int]:
     out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.split()
     parent = {int(out[i]): int(out[i + 1]) for i in range(0, len(out), 2)}
@@ -124,26 +133,23 @@ def main(events: int = 200, models: int = 7, concurrency: int = 8, task_events: 
             send(f"warm-{i}").get(timeout=30)
         processes = {name: [p.pid, *descendants(p.pid)] for name, p in workers.items()}
         processes["redis-server"] = [server.process.pid]
-        before = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in processes.items()}
+        before = cpu_of(processes)
         latencies = []
         for i in range(events):
             started = time.perf_counter()
             send(f"seq-{i}").get(timeout=30)
             latencies.append((time.perf_counter() - started) * 1000)
-        cpu = {name: round((sum(cpu_seconds(pid) for pid in pids) - before[name]) * 1000 / events, 2)
-               for name, pids in processes.items()}
-        before = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in processes.items()}
-        started, in_flight, done = time.perf_counter(), [], 0
+        cpu = per_event_ms(before, cpu_of(processes), events)
+        before = cpu_of(processes)
+        started, in_flight = time.perf_counter(), []
         for i in range(events):
             in_flight.append(send(f"par-{i}"))
             if len(in_flight) >= concurrency:
                 in_flight.pop(0).get(timeout=30)
-                done += 1
         for result in in_flight:
             result.get(timeout=30)
         throughput = events / (time.perf_counter() - started)
-        cpu_loaded = {name: round((sum(cpu_seconds(pid) for pid in pids) - before[name]) * 1000 / events, 2)
-                      for name, pids in processes.items()}
+        cpu_loaded = per_event_ms(before, cpu_of(processes), events)
         latencies.sort()
         figures = {
             "events": events, "model_tasks_per_event": models, "task_events": task_events,
