@@ -21,6 +21,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from model_cache import ModelCache, ModelSkipped, ModelSpec
 from workers.batching import InferenceTimeout, MicroBatcher, infer_many
 from workers.frames import DecodedFrames
+from workers.images import keep_decode_memory
 from workers.journal import CallJournal
 from workers.metrics import INFERENCE_SECONDS, MEMORY_SHARE, MEMORY_USED, MODEL_RECORDS, CacheMetrics
 from workers.metrics import record_model_bytes
@@ -83,6 +84,7 @@ class DeviceRuntime:
         self.queue = settings.device_queue
         self.device = pick_device(settings.device)
         self.frames = frames
+        keep_decode_memory()  # this process decodes a frame per event
         self._specs: dict[str, ModelSpec] = {}
         self.cache = ModelCache(
             memory_budget_bytes(self.device, settings.memory_share_mb),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from workers.images import InputError, check_image, decode_image
+from workers.images import InputError, check_image, decode_image, keep_decode_memory
 
 MAX_PIXELS = 40_000_000
 
@@ -157,3 +157,22 @@ def test_check_image_refuses_decompression_bombs():
     data = encoded(Image.new("L", (4000, 3000)), "JPEG")
     with pytest.raises(InputError, match="pixel limit"):
         check_image("image", data, 1_000_000)
+
+
+def test_a_device_process_reuses_the_memory_of_a_freed_frame_for_the_next_decode():
+    """keep_decode_memory: the second frame is decoded into the first one's freed block, not into fresh pages."""
+
+    frame = encoded(Image.new("RGB", (1280, 720), (90, 120, 30)), "JPEG")
+    kept_before = Image.core.get_blocks_max()
+    try:
+        Image.core.set_blocks_max(0)  # Pillow's default: every freed block goes back to the system
+        keep_decode_memory()
+        decode_image("image", frame, MAX_PIXELS)  # freed at once
+        Image.core.reset_stats()
+        decode_image("image", frame, MAX_PIXELS)
+        stats = Image.core.get_stats()
+        assert stats["reused_blocks"] >= 1 and stats["allocated_blocks"] == 0, stats
+        keep_decode_memory(2)
+        assert Image.core.get_blocks_max() >= 8  # a smaller request never lowers what is kept
+    finally:
+        Image.core.set_blocks_max(kept_before)
