@@ -54,7 +54,9 @@ class ResultStore:
         """The same save, queued in the caller's pipeline: call what this returns with the pipeline's answer for
         it (its first, if it was queued first) to get what `save` would have returned."""
         keys, args, payload = self._save_call(result)
-        self._save_once(keys=keys, args=args, client=pipe)
+        # EVAL with the script's text, not the registered Script: in a pipeline redis-py checks SCRIPT EXISTS in
+        # a round trip of its own before every execute. Redis keeps the compiled script by its digest either way.
+        pipe.eval(SAVE_ONCE, len(keys), *keys, *args)
         return lambda answer: self._saved(result, payload, answer)
 
     def _save_call(self, result: EnrichmentResult) -> tuple[list[str], list[Any], dict]:

@@ -65,3 +65,14 @@ def test_a_save_in_a_pipeline_stores_once_and_announces_once(redis_client):
     assert [a["status"] for a in answers] == ["complete", "complete"], "the second save hands back the first"
     assert [m["status"] for m in messages()] == ["complete"]
     assert 0 < redis_client.ttl(result_key("e3")) <= 60
+
+
+def test_a_save_in_a_pipeline_costs_no_round_trip_of_its_own(redis_client):
+    """The pipeline's one MULTI/EXEC carries the save: redis-py's SCRIPT EXISTS check is not sent before it."""
+    store = ResultStore(redis_client, ttl_seconds=60)
+    redis_client.config_resetstat()
+    with redis_client.pipeline(transaction=True) as pipe:
+        saved = store.save_in(pipe, EnrichmentResult(event_id="e4", status="complete"))
+        assert saved(pipe.execute()[0])["status"] == "complete"
+    sent = {name.removeprefix("cmdstat_") for name in redis_client.info("commandstats")}
+    assert {"multi", "eval", "exec"} <= sent and not [name for name in sent if name.startswith("script")], sent
