@@ -51,14 +51,12 @@ class WorkerState:
 def live_workers(client: redis.Redis, max_age_seconds: float, now: float | None = None) -> list[WorkerState]:
     """Device workers whose published state is fresher than max_age_seconds.
 
-    One round trip whatever the size of the keyspace (the router asks for every event): SORT of the index
-    without sorting, GETting each member's state by pattern; names whose state has expired are dropped from the
-    index on the way.
+    Two round trips whatever the size of the keyspace (SMEMBERS of the index, MGET of the states); names
+    whose state has expired are dropped from the index on the way.
     """
     now = time.time() if now is None else now
-    pairs = client.sort(WORKER_INDEX, by="nosort", get=["#", WORKER_STATE_PREFIX + "*"], groups=True) or []
-    pairs = sorted((name.decode() if isinstance(name, bytes) else name, raw) for name, raw in pairs)
-    names, raws = [name for name, _ in pairs], [raw for _, raw in pairs]
+    names = sorted(n.decode() if isinstance(n, bytes) else n for n in client.smembers(WORKER_INDEX))
+    raws = client.mget([WORKER_STATE_PREFIX + name for name in names]) if names else []
     gone = [name for name, raw in zip(names, raws) if raw is None]
     if gone:
         client.srem(WORKER_INDEX, *gone)
