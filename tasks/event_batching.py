@@ -10,6 +10,7 @@ buffered when the consumer stops are published then. celeryconfig names this cla
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from celery.worker.consumer import Consumer as CeleryConsumer
@@ -24,21 +25,31 @@ class Consumer(CeleryConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._events_flush_armed = False
+        self._events_flush_lock = threading.Lock()
         self._arm_events_flush_promise = promise(self._arm_events_flush)
 
     def on_send_event_buffered(self) -> None:
-        # May run on a pool thread (a threads pool sends task-started/succeeded from the task's thread):
-        # call_soon is the hub's thread-safe way in; the timer is armed on the loop's own thread.
-        if self.hub:
-            self.hub.call_soon(self._arm_events_flush_promise)
+        """After each buffered event: arm one flush unless one is armed already.
+
+        May run on a pool thread (a threads pool sends task-started/succeeded from the task's thread): call_soon is
+        the hub's thread-safe way in (it wakes the event loop through a pipe), so it is called once per flush, not
+        once per event. The flag is cleared before a flush reads the buffer, so an event buffered after that
+        clearing arms the next flush and none is left waiting.
+        """
+        if not self.hub:
+            return
+        with self._events_flush_lock:
+            if self._events_flush_armed:
+                return
+            self._events_flush_armed = True
+        self.hub.call_soon(self._arm_events_flush_promise)
 
     def _arm_events_flush(self) -> None:
-        if not self._events_flush_armed:
-            self._events_flush_armed = True
-            self.hub.call_later(EVENT_FLUSH_SECONDS, self._flush_events_now)
+        self.hub.call_later(EVENT_FLUSH_SECONDS, self._flush_events_now)
 
     def _flush_events_now(self) -> None:
-        self._events_flush_armed = False
+        with self._events_flush_lock:
+            self._events_flush_armed = False
         self._flush_events()
 
     def stop(self) -> None:
