@@ -173,6 +173,23 @@ def noop_environment(root: Path) -> dict[str, str]:
     return env
 
 
+TINY_MODELS_DIR = REPO / "var" / "tiny-models"
+
+
+def is_tiny_models_dir(models_dir: Path) -> bool:
+    return models_dir.resolve() == TINY_MODELS_DIR.resolve()
+
+
+def models_label(models_dir: Path) -> str:
+    """What the report calls the models: "tiny" for the generated default, else where the weights were read."""
+    return "tiny" if is_tiny_models_dir(models_dir) else f"{models_dir}'s"
+
+
+def missing_weights(models_dir: Path) -> list[str]:
+    """The models with no weights under models_dir (MODELS_DIR/<name>)."""
+    return [entry.name for entry in MODELS if not entry.weights_path(models_dir).exists()]
+
+
 def ensure_tiny_models(models_dir: Path) -> None:
     from workers.generated import write_generated
 
@@ -565,7 +582,8 @@ def main(
     gpus: str = typer.Option("none", help="The pool's GPUs, as `python -m workers start --gpus` takes them"),
     device: str = typer.Option("cpu", help="The direct pipeline's device (cpu, cuda, cuda:1)"),
     phase_timeout: float = typer.Option(600.0, min=1, help="Seconds one phase may take before it is abandoned"),
-    models_dir: Path = typer.Option(REPO / "var" / "tiny-models", help="Model weights (tiny ones generated when missing)"),
+    models_dir: Path = typer.Option(TINY_MODELS_DIR, help="Model weights: tiny ones are generated in the default "
+                                    "directory; any other must hold every model's weights"),
     report_path: Path = typer.Option(REPO / "var" / "bench" / "report.json", "--report", help="JSON report"),
 ) -> None:
     """Replay one trace through the direct pipeline and the pool; print the figures, write the JSON report."""
@@ -574,12 +592,20 @@ def main(
     env = {"MEMORY_SHARE_MB": "16384", "METRICS_PORT_BASE": "0", "MODELS_DIR": str(models_dir)}
     if noop:
         env |= noop_environment(work)
-    else:
+    elif is_tiny_models_dir(models_dir):
         typer.echo(f"models in {models_dir} (tiny ones generated where missing) ...")
         ensure_tiny_models(models_dir)
+    elif missing := missing_weights(models_dir):  # never mix random weights into someone's models
+        raise typer.BadParameter(
+            f"no weights under {models_dir} for {', '.join(missing)}: download them (scripts/download_models.py) "
+            f"or generate them (scripts/make_tiny_models.py [--full-size] --models-dir {models_dir})",
+            param_hint="--models-dir")
+    else:
+        typer.echo(f"models in {models_dir} ...")
     trace, warmup = make_trace(events, seed, "bench"), warmup_trace(seed)
     report = Report(report_path, {
-        "events": events, "seed": seed, "models": "noop" if noop else "tiny", "machine": platform.machine(),
+        "events": events, "seed": seed, "models": "noop" if noop else models_label(models_dir),
+        "models_dir": None if noop else str(models_dir), "machine": platform.machine(),
         "cpus": os.cpu_count(), "python": platform.python_version(), "gpus": gpus, "direct_device": device,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })

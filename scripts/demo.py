@@ -17,7 +17,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from tasks.sample_events import demo_events  # noqa: E402
 from tasks.local_pool import LocalPool, RedisServer  # noqa: E402
-from workers.generated import write_generated  # noqa: E402
+from workers.generated import NotGenerated, write_generated  # noqa: E402
 from workers.registry import REGISTRY  # noqa: E402
 
 console = Console()
@@ -50,7 +50,11 @@ def main(
     console.print(f"[bold]1/4[/bold] model weights in {models_dir}")
     for entry in REGISTRY.values():
         with console.status(f"generating tiny {entry.name} (skipped if present)"):
-            write_generated(entry, models_dir)
+            try:
+                write_generated(entry, models_dir)
+            except NotGenerated as exc:  # someone's own weights: never replaced with random ones
+                console.print(f"[red]{exc}[/red]")
+                raise typer.Exit(2) from None
     console.print("[bold]2/4[/bold] starting redis-server on a free loopback port")
     server = RedisServer().start()
     pool = LocalPool(server.url, models_dir, REPO / "var" / "demo-logs", gpus=gpus)

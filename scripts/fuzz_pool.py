@@ -495,11 +495,15 @@ def main(
     log_dir = Path(tempfile.mkdtemp(prefix="mz-fuzz-"))
     try:
         if redis_url is None:
-            from workers.generated import write_generated
+            from workers.generated import NotGenerated, write_generated
             from workers.registry import REGISTRY
 
-            for entry in REGISTRY.values():
-                write_generated(entry, models_dir)
+            try:
+                for entry in REGISTRY.values():
+                    write_generated(entry, models_dir)
+            except NotGenerated as exc:  # someone's own weights: never replaced with random ones
+                typer.echo(str(exc), err=True)
+                raise typer.Exit(2) from None
             server = RedisServer().start()
             redis_url = server.url
             env = {"METRICS_PORT_BASE": str(free_port()), "METRICS_DIR": str(log_dir / "metrics")}

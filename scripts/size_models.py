@@ -287,7 +287,12 @@ def main(
         "source": str(source), "commit": git_commit(source), "models_dir": str(models_dir), "full_size": full_size,
         "loads": loads, "infers": infers, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "models": {},
     }
-    report["generated_s"] = generate(names, models_dir.resolve(), full_size)
+    from workers.generated import NotGenerated
+
+    try:
+        report["generated_s"] = generate(names, models_dir.resolve(), full_size)
+    except NotGenerated as exc:  # someone's own weights: never replaced with random ones
+        raise typer.BadParameter(str(exc), param_hint="--models-dir") from None
     write_report(report, json_path)
     for name in names:
         left = budget_seconds - (time.monotonic() - began)

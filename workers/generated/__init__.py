@@ -40,14 +40,46 @@ WRITERS: dict[str, Writer] = {
 }
 
 
+GENERATING_MARKER = ".generating"  # in a directory while a writer fills it: an interrupted write may be redone
+GENERATED_KINDS = ("tiny random", "full-size random")  # what the complete marker says of generated weights
+
+
+class NotGenerated(RuntimeError):
+    """A model directory holds weights the generator did not write; random ones never replace them."""
+
+
 def write_generated(entry: ModelEntry, models_dir: Path, full_size: bool = False, force: bool = False) -> Path:
-    """Write random weights for `entry` into MODELS_DIR/<name> and mark it complete; skip one already complete."""
+    """Write random weights for `entry` into MODELS_DIR/<name> and mark it complete; skip one already complete.
+
+    Only a directory this function wrote (complete, or left half-written by an interrupted run) is ever replaced;
+    downloaded weights and files put there by hand raise NotGenerated instead, `force` or not.
+    """
     dest = model_dir(entry, models_dir)
     if is_complete(dest) and not force:
         return dest
+    refuse_unless_generated(dest)
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
+    (dest / GENERATING_MARKER).write_text("being written by workers.generated\n")
     WRITERS[entry.name](dest, full_size=full_size)
-    (dest / COMPLETE_MARKER).write_text("full-size random\n" if full_size else "tiny random\n")
+    (dest / COMPLETE_MARKER).write_text(f"{GENERATED_KINDS[1] if full_size else GENERATED_KINDS[0]}\n")
+    (dest / GENERATING_MARKER).unlink()
     return dest
+
+
+def refuse_unless_generated(dest: Path) -> None:
+    """Raise NotGenerated when `dest` holds anything but generated weights (absent or empty is fine)."""
+    if not dest.exists() or (dest.is_dir() and (dest / GENERATING_MARKER).exists()):
+        return
+    if dest.is_dir() and is_complete(dest):
+        kind = (dest / COMPLETE_MARKER).read_text(errors="replace").strip()
+        if kind in GENERATED_KINDS:
+            return
+        said = kind.splitlines()[0] if kind else "complete"
+        raise NotGenerated(f"{dest} holds weights that were not generated ({said}); random weights never replace "
+                           f"them: use another --models-dir")
+    if dest.is_dir() and not any(dest.iterdir()):
+        return
+    raise NotGenerated(f"{dest} holds files the generator did not write (no {COMPLETE_MARKER} marker); random "
+                       f"weights never replace them: move them away, or use another --models-dir")

@@ -1,0 +1,58 @@
+"""Generated weights never replace real ones: only a directory the generator wrote is ever rewritten."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers.generated import GENERATING_MARKER, NotGenerated, write_generated
+from workers.model_files import COMPLETE_MARKER, is_complete
+from workers.registry import REGISTRY
+
+ENTRY = REGISTRY["depth"]  # any entry: its writer is swapped for a fast one
+
+
+@pytest.fixture
+def fast_writer(monkeypatch):
+    """The depth writer swapped for one that writes a single small file (the real one takes seconds)."""
+    from workers import generated
+
+    def write(dest, full_size=False):
+        (dest / "model.safetensors").write_bytes(b"random")
+
+    monkeypatch.setitem(generated.WRITERS, ENTRY.name, write)
+
+
+def test_weights_put_there_by_hand_are_left_alone_even_with_force(tmp_path, fast_writer):
+    mine = tmp_path / ENTRY.name
+    mine.mkdir()
+    (mine / "model.safetensors").write_bytes(b"my fine-tuned weights")
+    for force in (False, True):
+        with pytest.raises(NotGenerated, match="did not write"):
+            write_generated(ENTRY, tmp_path, force=force)
+    assert (mine / "model.safetensors").read_bytes() == b"my fine-tuned weights"
+
+
+def test_downloaded_weights_are_never_overwritten_with_random_ones(tmp_path, fast_writer):
+    downloaded = tmp_path / ENTRY.name
+    downloaded.mkdir()
+    (downloaded / "model.safetensors").write_bytes(b"real weights")
+    (downloaded / COMPLETE_MARKER).write_text("downloaded from hf://org/model\nverified 2026-11-27\n")
+    assert write_generated(ENTRY, tmp_path) == downloaded, "complete: kept as it is"
+    with pytest.raises(NotGenerated, match="not generated"):
+        write_generated(ENTRY, tmp_path, force=True)
+    assert (downloaded / "model.safetensors").read_bytes() == b"real weights"
+
+
+def test_an_interrupted_generation_is_redone_and_generated_weights_can_be_forced(tmp_path, fast_writer):
+    half = tmp_path / ENTRY.name
+    half.mkdir()
+    (half / GENERATING_MARKER).write_text("being written\n")
+    (half / "partial.bin").write_bytes(b"half")
+    dest = write_generated(ENTRY, tmp_path)
+    assert is_complete(dest) and not (dest / GENERATING_MARKER).exists() and not (dest / "partial.bin").exists()
+    assert (dest / COMPLETE_MARKER).read_text() == "tiny random\n"
+    assert (write_generated(ENTRY, tmp_path, full_size=True, force=True) / COMPLETE_MARKER).read_text() == \
+        "full-size random\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert is_complete(write_generated(REGISTRY["depth"], empty))
