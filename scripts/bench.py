@@ -186,8 +186,11 @@ def models_label(models_dir: Path) -> str:
 
 
 def missing_weights(models_dir: Path) -> list[str]:
-    """The models with no weights under models_dir (MODELS_DIR/<name>)."""
-    return [entry.name for entry in MODELS if not entry.weights_path(models_dir).exists()]
+    """The models with no weights where the pool will look: MODELS_DIR/<name>, or <NAME>_MODEL_PATH when set."""
+    from workers.settings import ZooSettings
+
+    overrides = ZooSettings().model_paths
+    return [entry.name for entry in MODELS if not entry.weights_path(models_dir, overrides).exists()]
 
 
 def ensure_tiny_models(models_dir: Path) -> None:

@@ -24,6 +24,9 @@ class Consumer(CeleryConsumer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._prepare_events_flush()
+
+    def _prepare_events_flush(self) -> None:
         self._events_flush_armed = False
         self._events_flush_lock = threading.Lock()
         self._arm_events_flush_promise = promise(self._arm_events_flush)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 
-from vine import promise
-
 from tasks.event_batching import EVENT_FLUSH_SECONDS, Consumer
 
 
@@ -37,9 +35,7 @@ def consumer_with(hub: FakeHub, on_flush=lambda: None) -> Consumer:
     """Consumer's own batching methods over a fake hub (Celery's __init__ needs a whole worker)."""
     consumer = Consumer.__new__(Consumer)
     consumer.hub = hub
-    consumer._events_flush_armed = False
-    consumer._events_flush_lock = threading.Lock()
-    consumer._arm_events_flush_promise = promise(consumer._arm_events_flush)
+    consumer._prepare_events_flush()
     consumer._flush_events = on_flush
     return consumer
 

@@ -22,10 +22,17 @@ def fast_writer(monkeypatch):
     monkeypatch.setitem(generated.WRITERS, ENTRY.name, write)
 
 
+def model_dir_holding(models_dir, files: dict[str, bytes]):
+    """MODELS_DIR/<name> of the test's entry, holding `files` (name -> bytes)."""
+    dest = models_dir / ENTRY.name
+    dest.mkdir()
+    for name, data in files.items():
+        (dest / name).write_bytes(data)
+    return dest
+
+
 def test_weights_put_there_by_hand_are_left_alone_even_with_force(tmp_path, fast_writer):
-    mine = tmp_path / ENTRY.name
-    mine.mkdir()
-    (mine / "model.safetensors").write_bytes(b"my fine-tuned weights")
+    mine = model_dir_holding(tmp_path, {"model.safetensors": b"my fine-tuned weights"})
     for force in (False, True):
         with pytest.raises(NotGenerated, match="did not write"):
             write_generated(ENTRY, tmp_path, force=force)
@@ -33,10 +40,8 @@ def test_weights_put_there_by_hand_are_left_alone_even_with_force(tmp_path, fast
 
 
 def test_downloaded_weights_are_never_overwritten_with_random_ones(tmp_path, fast_writer):
-    downloaded = tmp_path / ENTRY.name
-    downloaded.mkdir()
-    (downloaded / "model.safetensors").write_bytes(b"real weights")
-    (downloaded / COMPLETE_MARKER).write_text("downloaded from hf://org/model\nverified 2026-11-27\n")
+    downloaded = model_dir_holding(tmp_path, {"model.safetensors": b"real weights",
+                                              COMPLETE_MARKER: b"downloaded from hf://org/model\nverified 2026-11-27\n"})
     assert write_generated(ENTRY, tmp_path) == downloaded, "complete: kept as it is"
     with pytest.raises(NotGenerated, match="not generated"):
         write_generated(ENTRY, tmp_path, force=True)
@@ -44,10 +49,7 @@ def test_downloaded_weights_are_never_overwritten_with_random_ones(tmp_path, fas
 
 
 def test_an_interrupted_generation_is_redone_and_generated_weights_can_be_forced(tmp_path, fast_writer):
-    half = tmp_path / ENTRY.name
-    half.mkdir()
-    (half / GENERATING_MARKER).write_text("being written\n")
-    (half / "partial.bin").write_bytes(b"half")
+    model_dir_holding(tmp_path, {GENERATING_MARKER: b"being written\n", "partial.bin": b"half"})
     dest = write_generated(ENTRY, tmp_path)
     assert is_complete(dest) and not (dest / GENERATING_MARKER).exists() and not (dest / "partial.bin").exists()
     assert (dest / COMPLETE_MARKER).read_text() == "tiny random\n"

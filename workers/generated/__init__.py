@@ -70,16 +70,17 @@ def write_generated(entry: ModelEntry, models_dir: Path, full_size: bool = False
 
 def refuse_unless_generated(dest: Path) -> None:
     """Raise NotGenerated when `dest` holds anything but generated weights (absent or empty is fine)."""
-    if not dest.exists() or (dest.is_dir() and (dest / GENERATING_MARKER).exists()):
+    if not dest.exists():
         return
-    if dest.is_dir() and is_complete(dest):
-        kind = (dest / COMPLETE_MARKER).read_text(errors="replace").strip()
-        if kind in GENERATED_KINDS:
+    if dest.is_dir():
+        if (dest / GENERATING_MARKER).exists() or not any(dest.iterdir()):
             return
-        said = kind.splitlines()[0] if kind else "complete"
-        raise NotGenerated(f"{dest} holds weights that were not generated ({said}); random weights never replace "
-                           f"them: use another --models-dir")
-    if dest.is_dir() and not any(dest.iterdir()):
-        return
+        if is_complete(dest):
+            kind = (dest / COMPLETE_MARKER).read_text(errors="replace").strip()
+            if kind in GENERATED_KINDS:
+                return
+            said = kind.splitlines()[0] if kind else "complete"
+            raise NotGenerated(f"{dest} holds weights that were not generated ({said}); random weights never "
+                               f"replace them: use another --models-dir")
     raise NotGenerated(f"{dest} holds files the generator did not write (no {COMPLETE_MARKER} marker); random "
                        f"weights never replace them: move them away, or use another --models-dir")
