@@ -6,7 +6,7 @@ PYTHON ?= python3
 chromium:
 	@command -v chromium >/dev/null || scripts/install_system_packages.sh chromium
 
-.PHONY: chromium setup redis demo test test-unit test-integration fuzz tiny-models clean
+.PHONY: chromium setup redis demo lint test test-unit test-integration fuzz tiny-models clean
 
 setup: $(VENV)/.installed
 
@@ -22,7 +22,10 @@ redis:
 demo: setup redis
 	$(PY) scripts/demo.py
 
-test: setup redis chromium
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup redis chromium lint
 	$(PY) -m pytest -ra
 
 test-unit: setup

@@ -1,5 +1,6 @@
 """Celery configuration: broker and backend from the environment, JSON only, at-least-once delivery."""
 
+from tasks.celery_internals import consumer_class
 from workers.settings import get_settings
 
 _settings = get_settings()
@@ -58,9 +59,9 @@ worker_send_task_events = _settings.task_events
 # No task-sent events: publishing one beside every task message cost the router a fifth of each send
 # (scripts/bench.py); Flower follows tasks from the workers' task-received events onwards.
 task_send_sent_event = False
-# Task events go out in batches, at most 0.1 s after the first of them (tasks/event_batching.py), instead of one
-# Redis PUBLISH per event-loop turn.
-worker_consumer = "tasks.event_batching:Consumer"
+# Task events go out in batches, at most 0.1 s after the first of them (tasks/celery_internals/event_flush.py),
+# instead of one Redis PUBLISH per event-loop turn; Celery's own consumer where those shortcuts are off.
+worker_consumer = consumer_class()
 
 worker_hijack_root_logger = False
 

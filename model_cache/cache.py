@@ -38,9 +38,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from model_cache.errors import ModelOutOfMemory, ModelSkipped
 from model_cache.footprint import Measure, is_out_of_memory, measure_for, release_memory

@@ -8,7 +8,8 @@ from __future__ import annotations
 import functools
 import gc
 import sys
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 # A measure runs a loader and returns (loaded object, bytes it took or None when it cannot tell).
 Measure = Callable[[Callable[[], Any]], tuple[Any, int | None]]

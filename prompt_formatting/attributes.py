@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from prompt_formatting.sections import CONTEXT_SECTIONS, ONDEMAND_SECTIONS, build_sections
+from prompt_formatting.declared import Area
+from prompt_formatting.sections import build_sections
 
 
 def count_context_attributes(enrichment: dict) -> int:
@@ -22,5 +23,5 @@ def count_context_attributes(enrichment: dict) -> int:
     Confidences, boxes, similarities, runner-up alternatives and guidance notes qualify a fact and count
     zero. The detection header (camera, time, type, box) is not counted: it is there with or without the zoo.
     """
-    sections = build_sections(CONTEXT_SECTIONS, enrichment) + build_sections(ONDEMAND_SECTIONS, enrichment)
+    sections = build_sections(Area.CONTEXT, enrichment) + build_sections(Area.ONDEMAND, enrichment)
     return sum(section.fact_count for section in sections)

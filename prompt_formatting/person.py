@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from prompt_formatting.declared import Area, model_section
 from prompt_formatting.facts import FactLine, Section
 from prompt_formatting.untrusted import capped_list, clean_text, quote, quoted
 from prompt_formatting.values import box, count, entries, mapping, moment, number, percent
@@ -20,8 +21,8 @@ from prompt_formatting.vocabulary import (
     SUSPICIOUS_POSTURES,
     THREAT_SEVERITY,
     describe_age,
-    normalise_label,
     posture_key,
+    readable_label,
     severity_of,
 )
 
@@ -47,6 +48,7 @@ CLOTHING_RULES: tuple[ClothingRule, ...] = (
 )
 
 
+@model_section("clothing", purpose="clothing and carried items", area=Area.CONTEXT, order=10)
 def clothing_section(clothing: Any) -> Section:
     """FashionCLIP's per-category top matches, filtered by the clothing rules."""
     clothing = mapping(clothing)
@@ -91,7 +93,7 @@ class Threat:
 
 def _threat(value: Any) -> Threat | None:
     entry = mapping(value)
-    kind = normalise_label(entry.get("type"))
+    kind = readable_label(entry.get("type"))
     if kind is None:
         return None
     name = kind if kind in THREAT_SEVERITY else quote(clean_text(entry.get("type")) or kind)
@@ -109,6 +111,7 @@ def threats_of(threat: dict) -> list[Threat]:
     return sorted(found, key=lambda t: t.order)
 
 
+@model_section("threat", purpose="weapon detection", area=Area.ONDEMAND, order=10)
 def threat_section(threat: Any) -> Section:
     """Weapon alert led by the most severe detection, or a plain 'none found' when the detector ran clean."""
     threat = mapping(threat)
@@ -147,6 +150,7 @@ def _first_number(entry: dict, *keys: str) -> float | None:
     return next((number(entry.get(k)) for k in keys if number(entry.get(k)) is not None), None)
 
 
+@model_section("pose", purpose="body posture", area=Area.ONDEMAND, order=20)
 def posture_section(pose: Any) -> Section:
     """Posture of each person the pose model saw (seed `poses[]`, or our single-person result), flagged
     when it is one that matters at a door (the entry's `suspicious`, else SUSPICIOUS_POSTURES)."""
@@ -176,6 +180,7 @@ def posture_section(pose: Any) -> Section:
 DEMOGRAPHICS_NOTE = "- Demographics never raise or lower risk on their own"
 
 
+@model_section("age_gender", purpose="age group and gender", area=Area.ONDEMAND, order=30, paths=(("demographics",),))
 def demographics_section(demographics: Any) -> Section:
     """Estimated age (seed `age_group`, or our `age`) in words with its range, and gender."""
     demo = mapping(demographics)
@@ -216,6 +221,7 @@ def _action_scores(action: dict) -> list[tuple[str, float | None]]:
     return [(name, score) for name, score in cleaned if name is not None]
 
 
+@model_section("action", purpose="activity recognition", area=Area.ONDEMAND, order=40)
 def activity_section(action: Any) -> Section:
     """X-CLIP's primary action with the ACTION_ALTERNATIVES best runner-up interpretations."""
     action = mapping(action)
@@ -241,6 +247,11 @@ def activity_section(action: Any) -> Section:
 # --- recognition -------------------------------------------------------------------------------------
 
 
+# Ours: the gallery's match under reid; the seed's: reid_match at the top of the enrichment.
+@model_section(
+    "reid", purpose="re-identification against previously seen people", area=Area.ONDEMAND, order=50,
+    paths=(("reid", "reid_match"), ("reid_match",)),
+)
 def recognition_section(match: Any) -> Section:
     """The re-identification match: a returning person with history, or a first sighting.
 

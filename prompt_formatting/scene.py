@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from prompt_formatting.declared import Area, model_section
 from prompt_formatting.facts import FactLine, Section
 from prompt_formatting.untrusted import MAX_LIST_ITEMS, capped_list, clean_text, quote, quoted
 from prompt_formatting.values import count, distinct, entries, mapping, number, percent
@@ -57,6 +58,11 @@ def _labels(group: Any) -> list[str]:
     return [text for text in (clean_text(v) for v in raw) if text]
 
 
+# Ours nests Florence-2 under scene.florence; the scene key may also hold Florence's dict itself.
+@model_section(
+    "florence", purpose="scene description, security objects and visible text", area=Area.CONTEXT, order=50,
+    paths=(("scene", "florence"), ("scene",), ("florence",)),
+)
 def florence_section(scene: Any) -> Section:
     """Scene description, detected objects (high-risk ones flagged) and text, from the scene section or Florence."""
     florence = florence_of(scene)
@@ -83,6 +89,10 @@ def format_florence_scene_context(scene: dict | None) -> str:
     return florence_section(scene).text
 
 
+@model_section(
+    "clip", purpose="scene anomaly for this camera and scene tags", area=Area.CONTEXT, order=60,
+    paths=(("scene", "clip"), ("clip",)),
+)
 def clip_section(clip: Any) -> Section:
     """Whether the frame is unusual for its camera (against the camera's baseline) and its zero-shot scene tags."""
     clip = mapping(clip)
@@ -121,6 +131,7 @@ def _metres(distance: float) -> str:
     return f"{distance:.1f} m" if distance < 10 else f"{distance:.0f} m"
 
 
+@model_section("depth", purpose="distance from the camera", area=Area.CONTEXT, order=40)
 def depth_section(depth: Any) -> Section:
     """How far the detection is from the camera: proximity in words, approximate metres, relative depth."""
     depth = mapping(depth)

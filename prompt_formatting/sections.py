@@ -1,25 +1,20 @@
-"""Which sections the prompt holds, in what order, and where in the enrichment each finds its model's result."""
+"""Which sections the prompt holds, in what order, and where in the enrichment each finds its model's result.
+
+Collected from the formatter modules' own declarations (prompt_formatting.declared): every module of this
+package is imported, so a new formatter module is found without an edit here.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import importlib
+import pkgutil
+from functools import cache
+from typing import Any
 
+import prompt_formatting
+from prompt_formatting.declared import MODEL_PROMPTS, Area, ModelPrompt, Paths, SectionBuilder
 from prompt_formatting.facts import Section, join_sections
-from prompt_formatting.person import (
-    activity_section,
-    clothing_section,
-    demographics_section,
-    posture_section,
-    recognition_section,
-    threat_section,
-)
-from prompt_formatting.scene import clip_section, depth_section, florence_section
 from prompt_formatting.values import mapping
-from prompt_formatting.vehicle_animal import pet_section, vehicle_section
-
-SectionBuilder = Callable[[Any], Section]
-# Where a section's input sits in the enrichment: key paths tried in order, the first present one wins.
-Paths = tuple[tuple[str, ...], ...]
 
 
 def find(enrichment: Any, paths: Paths) -> Any:
@@ -33,33 +28,31 @@ def find(enrichment: Any, paths: Paths) -> Any:
     return None
 
 
-# What the subject looks like and where it is: printed under "Visual Context".
-CONTEXT_SECTIONS: tuple[tuple[Paths, SectionBuilder], ...] = (
-    ((("clothing",),), clothing_section),
-    ((("vehicle",),), vehicle_section),
-    ((("pet",),), pet_section),
-    ((("depth",),), depth_section),
-    # Ours nests Florence-2 under scene.florence; the scene key may also hold Florence's dict itself.
-    ((("scene", "florence"), ("scene",), ("florence",)), florence_section),
-    ((("scene", "clip"), ("clip",)), clip_section),
-)
-
-# The on-demand models' findings, threat always first (seed order).
-ONDEMAND_SECTIONS: tuple[tuple[Paths, SectionBuilder], ...] = (
-    ((("threat",),), threat_section),
-    ((("pose",),), posture_section),
-    ((("demographics",),), demographics_section),
-    ((("action",),), activity_section),
-    # Ours: the gallery's match under reid; the seed's: reid_match at the top of the enrichment.
-    ((("reid", "reid_match"), ("reid_match",)), recognition_section),
-)
+@cache
+def declared_prompts() -> dict[str, ModelPrompt]:
+    """Every model's declared prompt part, by model name (imports each formatter module, once per process)."""
+    for module in pkgutil.iter_modules(prompt_formatting.__path__):
+        importlib.import_module(f"{prompt_formatting.__name__}.{module.name}")
+    return MODEL_PROMPTS
 
 
-def build_sections(table: tuple[tuple[Paths, SectionBuilder], ...], enrichment: Any) -> list[Section]:
-    """Each table row's section built from its place in the enrichment dict (missing ones give empty sections)."""
-    return [build(find(enrichment, paths)) for paths, build in table]
+@cache
+def area_table(area: Area) -> tuple[tuple[Paths, SectionBuilder], ...]:
+    """The sections of one area, in their declared order: (where the input sits, the builder)."""
+    declared = sorted((p for p in declared_prompts().values() if p.area is area and p.build), key=lambda p: p.order)
+    return tuple((p.paths, p.build) for p in declared if p.build is not None)
+
+
+def build_sections(area: Area, enrichment: Any) -> list[Section]:
+    """The area's sections, each built from its place in the enrichment dict (missing ones give empty sections)."""
+    return [build(find(enrichment, paths)) for paths, build in area_table(area)]
+
+
+def purposes() -> dict[str, str]:
+    """What each model's result tells, by model name."""
+    return {name: prompt.purpose for name, prompt in declared_prompts().items()}
 
 
 def format_ondemand_enrichment_context(enrichment: dict) -> str:
     """Threat, posture, demographics, activity and recognition sections, or "" when none has content."""
-    return join_sections(build_sections(ONDEMAND_SECTIONS, enrichment))
+    return join_sections(build_sections(Area.ONDEMAND, enrichment))

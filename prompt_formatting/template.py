@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from string import Template
-from typing import Any, Callable
+from typing import Any
 
+from prompt_formatting.declared import Area
 from prompt_formatting.facts import join_sections
-from prompt_formatting.sections import CONTEXT_SECTIONS, ONDEMAND_SECTIONS, build_sections
+from prompt_formatting.sections import build_sections, purposes
 from prompt_formatting.untrusted import clean_text, quote, quoted
 from prompt_formatting.values import box, mapping, moment, out_of_100, percent, yes_no
 
@@ -111,19 +113,9 @@ DETECTION_FIELDS: tuple[tuple[str, str, Callable[[Any], str | None], str | None]
     ("Upstream suspicion score", "suspicious_score", out_of_100, None),
 )
 
-# What each model would have contributed, so an unavailable one is named by what is now unknown.
-MODEL_PURPOSES: dict[str, str] = {
-    "threat": "weapon detection",
-    "pose": "body posture",
-    "clothing": "clothing and carried items",
-    "age_gender": "age group and gender",
-    "vehicle": "vehicle type",
-    "pet": "animal type",
-    "reid": "re-identification against previously seen people",
-    "depth": "distance from the camera",
-    "action": "activity recognition",
-    "florence": "scene description, security objects and visible text",
-    "clip": "scene anomaly for this camera and scene tags",
+# What the assembly's own steps contribute (each model declares its purpose beside its formatter), so an
+# unavailable one is named by what is now unknown.
+ASSEMBLY_PURPOSES: dict[str, str] = {
     "reid_gallery": "matching against previously seen people",
     "scene_baseline": "whether the scene is unusual for this camera",
 }
@@ -149,7 +141,7 @@ def _unavailable_lines(unavailable: Any) -> str:
         if name is None:
             continue
         why = quoted(reason, "message") or "no result"
-        purpose = MODEL_PURPOSES.get(name)
+        purpose = purposes().get(name) or ASSEMBLY_PURPOSES.get(name)
         lines.append(f"- {name} ({purpose}): {why}" if purpose else f"- {quote(name)}: {why}")
     return "\n".join(lines)
 
@@ -162,9 +154,9 @@ def build_risk_prompt(event: dict, enrichment: dict, unavailable: dict[str, str]
     """The full Nemotron prompt; empty sections are left out and unavailable models are named."""
     text = RISK_ANALYSIS_TEMPLATE.substitute(
         detection=_detection_lines(event),
-        context_section=_fill(CONTEXT_SECTION, "context", join_sections(build_sections(CONTEXT_SECTIONS, enrichment))),
+        context_section=_fill(CONTEXT_SECTION, "context", join_sections(build_sections(Area.CONTEXT, enrichment))),
         ondemand_section=_fill(
-            ONDEMAND_ENRICHMENT_SECTION, "ondemand_context", join_sections(build_sections(ONDEMAND_SECTIONS, enrichment))
+            ONDEMAND_ENRICHMENT_SECTION, "ondemand_context", join_sections(build_sections(Area.ONDEMAND, enrichment))
         ),
         calibration_section=CALIBRATION_SECTION.substitute(notes="\n".join(f"- {n}" for n in CALIBRATION_NOTES)),
         unavailable_section=_fill(UNAVAILABLE_SECTION, "unavailable", _unavailable_lines(unavailable)),

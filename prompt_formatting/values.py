@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from prompt_formatting.untrusted import quoted
@@ -53,7 +53,7 @@ def moment(value: Any) -> str | None:
         when = value
     elif number(value) is not None:
         try:
-            when = datetime.fromtimestamp(float(value), tz=timezone.utc)
+            when = datetime.fromtimestamp(float(value), tz=UTC)
         except (OverflowError, OSError, ValueError):
             return None
     elif isinstance(value, str):
@@ -65,7 +65,7 @@ def moment(value: Any) -> str | None:
         return None
     if when.tzinfo is None:
         return when.strftime("%Y-%m-%d %H:%M:%S")
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def distinct(values: list[str]) -> list[str]:

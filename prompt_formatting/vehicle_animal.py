@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from prompt_formatting.declared import Area, model_section
 from prompt_formatting.facts import FactLine, Section
 from prompt_formatting.untrusted import capped_list, quote
 from prompt_formatting.values import entries, mapping, number, percent
@@ -15,7 +16,7 @@ from prompt_formatting.vocabulary import (
     NOT_VEHICLE_LABELS,
     PLACEHOLDER_LABEL,
     VEHICLE_TYPES,
-    normalise_label,
+    readable_label,
 )
 
 
@@ -39,12 +40,12 @@ PET = ClassifierSection("### Animal Classification", "Animal", "animal", ("label
 
 def _ranked(result: dict, spec: ClassifierSection) -> list[tuple[str, float | None]]:
     """(normalised label, score) for the best label and every scored alternative, best first, each label once."""
-    top = next((normalise_label(result.get(k)) for k in spec.label_keys if normalise_label(result.get(k))), None)
+    top = next((readable_label(result.get(k)) for k in spec.label_keys if readable_label(result.get(k))), None)
     scores: dict[str, float | None] = {}
     pairs = [(mapping(e).get("label"), mapping(e).get("score")) for e in entries(result.get("top_k"))]
     pairs += list(mapping(result.get("all_scores")).items())
     for raw, score in pairs:
-        name = normalise_label(raw)
+        name = readable_label(raw)
         if name is not None and name not in scores:
             scores[name] = number(score)
     ranked = sorted(scores.items(), key=lambda item: -(item[1] if item[1] is not None else -1.0))
@@ -83,10 +84,12 @@ def _classification(result: Any, spec: ClassifierSection) -> Section:
     return Section(spec.heading, tuple(lines))
 
 
+@model_section("vehicle", purpose="vehicle type", area=Area.CONTEXT, order=20)
 def vehicle_section(vehicle: Any) -> Section:
     return _classification(vehicle, VEHICLE)
 
 
+@model_section("pet", purpose="animal type", area=Area.CONTEXT, order=30)
 def pet_section(pet: Any) -> Section:
     return _classification(pet, PET)
 

@@ -35,7 +35,7 @@ def singular(word: str) -> str:
     return word
 
 
-def normalise_label(value: object) -> str | None:
+def readable_label(value: object) -> str | None:
     """A model label as lower-case words, singular: "Pickup_Trucks" -> "pickup truck"; None when it says nothing."""
     text = clean_text(value, "label")
     if text is None:
@@ -74,7 +74,7 @@ def threat_severity(threat_type: object) -> str:
     Matching is by whole (singular) words, case-insensitive, so "Handgun", "kitchen knives" and
     "baseball_bat" are rated; an unknown or missing type is UNKNOWN_THREAT_SEVERITY ("high").
     """
-    label = normalise_label(threat_type)
+    label = readable_label(threat_type)
     if label is None:
         return UNKNOWN_THREAT_SEVERITY
     rated = [THREAT_SEVERITY[w] for w in words_of(label) if w in THREAT_SEVERITY]
@@ -96,7 +96,7 @@ HIGH_RISK_OBJECT_WORDS: frozenset[str] = frozenset(
 
 def is_high_risk_object(label: object) -> bool:
     """Whether an object label names a high-risk object (whole words, plurals and case folded)."""
-    normalised = normalise_label(label)
+    normalised = readable_label(label)
     return normalised is not None and any(w in HIGH_RISK_OBJECT_WORDS for w in words_of(normalised))
 
 
@@ -120,7 +120,7 @@ SUSPICIOUS_POSTURES: frozenset[str] = frozenset({"crouching", "crawling", "lying
 
 def posture_key(value: object) -> str | None:
     """A posture name as POSTURE_WORDS keys it ("Lying down" -> "lying_down"), or None."""
-    label = normalise_label(value)
+    label = readable_label(value)
     return None if label is None else label.replace(" ", "_")
 
 

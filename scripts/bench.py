@@ -23,8 +23,9 @@ It prints a table and writes a JSON report after every phase (a run cut short ke
 phase is bounded by --phase-timeout; a phase that fails or times out is recorded with its error and the tail
 of the pool's log, and the run goes on. Figures: events/s, end-to-end latency p50/p95/p99 (submit to the
 enrichment.completed announcement), orchestration overhead per event (the pool's latency for an event, one
-event at a time, minus the direct pipeline's latency for the same event: what Celery, Redis and the hops add), bytes through Redis per event (INFO stats), frame bytes read by device workers
-per event against the event's frame bytes, model loads and cache hit rate.
+event at a time, minus the direct pipeline's latency for the same event: what Celery, Redis and the hops add),
+bytes through Redis per event (INFO stats), frame bytes read by device workers per event against the event's
+frame bytes, model loads and cache hit rate.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import typer
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tasks import sample_events  # noqa: E402
+from scripts.fixtures import sample_events  # noqa: E402
 from tasks.results import COMPLETED_CHANNEL, result_key  # noqa: E402
 from workers.registry import MODELS  # noqa: E402
 from workers.state import WORKER_INDEX, WORKER_STATE_PREFIX  # noqa: E402
@@ -163,12 +164,12 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def noop_environment(root: Path) -> dict[str, str]:
     """<NAME>_MODEL_FAMILY and <NAME>_MODEL_PATH for every model: the no-op family, one marker directory."""
-    from workers.generated.noop import write_noop
+    from scripts.fixtures.noop import write_noop
 
     write_noop(root / "noop")
     env = {}
     for entry in MODELS:
-        env[entry.family_env] = "noop:NoopModel"
+        env[entry.family_env] = "scripts.fixtures.noop:NoopModel"
         env[entry.path_env] = str(root / "noop")
     return env
 
@@ -194,7 +195,7 @@ def missing_weights(models_dir: Path) -> list[str]:
 
 
 def ensure_tiny_models(models_dir: Path) -> None:
-    from workers.generated import write_generated
+    from scripts.fixtures.weights import write_generated
 
     for entry in MODELS:
         write_generated(entry, models_dir)
@@ -616,7 +617,8 @@ def main(
     for name, plan in pool_phases(noop, env, gpus, concurrency, batch_size, compare, affinity,
                                   affinity_share_mb).items():
         log_dir = work / name
-        report.phase(name, lambda: run_pool(plan, trace, warmup, models_dir, log_dir, phase_timeout), log_dir)
+        report.phase(name, lambda plan=plan, log_dir=log_dir: run_pool(plan, trace, warmup, models_dir, log_dir,
+                                                                      phase_timeout), log_dir)
     report.data["summary"] = summarise(report.data)
     report.write()
     print_report(report.data)

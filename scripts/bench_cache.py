@@ -267,7 +267,7 @@ POLICIES = {
     "LRU": "plain least recently used by bytes, blind to priority and demand",
     "Belady": "offline optimum (size-aware, furthest next use first) serving every request that fits the budget",
 }
-HIT_RATIO_FLOOR = 0.9  # issue 16: at least 0.9x the hit rate of Belady serving every request that fits
+HIT_RATIO_FLOOR = 0.9  # the policy must reach at least 0.9x the hit rate of Belady serving every request that fits
 
 
 def acceptance(cache: Outcome, belady: Outcome) -> dict:

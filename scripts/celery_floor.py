@@ -31,7 +31,7 @@ sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
 from celery import Celery  # noqa: E402
 
-from tasks import kombu_clients  # noqa: E402
+from tasks.celery_internals import redis_clients as kombu_clients  # noqa: E402
 
 kombu_clients.install()
 
@@ -59,7 +59,7 @@ def floor_collect(records: list[dict[str, Any]], event_id: str) -> dict[str, Any
 def floor_route(self: Any, event_id: str, models: int) -> None:
     from kombu.utils.uuid import uuid
 
-    from tasks.chord_send import send_chord
+    from tasks.celery_internals.chords import send_chord
 
     header = [floor_model.si(i).set(queue=MODEL_QUEUE, task_id=uuid()) for i in range(models)]
     send_chord(floor, header, floor_collect.s(event_id), group_id=uuid(), body_id=self.request.id,

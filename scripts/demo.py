@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -12,12 +13,13 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts.fixtures, and this checkout
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from tasks.sample_events import demo_events  # noqa: E402
+from scripts.fixtures.sample_events import demo_events  # noqa: E402
+from scripts.fixtures.weights import NotGenerated, write_generated  # noqa: E402
 from tasks.local_pool import LocalPool, RedisServer  # noqa: E402
-from workers.generated import NotGenerated, write_generated  # noqa: E402
 from workers.registry import REGISTRY  # noqa: E402
 
 console = Console()

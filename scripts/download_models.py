@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -170,7 +170,7 @@ def process(entry: ModelEntry, models_dir: Path, skip_verify: bool, device: str)
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return Outcome(entry.name, source, dest, "failed", f"does not load: {type(exc).__name__}: {first_line}")
     if not present:
-        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
         (dest / COMPLETE_MARKER).write_text(f"downloaded from {source}\nverified {stamp}\n")
     return Outcome(entry.name, source, dest, "present, verified" if present else "downloaded, verified")
 

@@ -41,7 +41,7 @@ import redis  # noqa: E402
 from celery import Celery  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tasks import sample_events  # noqa: E402
+from scripts.fixtures import sample_events  # noqa: E402
 from tasks.local_pool import LocalPool, RedisServer, free_port  # noqa: E402
 from workers.settings import Settings  # noqa: E402
 
@@ -106,7 +106,7 @@ class Frames:
     hostile: dict[str, bytes]
 
     @classmethod
-    def build(cls) -> "Frames":
+    def build(cls) -> Frames:
         small = Image.new("RGB", (96, 64), (90, 120, 60))
         valid = {
             "bus": (sample_events.bus_photo(), 810, 1080),
@@ -495,7 +495,7 @@ def main(
     log_dir = Path(tempfile.mkdtemp(prefix="mz-fuzz-"))
     try:
         if redis_url is None:
-            from workers.generated import NotGenerated, write_generated
+            from scripts.fixtures.weights import NotGenerated, write_generated
             from workers.registry import REGISTRY
 
             try:
@@ -508,7 +508,7 @@ def main(
             redis_url = server.url
             env = {"METRICS_PORT_BASE": str(free_port()), "METRICS_DIR": str(log_dir / "metrics")}
             if noop:
-                env |= {f"{name.upper()}_MODEL_FAMILY": "noop:NoopModel" for name in REGISTRY}
+                env |= {f"{name.upper()}_MODEL_FAMILY": "scripts.fixtures.noop:NoopModel" for name in REGISTRY}
             pool = LocalPool(redis_url, models_dir, log_dir, env=env)
             typer.echo(f"starting a pool on {redis_url} (logs: {pool.log_path})", err=True)
             pool.start()

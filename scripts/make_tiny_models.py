@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -11,10 +12,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts.fixtures, and this checkout
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from workers.generated import write_generated  # noqa: E402
+from scripts.fixtures.weights import write_generated  # noqa: E402
 from workers.model_files import is_complete, model_dir  # noqa: E402
 from workers.registry import REGISTRY  # noqa: E402
 

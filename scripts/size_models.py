@@ -19,7 +19,6 @@ import io
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -66,7 +65,10 @@ def sample_inputs(count: int) -> list[Any]:
     """count person detections on a real photo (boxes shifted a little), with a face and an 8-frame buffer."""
     from PIL import Image
 
-    from tasks.sample_events import two_people_photo
+    try:
+        from scripts.fixtures.sample_events import two_people_photo
+    except ImportError:  # a measured checkout from before the fixtures moved
+        from tasks.sample_events import two_people_photo
     from workers.models.base import ModelInput
 
     frame = Image.open(io.BytesIO(two_people_photo())).convert("RGB")
@@ -95,7 +97,8 @@ def run_child(name: str, models_dir: Path, device: str, loads: int, infers: int,
     emit({"stage": "ready", "device": runtime.device, "import_ms": round((time.perf_counter() - started) * 1000, 1),
           "since_spawn_ms": round((time.time() - spawned_at) * 1000, 1)})
 
-    warm_up = getattr(runtime, "warm_up", None)  # absent in checkouts from before it existed
+    # runtime.services.warm_up; older checkouts had it on the runtime itself, or not at all
+    warm_up = getattr(getattr(runtime, "services", runtime), "warm_up", None)
     if warm_up is not None:
         began = time.perf_counter()
         steps = warm_up([name])
@@ -156,7 +159,7 @@ def run_child(name: str, models_dir: Path, device: str, loads: int, infers: int,
 # -- the parent: generation, one child per model, the report ---------------------------------------------------
 def generate(names: list[str], models_dir: Path, full_size: bool) -> dict[str, float]:
     """Write random weights for the models whose directories are not complete; seconds per model written."""
-    from workers.generated import write_generated
+    from scripts.fixtures.weights import write_generated
     from workers.model_files import is_complete, model_dir
     from workers.registry import REGISTRY
 
@@ -287,7 +290,7 @@ def main(
         "source": str(source), "commit": git_commit(source), "models_dir": str(models_dir), "full_size": full_size,
         "loads": loads, "infers": infers, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "models": {},
     }
-    from workers.generated import NotGenerated
+    from scripts.fixtures.weights import NotGenerated
 
     try:
         report["generated_s"] = generate(names, models_dir.resolve(), full_size)

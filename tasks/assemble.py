@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -16,6 +17,8 @@ from tasks.scene_baseline import SceneBaseline
 from tasks.schemas import EnrichmentResult, RoutedEvent
 from workers.frames import FrameStore
 from workers.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 
 def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEvent) -> dict:
@@ -36,16 +39,16 @@ def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEven
 
 
 @app.task(name="assemble")
-def assemble(records: list[dict], event: str | dict[str, Any]) -> dict:
+def assemble(records: list[dict], event: str) -> dict:
     """Chord callback: records from every model task of one event, and the event's id.
 
-    The router's RoutedEvent waits in the event's ledger entry (written before any model task was sent), so the
-    chord carries only the id: every model task's message carries the chord's body, and the whole RoutedEvent in
-    it was most of each message's JSON. A RoutedEvent given in place of the id (a router before this change) is
-    used as it is.
+    What the event is, which keys it owns and its deadline are read from the ledger entry the router wrote before
+    any model task was sent, never from this message: the chord carries only the id. Anything else in its
+    place (a RoutedEvent, say) changes nothing.
     """
-    if isinstance(event, dict):
-        return finish_event(records, RoutedEvent.model_validate(event))
+    if not isinstance(event, str):
+        log.warning("assemble refused: its event argument is a %s, not an event id", type(event).__name__)
+        return {"error": "assemble takes an event id; the event itself is read from the ledger"}
     routed = Ledger(redis_client()).routed(event)
     if routed is None:  # the sweeper finished the event first (and closed its entry), or the entry expired
         stored = result_store().get(event)

@@ -2,10 +2,10 @@
 
 from celery import Celery
 
-from tasks import kombu_clients
+from tasks import celery_internals
 from tasks.signals import connect_worker_signals
 
-kombu_clients.install()
+celery_internals.install()
 
 TASK_MODULES = ["tasks.router", "tasks.model_task", "tasks.assemble", "tasks.sweeper", "tasks.risk_task", "tasks.control"]
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -72,7 +72,7 @@ def build_event(image: bytes, box: Box, detection_type: str, camera: str, event_
     """The enrich_detection event for one image file (the frame travels as base64)."""
     event: dict[str, Any] = {
         "event_id": event_id, "camera_id": camera, "detection_type": detection_type, "confidence": 1.0,
-        "timestamp": timestamp or datetime.now(timezone.utc).isoformat(), "bbox": list(box),
+        "timestamp": timestamp or datetime.now(UTC).isoformat(), "bbox": list(box),
         "face_visible": face is not None, "suspicious_score": suspicious,
         "image": base64.b64encode(image).decode(),
     }

@@ -7,7 +7,7 @@ import time
 import redis
 
 from tasks.schemas import RoutedEvent
-from workers.pipelines import queued
+from workers.redis_writes import queued
 
 DEADLINES_KEY = "ledger:deadlines"
 

@@ -41,7 +41,7 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--save", "", "--appendonly", "yes" if self.persistent else "no", "--daemonize", "no"]
@@ -115,7 +115,7 @@ class LocalPool:
             "HEARTBEAT_SECONDS": "1", "BEAT_SCHEDULE_FILE": str(self.log_dir / "beat-schedule"),
         } | self.extra_env
 
-    def start(self, expected_workers: int = 2, timeout: float = 120) -> "LocalPool":
+    def start(self, expected_workers: int = 2, timeout: float = 120) -> LocalPool:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(

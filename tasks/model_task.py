@@ -59,9 +59,9 @@ def runtime() -> DeviceRuntime:
             settings = get_settings()
             frames = DecodedFrames(FrameStore(redis_client(), settings.frame_ttl_seconds), settings.max_image_pixels)
             created = DeviceRuntime(settings, frames, _node["name"] or f"pid{os.getpid()}", client=redis_client())
-            count_crashes(created.open_journal())
+            count_crashes(created.crashes.open_journal())
             _runtime = created.start()
-            _runtime.start_model_services()  # preload/unload commands; warm-up and PRELOAD_MODELS in the background
+            _runtime.services.start()  # preload/unload commands; warm-up and PRELOAD_MODELS in the background
     return _runtime
 
 

@@ -2,34 +2,28 @@
 
 The Celery tasks (router, run_model, assemble) are thin shells around these. `enrich_directly` runs the same
 steps in one process over a local DeviceRuntime, without Celery or Redis: scripts/bench.py's direct path.
-Assembly also finishes the stored result's shapes: the seed's top-level reid_match, approximate metres in the
-depth section, the normalised vehicle/pet type, and CLIP's scene anomaly against the camera's baseline.
+Assembly also finishes the stored result's shapes through each model's finisher (named in the registry): the
+seed's top-level reid_match, approximate metres in the depth section, the readable vehicle/pet type, and CLIP's
+scene anomaly against the camera's baseline.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prompt_formatting import approximate_distance_m, build_risk_prompt, count_context_attributes
-from prompt_formatting.vocabulary import (
-    CLASSIFIER_CONFIDENCE_FLOOR,
-    NOT_ANIMAL_LABELS,
-    NOT_VEHICLE_LABELS,
-    PLACEHOLDER_LABEL,
-    normalise_label,
-)
+from prompt_formatting import build_risk_prompt, count_context_attributes
 from tasks.admission import AdmittedEvent, admit, parse_event
 from tasks.reid_gallery import ReidGallery
 from tasks.scene_baseline import SceneBaseline
 from tasks.schemas import EnrichmentResult, RoutedEvent
+from workers.finishing import Finishing
 from workers.frames import buffer_key, frame_key
 from workers.records import ModelRecord, ModelRequest
-from workers.registry import REGISTRY, plan_models
+from workers.registry import MODELS, REGISTRY, plan_models
 from workers.runtime import DeviceRuntime
 from workers.settings import DepthSettings, Settings
 
@@ -113,121 +107,23 @@ def unavailable_models(models: Mapping[str, ModelRecord]) -> dict[str, str]:
     }
 
 
-def seed_reid_match(match: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The seed's top-level reid_match for a gallery answer, or None for a first sighting (no known person).
-
-    The seed prints its sighting_count as "Previous sightings", so here it excludes this sighting; the
-    gallery's own answer (reid.reid_match: new, cameras, first/last seen) counts it.
-    """
-    if match.get("new") is not False:
-        return None
-    return {
-        "identity": match["identity"],
-        "similarity": match["similarity"],
-        "sighting_count": max(int(match["sighting_count"]) - 1, 0),
-        "name": match.get("name"),
-    }
-
-
-def match_identity(enrichment: dict[str, Any], camera_id: str, gallery: ReidGallery) -> str | None:
-    """Attach the gallery's answer to the reid section, and the seed's reid_match to the enrichment when the
-    person was seen before; returns the reason when the gallery failed."""
-    reid = enrichment.get("reid")
-    if not reid or not reid.get("embedding"):
-        return None
-    try:
-        match = gallery.match_or_add(reid["embedding"], camera_id, time.time())
-    except Exception as exc:
-        log.warning("re-identification gallery unavailable: %s", exc)
-        return f"error: {exc}"
-    reid["reid_match"] = match
-    seed_match = seed_reid_match(match)
-    if seed_match is not None:
-        enrichment["reid_match"] = seed_match
-    return None
-
-
-def score_scene(enrichment: dict[str, Any], camera_id: str, baseline: SceneBaseline) -> str | None:
-    """CLIP's scene anomaly against the camera's baseline (the frame then joins it); the reason if it failed."""
-    clip = enrichment.get("scene", {}).get("clip")
-    if not isinstance(clip, dict) or not clip.get("frame_embedding"):
-        return None
-    try:
-        clip["anomaly"] = baseline.score_and_learn(clip["frame_embedding"], camera_id)
-    except Exception as exc:
-        log.warning("scene baseline unavailable: %s", exc)
-        return f"error: {exc}"
-    return None
-
-
-def add_distance(enrichment: dict[str, Any], camera_id: str, depth: DepthSettings) -> None:
-    """Approximate metres (0.1 m) beside the depth section's relative depth, in the camera's calibrated range."""
-    section = enrichment.get("depth")
-    relative = section.get("relative_depth") if isinstance(section, dict) else None
-    if isinstance(relative, bool) or not isinstance(relative, (int, float)) or not math.isfinite(relative):
-        return
-    near_m, far_m = depth.range_m(camera_id)
-    section["distance_m"] = round(approximate_distance_m(relative, near_m, far_m), 1)
-
-
-# Classifier sections that get a normalised type: section, the key it is stored under, classes never named.
-CLASSIFIED_TYPES: tuple[tuple[str, str, frozenset[str]], ...] = (
-    ("vehicle", "vehicle_type", NOT_VEHICLE_LABELS),
-    ("pet", "pet_type", NOT_ANIMAL_LABELS),
-)
-
-
-def classified_type(result: Mapping[str, Any], excluded: frozenset[str]) -> str | None:
-    """The type a classifier names, as the prompt names it: the best label that is not an excluded class
-    (background, pedestrian, person ...) nor a placeholder, normalised ("Pickup_Trucks" -> "pickup truck");
-    None when there is none or its score is below CLASSIFIER_CONFIDENCE_FLOOR (too unsure to name)."""
-    scores: dict[str, float | None] = {}
-    top = normalise_label(result.get("label"))
-    if top is not None:
-        confidence = result.get("confidence")
-        scores[top] = float(confidence) if isinstance(confidence, (int, float)) else None
-    for entry in result.get("top_k") or []:
-        name = normalise_label(entry.get("label")) if isinstance(entry, Mapping) else None
-        if name is not None and name not in scores:
-            score = entry.get("score")
-            scores[name] = float(score) if isinstance(score, (int, float)) else None
-    ranked = sorted(scores.items(), key=lambda item: -(item[1] if item[1] is not None else -1.0))
-    for name, score in ranked:
-        if name in excluded or PLACEHOLDER_LABEL.fullmatch(name):
-            continue
-        return name if score is None or score >= CLASSIFIER_CONFIDENCE_FLOOR else None
-    return None
-
-
-def name_types(enrichment: dict[str, Any]) -> None:
-    """vehicle_type / pet_type beside the classifier's own label (null: not sure enough, or no such class)."""
-    for section, key, excluded in CLASSIFIED_TYPES:
-        result = enrichment.get(section)
-        if isinstance(result, dict):
-            result[key] = classified_type(result, excluded)
-
-
 def assemble_result(records: Iterable[ModelRecord | Mapping[str, Any] | None], routed: RoutedEvent,
                     gallery: ReidGallery | None, baseline: SceneBaseline | None = None,
                     depth: DepthSettings = DEFAULT_DEPTH) -> EnrichmentResult:
     """Merge the records of one routed event, finish their shapes, and write the prompt.
 
-    The person is matched against the re-ID gallery and the frame scored against the camera's scene
-    baseline when they are given (either failing makes the event partial, named in errors).
+    Each model's finisher (the registry's) completes its section: the person is matched against the re-ID
+    gallery and the frame scored against the camera's scene baseline when they are given (either failing
+    makes the event partial, named in errors), metres and readable types are added.
     """
     event = routed.event
     enrichment, models = merge_records(records, routed.planned)
-    unavailable = unavailable_models(models)
-    if gallery is not None:
-        gallery_error = match_identity(enrichment, event.camera_id, gallery)
-        if gallery_error:
-            unavailable["reid_gallery"] = gallery_error
-    if baseline is not None:
-        baseline_error = score_scene(enrichment, event.camera_id, baseline)
-        if baseline_error:
-            unavailable["scene_baseline"] = baseline_error
-    add_distance(enrichment, event.camera_id, depth)
-    name_types(enrichment)
+    finishing = Finishing(camera_id=event.camera_id, depth=depth, gallery=gallery, baseline=baseline)
+    for entry in MODELS:
+        finish = entry.finisher()
+        if finish is not None:
+            finish(enrichment, finishing)
+    unavailable = unavailable_models(models) | finishing.unavailable
     summary = event.model_dump(mode="json")
     now = time.time()
     return EnrichmentResult(

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from workers.state import WorkerState
 
+
 def choose_queue(model: str, workers: list[WorkerState], static_queues: list[str], reserved: dict[str, int] | None = None,
                  affinity: bool = True) -> str:
     """Pick the device queue for one model.

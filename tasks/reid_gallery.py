@@ -61,7 +61,7 @@ class ReidGallery:
         self.lock_wait = lock_wait
 
     @classmethod
-    def configured(cls, client: redis.Redis, settings: ReidSettings) -> "ReidGallery":
+    def configured(cls, client: redis.Redis, settings: ReidSettings) -> ReidGallery:
         """The gallery with REID_THRESHOLD and REID_TTL_SECONDS from the pool's settings."""
         return cls(client, threshold=settings.threshold, ttl_seconds=settings.ttl_seconds)
 

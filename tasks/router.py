@@ -21,7 +21,7 @@ from kombu.utils.uuid import uuid
 from tasks.admission import AdmittedEvent, Rejected, admit, parse_event, redis_key_reader
 from tasks.assemble import assemble, finish_event
 from tasks.celery import app
-from tasks.chord_send import send_chord
+from tasks.celery_internals import event_strategy, send_chord
 from tasks.connection import redis_client, result_store
 from tasks.ledger import Ledger
 from tasks.metrics import EVENTS
@@ -161,14 +161,15 @@ def answer(task: Any, result: dict) -> dict:
     return result
 
 
-@app.task(name="enrich_detection", bind=True, ignore_result=True, Strategy="tasks.message_limit:bounded_strategy")
+@app.task(name="enrich_detection", bind=True, ignore_result=True, Strategy=event_strategy())
 def enrich_detection(self, *args: Any, **kwargs: Any) -> dict | None:
     """Entry point for the backend: one detection event dict in, its EnrichmentResult out.
 
     One result per event_id: a stored result is returned as is, and a duplicate of an event still in
     flight waits for the original's result instead of computing it again. The result is stored under this
     task's id either way (by the router itself, or by the chord's assemble that takes its place). Messages
-    above MAX_EVENT_BYTES never get here (message_limit.bounded_strategy answers them in the consumer).
+    above MAX_EVENT_BYTES never get here (celery_internals.message_bounds answers them in the consumer, where
+    Celery's shortcuts are on).
     """
     received_at = time.time()
     settings = get_settings()

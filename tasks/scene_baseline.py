@@ -54,7 +54,7 @@ class SceneBaseline:
         self.prefix = prefix
 
     @classmethod
-    def configured(cls, client: redis.Redis, settings: SceneSettings) -> "SceneBaseline":
+    def configured(cls, client: redis.Redis, settings: SceneSettings) -> SceneBaseline:
         """The baseline with the SCENE_BASELINE_* and SCENE_ANOMALY_THRESHOLD settings."""
         return cls(client, size=settings.baseline_size, ttl_seconds=settings.baseline_ttl_seconds,
                    min_frames=settings.baseline_min_frames, interval_seconds=settings.baseline_interval_seconds,

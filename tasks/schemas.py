@@ -7,10 +7,19 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from workers.records import Box, ModelRecord
-from workers.registry import normalise_label
+from workers.registry import detection_type_of
 
 EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
 CAMERA_ID_PATTERN = EVENT_ID_PATTERN
@@ -44,7 +53,7 @@ class FrameSource(BaseModel):
     image_key: StrictStr | None = Field(None, pattern=IMAGE_KEY_PATTERN)
 
     @model_validator(mode="after")
-    def exactly_one(self) -> "FrameSource":
+    def exactly_one(self) -> FrameSource:
         given = [name for name in FRAME_FIELDS if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of image, image_path, image_key (got {given or 'none'})")
@@ -89,7 +98,7 @@ class DetectionEvent(BaseModel):
     @field_validator("detection_type")
     @classmethod
     def known_label(cls, value: str) -> str:
-        label = normalise_label(value)
+        label = detection_type_of(value)
         if label is None:
             raise ValueError(f"{echo(value)!r} is not a person, vehicle or animal label")
         return label
@@ -114,7 +123,7 @@ class DetectionEvent(BaseModel):
         return _check_box(value)
 
     @model_validator(mode="after")
-    def one_frame_source(self) -> "DetectionEvent":
+    def one_frame_source(self) -> DetectionEvent:
         given = [name for name in FRAME_FIELDS if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of image, image_path, image_key (got {given or 'none'})")
@@ -124,7 +133,7 @@ class DetectionEvent(BaseModel):
     def frame_source(self) -> FrameSource:
         return FrameSource(image=self.image, image_path=self.image_path, image_key=self.image_key)
 
-    def summary(self, bbox: Box, face_bbox: Box | None) -> "EventSummary":
+    def summary(self, bbox: Box, face_bbox: Box | None) -> EventSummary:
         """The event without its pixels, with the boxes as the models saw them (clamped to the frame)."""
         return EventSummary(
             **self.model_dump(exclude={"image", "image_path", "image_key", "frames", "bbox", "face_bbox"}),

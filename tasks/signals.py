@@ -8,7 +8,6 @@ import os
 from workers.metrics import mark_child_dead, serve_metrics
 from workers.settings import get_settings
 
-
 # Celery's per-task INFO lines: "Task ... received" (the consumer) and "Task ... succeeded in ...: <result>" (the
 # tracer). Two log records per task, each a few percent of a worker's CPU per event (scripts/bench.py), and the
 # second copies every result, enrichment and untrusted text included, into the log.

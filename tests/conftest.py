@@ -25,7 +25,7 @@ def tiny_models_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_models_dir):
     """tiny_model(name) -> path of that model's tiny weights, generated on first use."""
-    from workers.generated import write_generated
+    from scripts.fixtures.weights import write_generated
     from workers.registry import REGISTRY
 
     def make(name: str) -> Path:
@@ -56,7 +56,7 @@ def redis_client(redis_server):
 @pytest.fixture(scope="session")
 def pool_models_dir(tiny_models_dir):
     """Every model of the zoo, tiny, generated once."""
-    from workers.generated import write_generated
+    from scripts.fixtures.weights import write_generated
     from workers.registry import REGISTRY
 
     for entry in REGISTRY.values():

@@ -18,4 +18,4 @@ def start_model_services(**_: Any) -> None:
     if get_settings().is_device_worker:
         from tasks.model_task import runtime
 
-        runtime().start_model_services()
+        runtime().services.start()

@@ -9,7 +9,7 @@ import redis
 from PIL import Image
 
 from workers.images import decode_image
-from workers.pipelines import queued
+from workers.redis_writes import queued
 
 
 def frame_key(event_id: str) -> str:

@@ -42,7 +42,7 @@ class CallJournal:
         lines = (line.partition(" ") for line in self.path.read_text(errors="replace").splitlines())
         return [(mark, task_id) for mark, _, task_id in lines if task_id]
 
-    def open(self) -> "CallJournal":
+    def open(self) -> CallJournal:
         """Start a fresh journal for this process (after its predecessor's was read)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)

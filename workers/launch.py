@@ -172,7 +172,7 @@ class DevicePool:
             raise ValueError("--pool prefork runs one task at a time: it takes neither --batch-size above 1 nor --threads")
 
     @classmethod
-    def prefork(cls) -> "DevicePool":
+    def prefork(cls) -> DevicePool:
         return cls("prefork", batch_size=1)
 
     @property

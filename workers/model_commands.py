@@ -14,8 +14,9 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import redis
 
@@ -53,7 +54,7 @@ class ModelCommand:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> "ModelCommand":
+    def from_json(cls, raw: bytes | str) -> ModelCommand:
         data = json.loads(raw)
         return cls(action=data["action"], models=tuple(data["models"]), worker=data["worker"], id=data["id"],
                    sent_at=float(data.get("sent_at", 0.0)))

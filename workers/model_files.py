@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from workers.registry import ModelEntry
 
@@ -40,7 +40,7 @@ class WeightsSize:
     float_bytes: int = 0  # as stored
     other_bytes: int = 0  # integer and boolean tensors, loaded as stored
 
-    def __add__(self, other: "WeightsSize") -> "WeightsSize":
+    def __add__(self, other: WeightsSize) -> WeightsSize:
         return WeightsSize(self.float_elements + other.float_elements, self.float_bytes + other.float_bytes,
                            self.other_bytes + other.other_bytes)
 

@@ -40,6 +40,6 @@ class ModelRecord(BaseModel):
     load_ms: float = 0.0
     infer_ms: float = 0.0
 
-    def failed(self, status: ModelStatus, error: str) -> "ModelRecord":
+    def failed(self, status: ModelStatus, error: str) -> ModelRecord:
         """This record turned into a failure of the given kind, with its reason."""
         return self.model_copy(update={"status": status, "error": error})

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from model_cache.spec import Priority
+
+if TYPE_CHECKING:
+    from workers.finishing import Finisher
 
 # COCO-style detector labels folded onto the three detection types the zoo plans for.
 LABEL_ALIASES: dict[str, str] = {
@@ -28,7 +32,7 @@ LABEL_ALIASES: dict[str, str] = {
 }
 
 
-def normalise_label(label: str) -> str | None:
+def detection_type_of(label: str) -> str | None:
     """Map a detector label to person/vehicle/animal, or None when the zoo has nothing for it."""
     return LABEL_ALIASES.get(label.strip().lower())
 
@@ -39,6 +43,14 @@ def normalise_label(label: str) -> str | None:
 # "ImportError: cannot import name ... from partially initialized module"). Family lookups, warm-up imports and
 # model loads (which import lazily) all hold this lock; it is re-entrant, so a load may look up its class.
 MODEL_CODE_LOCK = threading.RLock()
+
+def resolve(reference: str) -> Any:
+    """The object a "module:name" reference names; a bare module lives in workers.models."""
+    module_name, attribute = reference.split(":")
+    module = module_name if "." in module_name else f"workers.models.{module_name}"
+    with MODEL_CODE_LOCK:
+        return getattr(importlib.import_module(module), attribute)
+
 
 class Condition(str, Enum):
     """Extra conditions a trigger can carry beyond the detection type."""
@@ -88,6 +100,7 @@ class ModelEntry:
     condition: Condition = Condition.ALWAYS
     scene: bool = False  # scene models run per event as configured, beside the on-demand plan
     estimate_source: str = "h100"  # where estimated_mb comes from: a key of ESTIMATE_SOURCES
+    finish: str | None = None  # "module:function" under workers.models that finishes its section at assembly
 
     @property
     def path_env(self) -> str:
@@ -109,10 +122,11 @@ class ModelEntry:
 
         A dotted module ("tests.fault_models:RaisingModel") is taken as is; a bare one lives in workers.models.
         """
-        module_name, class_name = ((families or {}).get(self.name) or self.family).split(":")
-        module = module_name if "." in module_name else f"workers.models.{module_name}"
-        with MODEL_CODE_LOCK:
-            return getattr(importlib.import_module(module), class_name)
+        return resolve((families or {}).get(self.name) or self.family)
+
+    def finisher(self) -> Finisher | None:
+        """The function that finishes this model's section of the enrichment at assembly, if it has one."""
+        return resolve(self.finish) if self.finish else None
 
     def weights_path(self, models_dir: Path, overrides: Mapping[str, Path] | None = None) -> Path:
         """Where the weights are read from: the override (ZooSettings.model_paths) when given, else MODELS_DIR/<name>."""
@@ -161,22 +175,22 @@ MODELS: tuple[ModelEntry, ...] = (
     ModelEntry("age_gender", "age_gender:AgeGenderModel", HubRepo("abhilash88/age-gender-prediction"), 165,
                Priority.HIGH, PERSON, "demographics", condition=Condition.FACE_VISIBLE, estimate_source=FP16),
     ModelEntry("vehicle", "vehicle:VehicleModel", HubRepo("lxyuan/vit-base-patch16-224-vehicle-segment-classification"),
-               164, Priority.MEDIUM, VEHICLE, "vehicle", estimate_source=FP16),
+               164, Priority.MEDIUM, VEHICLE, "vehicle", estimate_source=FP16, finish="vehicle:name_vehicle_type"),
     ModelEntry("pet", "pet:PetModel", HubRepo("hilmansw/resnet18-catdog-classifier"), 22, Priority.MEDIUM, ANIMAL, "pet",
-               estimate_source=FP16),
+               estimate_source=FP16, finish="pet:name_pet_type"),
     # torchreid's ImageNet-pretrained OSNet x0.25 (its pretrained_urls entry)
     ModelEntry("reid", "reid:ReidModel",
                DirectFile("https://drive.google.com/uc?id=1rb8UN5ZzPKRc_xvtHlyDh-cSz88YX9hs",
                           "osnet_x0_25_imagenet.pth", via="gdrive"),
-               1, Priority.MEDIUM, PERSON, "reid"),
+               1, Priority.MEDIUM, PERSON, "reid", finish="reid:match_identity"),
     ModelEntry("depth", "depth:DepthModel", HubRepo("depth-anything/Depth-Anything-V2-Small-hf"), 48, Priority.LOW, ANY,
-               "depth"),
+               "depth", finish="depth:add_distance"),
     ModelEntry("action", "action:ActionModel", HubRepo("microsoft/xclip-base-patch16-zero-shot"), 325, Priority.LOW,
                PERSON, "action", condition=Condition.SUSPICIOUS_WITH_FRAMES, estimate_source=FP16),
     ModelEntry("florence", "florence:FlorenceModel", HubRepo("florence-community/Florence-2-large"), 1469,
                Priority.RESIDENT, PERSON, "scene", scene=True),
     ModelEntry("clip", "clip:ClipModel", HubRepo("openai/clip-vit-large-patch14"), 581, Priority.RESIDENT, PERSON,
-               "scene", scene=True),
+               "scene", scene=True, finish="clip:score_scene"),
 )
 
 REGISTRY: dict[str, ModelEntry] = {entry.name: entry for entry in MODELS}

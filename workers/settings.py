@@ -87,7 +87,7 @@ class DepthSettings(BaseSettings):
         return parse_depth_calibration(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def near_before_far(self) -> "DepthSettings":
+    def near_before_far(self) -> DepthSettings:
         if self.near_m > self.far_m:
             raise ValueError(f"DEPTH_NEAR_M ({self.near_m}) must not exceed DEPTH_FAR_M ({self.far_m})")
         return self
@@ -186,6 +186,9 @@ class Settings(BaseSettings):
     task_log_lines: bool = Field(
         False, description="Celery's own 'received' and 'succeeded' log line for every task (the latter repeats the "
                            "task's result, enrichment and all); failures are logged either way")
+    celery_speedups: bool = Field(
+        True, description="The pool's shortcuts through Celery/kombu internals (tasks/celery_internals), used only on "
+                          "the versions they were written for; 0: Celery's stock path on any version")
     affinity_routing: bool = Field(True, description="Prefer a worker that already holds the model; 0 to measure without")
     device_pool: Literal["threads", "prefork"] = Field(
         "threads", description="A device worker's pool (set by the launcher's --pool): threads run an event's models "
@@ -235,7 +238,7 @@ class Settings(BaseSettings):
         return None if value == "" else value
 
     @model_validator(mode="after")
-    def redelivery_after_time_limit(self) -> "Settings":
+    def redelivery_after_time_limit(self) -> Settings:
         if self.visibility_timeout_seconds <= self.model_time_limit:
             raise ValueError(
                 "VISIBILITY_TIMEOUT_SECONDS must exceed MODEL_TIME_LIMIT, or tasks still running are delivered twice"

@@ -38,7 +38,7 @@ class WorkerState:
     updated_at: float
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> "WorkerState":
+    def from_json(cls, raw: bytes | str) -> WorkerState:
         data = json.loads(raw)
         return cls(
             worker=data["worker"], queue=data["queue"], device=data.get("device", "cpu"),

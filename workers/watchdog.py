@@ -77,7 +77,7 @@ class CallWatchdog:
         for call in self.overdue():
             self.on_overrun(call, self.limit)
 
-    def start(self) -> "CallWatchdog":
+    def start(self) -> CallWatchdog:
         def run() -> None:
             while not self._stop.wait(self.interval):
                 self.check()

@@ -20,8 +20,8 @@ import pytest
 from celery import Celery
 from PIL import Image
 
+from scripts.fixtures.sample_events import b64, vehicle_event
 from tasks.local_pool import LocalPool, RedisServer, free_port
-from tasks.sample_events import b64, vehicle_event
 from tests.unit.test_images import png_16_bit, sideways_jpeg
 from workers.launch import pool_name
 from workers.settings import Settings

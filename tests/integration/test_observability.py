@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tasks.sample_events import person_event, vehicle_event
+from scripts.fixtures.sample_events import person_event, vehicle_event
 
 pytestmark = pytest.mark.integration
 

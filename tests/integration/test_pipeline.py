@@ -12,7 +12,7 @@ from prompt_formatting import (
     format_florence_scene_context,
     format_ondemand_enrichment_context,
 )
-from tasks.sample_events import animal_event, b64, bus_photo, person_event, vehicle_event
+from scripts.fixtures.sample_events import animal_event, b64, bus_photo, person_event, vehicle_event
 
 pytestmark = pytest.mark.integration
 

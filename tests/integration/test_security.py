@@ -8,7 +8,7 @@ import time
 import pytest
 from kombu import Connection, Exchange, Producer
 
-from tasks.sample_events import b64, bus_photo, vehicle_event
+from scripts.fixtures.sample_events import b64, bus_photo, vehicle_event
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from tasks.sample_events import person_event
+from scripts.fixtures.sample_events import person_event
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 import redis
 
-from tasks.results import COMPLETED_CHANNEL
 from tasks.local_pool import LocalPool, RedisServer
+from tasks.results import COMPLETED_CHANNEL
 
 # Scene models are left out: these tests are about delivery, not about which models run.
 BASE_ENV = {"SCENE_MODELS": "", "METRICS_PORT_BASE": "0"}

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from workers.state import WORKER_STATE_PREFIX
-from tasks.sample_events import person_event
+from scripts.fixtures.sample_events import person_event
 from tests.reliability.conftest import CompletionCounter, report, wait_for_results
+from workers.state import WORKER_STATE_PREFIX
 
 pytestmark = pytest.mark.integration
 

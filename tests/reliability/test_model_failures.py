@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.sample_events import person_event
+from scripts.fixtures.sample_events import person_event
 from tests.reliability.conftest import report
 
 pytestmark = pytest.mark.integration

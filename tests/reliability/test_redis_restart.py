@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tasks.sample_events import animal_event, vehicle_event
+from scripts.fixtures.sample_events import animal_event, vehicle_event
 from tests.reliability.conftest import report, wait_for_results
 
 pytestmark = pytest.mark.integration

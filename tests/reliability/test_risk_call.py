@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tasks.sample_events import vehicle_event
+from scripts.fixtures.sample_events import vehicle_event
 from tests.reliability.conftest import report
 
 pytestmark = pytest.mark.integration

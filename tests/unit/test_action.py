@@ -9,10 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from workers.generated.tokenizers import build_word_clip_tokenizer
 from prompt_formatting import format_ondemand_enrichment_context
+from scripts.fixtures.weights.tokenizers import build_word_clip_tokenizer
 from workers.models.action import (
-    ActionModel, action_report, context_box, load_actions, rank_actions, sample_frame_indices,
+    ActionModel,
+    action_report,
+    context_box,
+    load_actions,
+    rank_actions,
+    sample_frame_indices,
 )
 from workers.models.base import InferenceSkipped, ModelInput
 from workers.settings import ZooSettings

@@ -7,10 +7,15 @@ import json
 import pytest
 from PIL import Image
 
-from workers.generated.classifiers import write_age_gender, write_tiny_classifier
 from prompt_formatting import describe_age, format_ondemand_enrichment_context
+from scripts.fixtures.weights.classifiers import write_age_gender, write_tiny_classifier
 from workers.models.age_gender import (
-    AgeGenderModel, age_group_of, checkpoint_keys, dual_head_result, is_dual_head, parse_age_gender,
+    AgeGenderModel,
+    age_group_of,
+    checkpoint_keys,
+    dual_head_result,
+    is_dual_head,
+    parse_age_gender,
 )
 from workers.models.base import ModelInput
 

@@ -14,16 +14,18 @@ from prompt_formatting import (
     format_ondemand_enrichment_context,
     format_vehicle_context,
 )
-from tasks.pipeline import assemble_result, classified_type, seed_reid_match
+from tasks.pipeline import assemble_result
 from tasks.reid_gallery import ReidGallery
 from tasks.scene_baseline import SceneBaseline
 from tasks.schemas import EnrichmentResult, EventSummary, RoutedEvent
+from tests.unit.test_posture import UPRIGHT, skeleton
 from workers.models.action import action_report, load_actions
 from workers.models.age_gender import dual_head_result
+from workers.models.hf_family import classified_type
 from workers.models.pose import pose_result
+from workers.models.reid import seed_reid_match
 from workers.models.threat import threat_report
 from workers.settings import DepthSettings
-from tests.unit.test_posture import UPRIGHT, skeleton
 
 PERSON_BOX = (95.0, 60.0, 150.0, 390.0)
 CROUCHING = skeleton(UPRIGHT, left_ankle=(105, 230), right_ankle=(135, 230))
@@ -241,7 +243,8 @@ def test_a_callback_without_ledger_or_result_is_partial_and_says_why(callback):
     assert result["status"] == "partial" and "routing record" in result["errors"]["event_id"]
 
 
-def test_a_routed_event_in_the_message_is_still_accepted(callback):
-    assemble, _, _ = callback
+def test_a_routed_event_in_the_message_is_not_trusted_and_changes_nothing(callback, redis_client):
+    assemble, _, store = callback
     result = assemble.run([], routed("cb-4", planned=[]).model_dump(mode="json"))
-    assert result["event_id"] == "cb-4"
+    assert "error" in result and store.get("cb-4") is None
+    assert redis_client.dbsize() == 0

@@ -173,7 +173,7 @@ BATCHED = ["clothing", "pose", "threat", "reid", "vehicle", "pet", "florence"]
 
 
 def test_the_batchable_families_declare_it():
-    from workers.models.noop import NoopModel
+    from scripts.fixtures.noop import NoopModel
     from workers.registry import MODELS
 
     assert sorted(entry.name for entry in MODELS if entry.load_class().batchable) == sorted(BATCHED)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from celery import Celery, chord, group
 
-from tasks.chord_send import send_chord
+from tasks.celery_internals.chords import send_chord
 
 QUEUES = ("device.a", "device.b")
 
@@ -93,7 +93,8 @@ def test_send_chord_matches_the_canvas(app: Celery, monkeypatch: pytest.MonkeyPa
     assert [m["headers"]["id"] for m in ours] == ["part-0", "part-1", "part-2"]
     assert [essentials(m) for m in ours] == [essentials(m) for m in canvas]
     body_ids = essentials(ours[0])["body_ids"]
-    assert body_ids[0] == "router-1" and body_ids[-1] in ("router-1", None), "the result a caller waits for is the body's last task, under the router's id"
+    assert body_ids[0] == "router-1" and body_ids[-1] in ("router-1", None), (
+        "the result a caller waits for is the body's last task, under the router's id")
     assert {m["headers"]["group_index"] for m in ours} == {0, 1, 2}
 
 

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from tasks import cli
 from tasks.cli import app, build_event, parse_box, redacted
+from tasks.local_pool import free_port
 from tasks.results import ResultStore
 from tasks.schemas import DetectionEvent, EnrichmentResult
 from workers.records import ModelRecord
-from tasks.local_pool import free_port
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ import math
 import pytest
 from PIL import Image, ImageDraw
 
-from workers.generated.clothing import write_clothing
+from scripts.fixtures.weights.clothing import write_clothing
 from workers.models.base import ModelInput
 from workers.models.clothing import ClothingModel, load_prompts
 from workers.models.open_clip_family import local_tokenizer

@@ -106,12 +106,12 @@ def test_the_variables_compose_sets_for_the_pool_are_settings():
         assert variable in SETTINGS_VARIABLES
 
 
-def test_model_path_overrides_default_to_models_dir_and_name(services):
-    for name, service in gpu_services(services).items():
+def test_model_path_overrides_come_from_an_optional_file_not_a_list_of_models(services):
+    for name, service in worker_services(services).items():
         env = environment(service)
         assert env["MODELS_DIR"] == "/models"
-        for entry in REGISTRY.values():
-            assert env[entry.path_env] == f"/models/{entry.name}", f"{name}: {entry.path_env}"
+        assert not [variable for variable in env if variable in MODEL_PATH_VARIABLES], name
+        assert {"path": "./model-overrides.env", "required": False} in service["env_file"], name
 
 
 def test_workers_mount_the_models_read_only(services):

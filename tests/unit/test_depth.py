@@ -12,7 +12,12 @@ from PIL import Image
 
 from workers.models.base import ModelInput
 from workers.models.depth import (
-    FLAT_FRAME_DEPTH, PROXIMITY_CLASSES, DepthModel, box_relative_depth, proximity_class, relative_depth_map,
+    FLAT_FRAME_DEPTH,
+    PROXIMITY_CLASSES,
+    DepthModel,
+    box_relative_depth,
+    proximity_class,
+    relative_depth_map,
 )
 
 PERSON_BOX = (40.0, 30.0, 90.0, 110.0)

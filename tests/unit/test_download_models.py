@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from scripts import download_models
 from scripts.download_models import app, directory_mb, hub_ignore_patterns, source_of
-from workers.generated import WRITERS
+from scripts.fixtures.weights import writers
 from workers.model_files import COMPLETE_MARKER
 from workers.registry import MODELS, REGISTRY
 
@@ -99,7 +99,7 @@ def test_list_shows_present_partial_and_missing_without_the_network(populated, t
 def test_fetched_model_is_verified_then_marked_complete(tmp_path, monkeypatch):
     def fake_download(entry, dest):  # stands in for the network: writes the real on-disk format
         dest.mkdir(parents=True, exist_ok=True)
-        WRITERS[entry.name](dest)
+        writers()[entry.name](dest)
 
     monkeypatch.setattr(download_models, "fetch", fake_download)
     result = invoke("--models-dir", str(tmp_path), "--only", "depth")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from tasks.event_batching import EVENT_FLUSH_SECONDS, Consumer
+from tasks.celery_internals.event_flush import EVENT_FLUSH_SECONDS, Consumer
 
 
 class FakeHub:

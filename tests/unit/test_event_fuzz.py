@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from tasks.admission import MAX_BOX_ASPECT, MIN_BOX_SIDE, Rejected, admit, parse_event, redis_key_reader
@@ -88,7 +89,8 @@ def outcome(event, settings_) -> str:
 junk = st.one_of(
     st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=20), st.binary(max_size=20).map(lambda b: b.decode("latin-1")),
-    st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=6), st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=6),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
 )
 FIELDS = ["event_id", "camera_id", "timestamp", "detection_type", "confidence", "bbox", "face_visible",
           "face_bbox", "suspicious_score", "image", "image_path", "image_key", "frames"]
@@ -235,7 +237,7 @@ def test_image_path_with_a_nul_byte_is_an_input_error(fuzz_settings):
 
 
 def test_rejection_errors_are_bounded_whatever_the_input(fuzz_settings):
-    event = {f"frames": [{"junk-" + "k" * 500 + str(i): 1} for i in range(40)], "detection_type": "x" * 10_000}
+    event = {"frames": [{"junk-" + "k" * 500 + str(i): 1} for i in range(40)], "detection_type": "x" * 10_000}
     with pytest.raises(Rejected) as caught:
         admit_event(event, fuzz_settings)
     errors = caught.value.errors
@@ -262,13 +264,13 @@ def test_a_long_frame_list_is_refused_before_its_entries_are_validated(fuzz_sett
     (json.dumps([[{"junk": list(range(30_000))}], {}, {}]).encode(), "items"),
 ])
 def test_a_message_not_shaped_like_an_event_is_refused_from_its_bytes(body, words):
-    from tasks.message_limit import shape_problem
+    from tasks.celery_internals.message_bounds import shape_problem
 
     assert words in shape_problem(body)
 
 
 def test_an_event_with_32_frames_is_shaped_like_an_event():
-    from tasks.message_limit import shape_problem
-    from tasks.sample_events import person_event
+    from scripts.fixtures.sample_events import person_event
+    from tasks.celery_internals.message_bounds import shape_problem
 
     assert shape_problem(json.dumps([[person_event("x", face=True, frames=32)], {}, {}]).encode()) is None

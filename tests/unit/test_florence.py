@@ -8,10 +8,15 @@ import pytest
 from PIL import Image, ImageDraw
 
 from prompt_formatting import format_florence_scene_context
-from workers.generated.florence import image_token_count
+from scripts.fixtures.weights.florence import image_token_count
 from workers.models.base import ModelInput
 from workers.models.florence import (
-    DENSE_REGIONS_TASK, SECURITY_OBJECTS, SECURITY_TASKS, FlorenceModel, answer_to_contract, polygon_box,
+    DENSE_REGIONS_TASK,
+    SECURITY_OBJECTS,
+    SECURITY_TASKS,
+    FlorenceModel,
+    answer_to_contract,
+    polygon_box,
 )
 from workers.settings import ZooSettings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.generated import GENERATING_MARKER, NotGenerated, write_generated
+from scripts.fixtures.weights import GENERATING_MARKER, NotGenerated, write_generated, writers
 from workers.model_files import COMPLETE_MARKER, is_complete
 from workers.registry import REGISTRY
 
@@ -14,12 +14,10 @@ ENTRY = REGISTRY["depth"]  # any entry: its writer is swapped for a fast one
 @pytest.fixture
 def fast_writer(monkeypatch):
     """The depth writer swapped for one that writes a single small file (the real one takes seconds)."""
-    from workers import generated
-
     def write(dest, full_size=False):
         (dest / "model.safetensors").write_bytes(b"random")
 
-    monkeypatch.setitem(generated.WRITERS, ENTRY.name, write)
+    monkeypatch.setitem(writers(), ENTRY.name, write)
 
 
 def model_dir_holding(models_dir, files: dict[str, bytes]):

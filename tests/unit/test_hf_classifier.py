@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from workers.generated.classifiers import write_tiny_classifier
+from scripts.fixtures.weights.classifiers import write_tiny_classifier
 from workers.models.hf_family import ImageClassifierFamily
 
 LABELS = ["sedan", "pickup", "van", "box truck", "motorcycle"]

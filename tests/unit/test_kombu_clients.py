@@ -6,7 +6,7 @@ import threading
 
 from kombu import Connection
 
-from tasks import kombu_clients
+from tasks.celery_internals import redis_clients as kombu_clients
 
 
 def test_the_patch_is_installed_by_the_app_and_targets_an_existing_method():

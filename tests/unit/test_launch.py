@@ -11,7 +11,6 @@ from workers.__main__ import cli
 from workers.launch import BATCH_WINDOW, DevicePool, DeviceSlot, device_command, device_slots
 from workers.settings import Settings
 
-
 SETTINGS = Settings(metrics={"port_base": None})
 
 

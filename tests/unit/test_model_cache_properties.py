@@ -204,7 +204,7 @@ def test_random_request_sequences_keep_the_cache_invariants(models, budget_mb, i
             others = {m["name"] for m in cache.snapshot()["models"]} - {spec.name}
             attempts = []
 
-            def infer(model, oom=op[2]):
+            def infer(model, oom=op[2], attempts=attempts):
                 attempts.append(model.name)
                 if oom and len(attempts) == 1:
                     raise MemoryError()

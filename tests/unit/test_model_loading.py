@@ -14,8 +14,14 @@ from workers.models.base import ModelInput, skip_random_init
 from workers.models.clothing import ClothingModel
 from workers.models.hf_family import HuggingFaceFamily
 from workers.models.open_clip_family import OpenClipFamily, checkpoint_file
-from workers.models.osnet_family import OsnetFamily, build_osnet, match_state_dict, preprocess, unwrap_state_dict
-from workers.models.osnet_family import weights_file
+from workers.models.osnet_family import (
+    OsnetFamily,
+    build_osnet,
+    match_state_dict,
+    preprocess,
+    unwrap_state_dict,
+    weights_file,
+)
 from workers.models.reid import ReidModel
 from workers.models.yolo_family import UltralyticsFamily
 from workers.registry import REGISTRY

@@ -45,20 +45,20 @@ def test_estimate_comes_from_the_weights_on_disk_and_the_registry_without_them(r
 
 
 def test_the_measurement_replaces_the_estimate_after_the_first_load(runtime):
-    runtime.preload(["pet"])
+    runtime.services.preload(["pet"])
     (held,) = runtime.cache.snapshot()["models"]
     assert held["measured_bytes"] is not None and held["bytes"] == held["measured_bytes"]
     assert held["estimated_bytes"] == runtime.spec_for(REGISTRY["pet"]).estimated_bytes
 
 
 def test_warm_up_imports_each_present_family_and_times_it(runtime):
-    timings = runtime.warm_up(["pose", "pet", "clothing", "reid"])
+    timings = runtime.services.warm_up(["pose", "pet", "clothing", "reid"])
     assert set(timings) == {"pose", "pet", "clothing", "reid"}
     assert len(runtime.cache) == 0  # nothing loaded
 
 
 def test_preload_loads_in_order_and_says_what_happened(runtime):
-    outcomes = runtime.preload(["pet", "reid", "pet", "nonsense"])
+    outcomes = runtime.services.preload(["pet", "reid", "pet", "nonsense"])
     assert [o["status"] for o in outcomes] == ["loaded", "loaded", "already loaded", "error"]
     assert outcomes[0]["bytes"] > 0 and outcomes[0]["load_ms"] >= 0
     assert "unknown model 'nonsense'" in outcomes[3]["detail"]
@@ -67,18 +67,18 @@ def test_preload_loads_in_order_and_says_what_happened(runtime):
 
 def test_preload_of_a_model_bigger_than_the_share_is_skipped(pool_models_dir):
     small = make_runtime(pool_models_dir, share_mb=1)
-    (outcome,) = small.preload(["pose"])
+    (outcome,) = small.services.preload(["pose"])
     assert outcome["status"] == "skipped" and "budget" in outcome["detail"]
 
 
 def test_unload_frees_a_model_even_a_resident_one_but_not_one_in_use(runtime):
-    runtime.preload(["florence", "pet"])
-    assert runtime.unload_model("florence")["status"] == "unloaded"
-    assert runtime.unload_model("florence")["status"] == "not loaded"
+    runtime.services.preload(["florence", "pet"])
+    assert runtime.services.unload("florence")["status"] == "unloaded"
+    assert runtime.services.unload("florence")["status"] == "not loaded"
     with runtime.cache.using(runtime.spec_for(REGISTRY["pet"])):
-        assert runtime.unload_model("pet")["status"] == "in use"
-    assert runtime.unload_model("pet")["status"] == "unloaded"
-    assert runtime.unload_model("nonsense")["status"] == "error"
+        assert runtime.services.unload("pet")["status"] == "in use"
+    assert runtime.services.unload("pet")["status"] == "unloaded"
+    assert runtime.services.unload("nonsense")["status"] == "error"
     assert len(runtime.cache) == 0
 
 
@@ -87,7 +87,7 @@ def test_commands_through_redis_reach_the_listening_model_process(pool_models_di
     stop = threading.Event()
     subscribed = threading.Event()
     listener = threading.Thread(target=model_commands.listen,
-                                args=(redis_client, created.worker, created.execute_command, stop, 0.1, subscribed))
+                                args=(redis_client, created.worker, created.services.execute, stop, 0.1, subscribed))
     listener.start()
     try:
         assert subscribed.wait(5)
@@ -110,21 +110,21 @@ def test_commands_through_redis_reach_the_listening_model_process(pool_models_di
 def test_start_model_services_preloads_the_configured_models_and_listens(pool_models_dir, redis_client):
     created = make_runtime(pool_models_dir, client=redis_client, worker="cpu0@services", preload_models="pet,reid")
     try:
-        created.start_model_services()
-        created.start_model_services()  # idempotent
+        created.services.start()
+        created.services.start()  # idempotent
         deadline = time.monotonic() + 120
         while len(created.cache) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert {m["name"] for m in created.cache.snapshot()["models"]} == {"pet", "reid"}
-        assert model_commands.local_executor() == created.execute_command
+        assert model_commands.local_executor() == created.services.execute
         deadline = time.monotonic() + 10
         while redis_client.pubsub_numsub(model_commands.command_channel(created.worker))[0][1] != 1:
             assert time.monotonic() < deadline, "the listener never subscribed"
             time.sleep(0.05)
     finally:
         created.stop()
-        created.command_listener.join(5)
-        model_commands.unregister_local(created.execute_command)
+        created.services.command_listener.join(5)
+        model_commands.unregister_local(created.services.execute)
 
 
 def control_state(worker: str, pool: object | None = None) -> SimpleNamespace:
@@ -147,7 +147,7 @@ def test_control_command_in_a_prefork_parent_goes_through_redis(device_role, poo
     child = make_runtime(pool_models_dir, client=redis_client, worker="cpu0@parent")
     stop, subscribed = threading.Event(), threading.Event()
     listener = threading.Thread(target=model_commands.listen,
-                                args=(redis_client, child.worker, child.execute_command, stop, 0.1, subscribed))
+                                args=(redis_client, child.worker, child.services.execute, stop, 0.1, subscribed))
     listener.start()
     try:
         assert subscribed.wait(5)
@@ -163,7 +163,7 @@ def test_control_command_in_a_prefork_parent_goes_through_redis(device_role, poo
 
 def test_control_command_in_a_threads_pool_runs_in_process(device_role, pool_models_dir, redis_client, monkeypatch):
     here = make_runtime(pool_models_dir, worker="cpu0@threads")
-    model_commands.register_local(here.execute_command)
+    model_commands.register_local(here.services.execute)
     answer = control.unload_model(control_state("cpu0@threads"), "pet")  # a single name is accepted too
     assert answer["via"] == "in process"
     outcome = wait_for_replies(redis_client, {"cpu0@threads": answer["request"]}, 30)["cpu0@threads"]
@@ -186,15 +186,15 @@ def gauge(name: str, **labels: str) -> float | None:
 
 
 def test_byte_gauges_show_estimated_and_measured_side_by_side(runtime):
-    runtime.worker = "cpu0@gauges"
-    runtime.preload(["pet"])
-    runtime.publish()
+    runtime.worker = runtime.status.worker = "cpu0@gauges"
+    runtime.services.preload(["pet"])
+    runtime.status.publish()
     held = runtime.cache.snapshot()["models"][0]
     assert gauge("model_zoo_model_bytes", worker="cpu0@gauges", model="pet", kind="estimated") == held["estimated_bytes"]
     assert gauge("model_zoo_model_bytes", worker="cpu0@gauges", model="pet", kind="measured") == held["measured_bytes"]
     assert gauge("model_zoo_memory_bytes", worker="cpu0@gauges", kind="measured") == held["measured_bytes"]
-    runtime.unload_model("pet")
-    runtime.publish()
+    runtime.services.unload("pet")
+    runtime.status.publish()
     assert gauge("model_zoo_model_bytes", worker="cpu0@gauges", model="pet", kind="charged") == 0
     assert gauge("model_zoo_memory_bytes", worker="cpu0@gauges", kind="estimated") == 0
 
@@ -237,7 +237,7 @@ def test_warm_up_imports_and_model_loads_never_overlap(tmp_path, monkeypatch, fi
     fault_models.CODE_TIMES.clear()
     threads = {
         "load": (threading.Thread(target=lambda: runtime.load_family(REGISTRY["pose"])), fault_models.LOAD_STARTED),
-        "import": (threading.Thread(target=lambda: runtime.warm_up(["clothing"])), fault_models.IMPORT_STARTED),
+        "import": (threading.Thread(target=lambda: runtime.services.warm_up(["clothing"])), fault_models.IMPORT_STARTED),
     }
     second = "load" if first == "import" else "import"
     threads[first][1].clear()

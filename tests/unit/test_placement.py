@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tasks.placement import choose_queue, place_models
+from tasks.placement import choose_queue
 from workers.state import WORKER_INDEX, WorkerState, live_workers, publish_state, withdraw_state
 
 GB = 1024 ** 3

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tasks.schemas import DetectionEvent
-from workers.registry import LABEL_ALIASES, REGISTRY, normalise_label, plan_models
+from workers.registry import LABEL_ALIASES, REGISTRY, detection_type_of, plan_models
 
 
 def event(detection_type="person", face_visible=False, suspicious_score=0.0, frames=0, **extra):
@@ -72,16 +73,16 @@ def test_unknown_scene_model_is_refused():
 
 @pytest.mark.parametrize("label", ["car", "truck", "bus", "motorcycle", "bicycle", "Car ", "TRUCK"])
 def test_vehicle_labels_normalise(label):
-    assert normalise_label(label) == "vehicle"
+    assert detection_type_of(label) == "vehicle"
 
 
 @pytest.mark.parametrize("label", ["dog", "cat", "bird", "horse"])
 def test_animal_labels_normalise(label):
-    assert normalise_label(label) == "animal"
+    assert detection_type_of(label) == "animal"
 
 
 def test_unknown_label_is_not_normalised():
-    assert normalise_label("umbrella") is None
+    assert detection_type_of("umbrella") is None
 
 
 @given(st.sampled_from(sorted(LABEL_ALIASES)), st.booleans(), st.floats(0, 100), st.integers(0, 3))

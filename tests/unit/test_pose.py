@@ -7,13 +7,13 @@ import json
 import pytest
 from PIL import Image, ImageDraw
 
-from workers.generated.yolo import write_checkpoint
+from scripts.fixtures.weights.yolo import write_checkpoint
+from tests.unit.test_posture import CRAWLING, LYING, RUNNING, UPRIGHT, skeleton
 from workers.models.base import ModelInput
-from workers.models.pose import PoseModel, best_overlap, box_iou, pose_result
+from workers.models.pose import PoseModel, box_iou, overlapping, pose_result
 from workers.models.posture import POSTURES, SUSPICIOUS_POSTURES
 from workers.models.yolo_family import find_checkpoint, padded_crop
 from workers.settings import ZooSettings
-from tests.unit.test_posture import CRAWLING, LYING, RUNNING, UPRIGHT, skeleton
 
 PERSON_BOX = (240.0, 90.0, 360.0, 420.0)
 
@@ -115,9 +115,9 @@ def test_box_overlap():
     assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
     assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
     assert box_iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0
-    assert best_overlap((0, 0, 10, 10), [(20, 20, 30, 30), (2, 2, 12, 12), (5, 5, 15, 15)]) == 1
-    assert best_overlap((0, 0, 10, 10), [(20, 20, 30, 30)]) is None
-    assert best_overlap((0, 0, 10, 10), []) is None
+    assert overlapping((0, 0, 10, 10), [(20, 20, 30, 30), (2, 2, 12, 12), (5, 5, 15, 15)]) == [1, 2]
+    assert overlapping((0, 0, 10, 10), [(20, 20, 30, 30)]) == []
+    assert overlapping((0, 0, 10, 10), []) == []
 
 
 def test_infer_after_unload_raises_until_loaded_again(tiny_model, frame):

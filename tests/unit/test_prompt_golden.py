@@ -10,9 +10,8 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from pathlib import Path
-
 import unicodedata
+from pathlib import Path
 
 import pytest
 

@@ -63,7 +63,8 @@ events = st.dictionaries(
                      "suspicious_score"]),
     values, max_size=7,
 )
-unavailables = st.dictionaries(st.sampled_from(["threat", "pose", "clip", "mystery"]), st.one_of(st.none(), st.sampled_from(WORDS)))
+unavailables = st.dictionaries(st.sampled_from(["threat", "pose", "clip", "mystery"]),
+                               st.one_of(st.none(), st.sampled_from(WORDS)))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

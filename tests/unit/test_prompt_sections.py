@@ -170,7 +170,8 @@ def test_attribute_count_grows_with_each_fact_and_ignores_qualifiers():
     base = {"vehicle": {"label": "van"}}
     assert count_context_attributes({}) == 0
     assert count_context_attributes(base) == 1
-    assert count_context_attributes({"vehicle": {"label": "van", "confidence": 0.9, "top_k": [{"label": "car", "score": 0.1}]}}) == 1
+    vehicle = {"label": "van", "confidence": 0.9, "top_k": [{"label": "car", "score": 0.1}]}
+    assert count_context_attributes({"vehicle": vehicle}) == 1
     assert count_context_attributes({**base, "depth": {"proximity": "far"}}) == 2
     scene = {"florence": {"caption": "x", "security_objects": {"labels": ["bag", "bag", "box"]}}}
     assert count_context_attributes({"scene": scene}) == 3

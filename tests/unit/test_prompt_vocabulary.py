@@ -18,7 +18,7 @@ from prompt_formatting import (
     parse_depth_calibration,
     threat_severity,
 )
-from prompt_formatting.vocabulary import is_high_risk_object, normalise_label, singular
+from prompt_formatting.vocabulary import is_high_risk_object, readable_label, singular
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ def test_ages_this_cannot_read_give_none(value):
      ("lorries", "lorry"), ("boxes", "box"), ("horses", "horse"), ("work-van", "work van"), (" SUV ", "suv")],
 )
 def test_labels_are_normalised_to_lower_case_singular_words(raw, normalised):
-    assert normalise_label(raw) == normalised
+    assert readable_label(raw) == normalised
 
 
 def test_singular_leaves_singular_words_alone():

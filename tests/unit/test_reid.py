@@ -8,7 +8,7 @@ import math
 import pytest
 from PIL import Image
 
-from workers.generated.reid import WEIGHTS_FILE
+from scripts.fixtures.weights.reid import WEIGHTS_FILE
 from workers.models.base import ModelInput
 from workers.models.osnet_family import build_osnet, preprocess, unwrap_state_dict, weights_file
 from workers.models.reid import EMBEDDING_DIM, ReidModel

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from workers.settings import NemotronSettings
 from tasks.risk import RiskAssessment, RiskCallError, assess_risk, chat_url, extract_json_object
+from workers.settings import NemotronSettings
 
 GOOD = {"risk_score": 82, "risk_level": "high", "summary": "Masked person with a knife at the back door.",
         "reasoning": "Weapon detected at 87%, crouching posture, picking-lock action."}

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from prompt_formatting import SEVERITIES, threat_severity
-from workers.generated.yolo import THREAT_NAMES, write_checkpoint
+from scripts.fixtures.weights.yolo import THREAT_NAMES, write_checkpoint
 from workers.models.base import ModelInput
 from workers.models.threat import ThreatModel, threat_report
 from workers.models.yolo_family import padded_crop

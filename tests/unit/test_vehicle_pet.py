@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image, ImageDraw
 
-from workers.generated.classifiers import PET_CLASSES, VEHICLE_SEGMENT_CLASSES
+from scripts.fixtures.weights.classifiers import PET_CLASSES, VEHICLE_SEGMENT_CLASSES
 from workers.models.base import ModelInput
 from workers.models.pet import PetModel
 from workers.models.vehicle import VehicleModel

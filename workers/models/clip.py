@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from PIL import Image
 
 from prompt_formatting import SCENE_TAG_PROMPTS
+from workers.finishing import Finishing
 from workers.models.base import ModelInput
 from workers.models.hf_family import HuggingFaceFamily
+
+log = logging.getLogger(__name__)
 
 # Embeddings keep 6 decimals: at 4, a 768-dim unit vector's components (~0.04) would lose ~0.1% each.
 EMBEDDING_DECIMALS = 6
@@ -125,3 +129,16 @@ class ClipModel(HuggingFaceFamily):
             "dim": len(frame_embedding),
             "tags": self.scene_tags(embeds[0]),
         }
+
+
+def score_scene(enrichment: dict[str, Any], finishing: Finishing) -> None:
+    """CLIP's scene anomaly against the camera's baseline (the frame then joins it); a failing baseline is
+    recorded as unavailable "scene_baseline"."""
+    clip = enrichment.get("scene", {}).get("clip")
+    if finishing.baseline is None or not isinstance(clip, dict) or not clip.get("frame_embedding"):
+        return
+    try:
+        clip["anomaly"] = finishing.baseline.score_and_learn(clip["frame_embedding"], finishing.camera_id)
+    except Exception as exc:
+        log.warning("scene baseline unavailable: %s", exc)
+        finishing.unavailable["scene_baseline"] = f"error: {exc}"

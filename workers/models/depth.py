@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 from PIL import Image
 
+from prompt_formatting import approximate_distance_m
+from workers.finishing import Finishing
 from workers.models.base import ModelInput, clamp_box
 from workers.models.hf_family import HuggingFaceFamily
 
@@ -64,3 +69,13 @@ class DepthModel(HuggingFaceFamily):
         """Relative depth of the box (median over its pixels) and its proximity class."""
         relative_depth = box_relative_depth(self.depth_map(inputs.frame), inputs.bbox)
         return {"relative_depth": round(relative_depth, 4), "proximity": proximity_class(relative_depth)}
+
+
+def add_distance(enrichment: dict[str, Any], finishing: Finishing) -> None:
+    """Approximate metres (0.1 m) beside the depth section's relative depth, in the camera's calibrated range."""
+    section = enrichment.get("depth")
+    relative = section.get("relative_depth") if isinstance(section, dict) else None
+    if isinstance(relative, bool) or not isinstance(relative, (int, float)) or not math.isfinite(relative):
+        return
+    near_m, far_m = finishing.depth.range_m(finishing.camera_id)
+    section["distance_m"] = round(approximate_distance_m(relative, near_m, far_m), 1)

@@ -13,11 +13,14 @@ inside methods so importing a family stays light.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from PIL import Image
 
+from prompt_formatting.vocabulary import CLASSIFIER_CONFIDENCE_FLOOR, PLACEHOLDER_LABEL, readable_label
+from workers.finishing import Finisher, Finishing
 from workers.models.base import WEIGHT_SUFFIXES, ModelFamily, ModelInput, weight_files
 
 SCORE_DIGITS = 4
@@ -134,3 +137,37 @@ class CropClassifierFamily(ImageClassifierFamily):
     def infer_batch(self, batch: list[ModelInput]) -> list[dict]:
         """The crops of a micro-batch through the classifier in one forward pass."""
         return self.classify_many([inputs.person_crop() for inputs in batch], top_k=self.top_k)
+
+
+def classified_type(result: Mapping[str, Any], excluded: frozenset[str]) -> str | None:
+    """The type a classifier names, as the prompt names it: the best label that is not an excluded class
+    (background, pedestrian, person ...) nor a placeholder, made readable ("Pickup_Trucks" -> "pickup truck");
+    None when there is none or its score is below CLASSIFIER_CONFIDENCE_FLOOR (too unsure to name)."""
+    scores: dict[str, float | None] = {}
+    top = readable_label(result.get("label"))
+    if top is not None:
+        confidence = result.get("confidence")
+        scores[top] = float(confidence) if isinstance(confidence, (int, float)) else None
+    for entry in result.get("top_k") or []:
+        name = readable_label(entry.get("label")) if isinstance(entry, Mapping) else None
+        if name is not None and name not in scores:
+            score = entry.get("score")
+            scores[name] = float(score) if isinstance(score, (int, float)) else None
+    ranked = sorted(scores.items(), key=lambda item: -(item[1] if item[1] is not None else -1.0))
+    for name, score in ranked:
+        if name in excluded or PLACEHOLDER_LABEL.fullmatch(name):
+            continue
+        return name if score is None or score >= CLASSIFIER_CONFIDENCE_FLOOR else None
+    return None
+
+
+def type_namer(section: str, key: str, excluded: frozenset[str]) -> Finisher:
+    """A finisher that stores the classifier's readable type at section[key] (null: unsure, or no such class)."""
+
+    def name_type(enrichment: dict[str, Any], finishing: Finishing) -> None:
+        result = enrichment.get(section)
+        if isinstance(result, dict):
+            result[key] = classified_type(result, excluded)
+
+    name_type.__doc__ = f"{section}.{key}: the readable type {section} names, beside the classifier's own label"
+    return name_type

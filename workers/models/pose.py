@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from workers.models.base import ModelInput
 from workers.models.posture import describe_posture
@@ -20,12 +20,6 @@ def box_iou(a: Box, b: Box) -> float:
     inter = width * height
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
-
-
-def best_overlap(target: Box, boxes: Sequence[Box]) -> int | None:
-    """Index of the box that overlaps target most, or None when none overlaps it at all."""
-    order = overlapping(target, boxes)
-    return order[0] if order else None
 
 
 def overlapping(target: Box, boxes: Sequence[Box]) -> list[int]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from prompt_formatting import SEVERITIES, threat_severity
 from workers.models.base import ModelInput

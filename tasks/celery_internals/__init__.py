@@ -1,0 +1,81 @@
+"""The pool's shortcuts through Celery and kombu internals, behind one check of the versions they were written for.
+
+Each module here leans on code Celery and kombu do not document as API: the chord protocol sent directly
+(`chords`), one Redis client per kombu channel (`redis_clients`), task events flushed in batches (`event_flush`),
+and the size and shape check before a message is decoded (`message_bounds`, through Task.Strategy). They were
+written and tested against WRITTEN_FOR. On any other version, or with CELERY_SPEEDUPS=0, the pool runs on
+Celery's stock path instead (the canvas's chord, kombu's own clients, Celery's consumer, the default strategy)
+and says so once in the log: correct, somewhat slower, and a message is decoded before admission bounds it.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+import celery
+import kombu
+
+from workers.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+WRITTEN_FOR = {"celery": "5.7.0", "kombu": "5.7.0"}
+STOCK_CONSUMER = "celery.worker.consumer:Consumer"
+BATCHING_CONSUMER = "tasks.celery_internals.event_flush:Consumer"
+STOCK_STRATEGY = "celery.worker.strategy:default"
+BOUNDED_STRATEGY = "tasks.celery_internals.message_bounds:bounded_strategy"
+
+
+def version_mismatch(installed: dict[str, str] | None = None) -> str | None:
+    """What differs from WRITTEN_FOR ("celery 5.8.0 (written for 5.7.0)"), or None when the versions match."""
+    installed = installed if installed is not None else {"celery": celery.__version__, "kombu": kombu.__version__}
+    differing = [f"{name} {installed.get(name)} (written for {version})"
+                 for name, version in WRITTEN_FOR.items() if installed.get(name) != version]
+    return ", ".join(differing) or None
+
+
+@cache
+def enabled() -> bool:
+    """Whether the shortcuts are on: the versions match and CELERY_SPEEDUPS is not 0. Warns once when off by version."""
+    if not get_settings().celery_speedups:
+        log.info("Celery shortcuts off (CELERY_SPEEDUPS=0): the pool runs on Celery's stock path")
+        return False
+    mismatch = version_mismatch()
+    if mismatch:
+        log.warning("Celery shortcuts off: %s; the pool runs on Celery's stock path (correct, somewhat slower, "
+                    "and messages are decoded before admission bounds them)", mismatch)
+        return False
+    return True
+
+
+def install() -> None:
+    """Install the process-wide patch (kombu's channel clients) when the shortcuts are on."""
+    if enabled():
+        from tasks.celery_internals import redis_clients
+
+        redis_clients.install()
+
+
+def consumer_class() -> str:
+    """The worker consumer celeryconfig names: task events flushed in batches, or Celery's own."""
+    return BATCHING_CONSUMER if enabled() else STOCK_CONSUMER
+
+
+def event_strategy() -> str:
+    """enrich_detection's Task.Strategy: the size and shape check before decoding, or Celery's default."""
+    return BOUNDED_STRATEGY if enabled() else STOCK_STRATEGY
+
+
+def send_chord(app: celery.Celery, header: list[celery.Signature], body: celery.Signature, *, group_id: str,
+               body_id: str, root_id: str, parent_id: str) -> None:
+    """Publish a chord of single-task `header` whose `body` runs under `body_id`: Celery's chord protocol sent
+    directly when the shortcuts are on, else the canvas's own chord with the same ids."""
+    if enabled():
+        from tasks.celery_internals.chords import send_chord as send_directly
+
+        send_directly(app, header, body, group_id=group_id, body_id=body_id, root_id=root_id, parent_id=parent_id)
+        return
+    work = celery.chord(header, body)
+    work.tasks = celery.group(header).set(task_id=group_id)  # chord() drops a group's id; the sweeper needs it
+    work.apply_async(task_id=body_id, root_id=root_id, parent_id=parent_id)
