@@ -49,6 +49,13 @@ def enabled() -> bool:
     return True
 
 
+def describe() -> str:
+    """One line for the worker's log: which path this process runs."""
+    if enabled():
+        return f"Celery shortcuts on (celery {celery.__version__}, kombu {kombu.__version__})"
+    return f"Celery shortcuts off: Celery's stock path (celery {celery.__version__}, kombu {kombu.__version__})"
+
+
 def install() -> None:
     """Install the process-wide patch (kombu's channel clients) when the shortcuts are on."""
     if enabled():
