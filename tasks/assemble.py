@@ -7,16 +7,24 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from celery import chord, group
+from kombu.utils.uuid import uuid
+
 from tasks.celery import app
 from tasks.connection import redis_client, result_store
 from tasks.ledger import Ledger
 from tasks.metrics import ASSEMBLY_SECONDS, EVENTS
-from tasks.pipeline import assemble_result
+from tasks.model_task import model_tasks
+from tasks.pipeline import ask_followups, assemble_result, second_round
+from tasks.placement import place_models
 from tasks.reid_gallery import ReidGallery
 from tasks.scene_baseline import SceneBaseline
-from tasks.schemas import EnrichmentResult, RoutedEvent
+from tasks.schemas import EnrichmentResult, FollowUp, RoutedEvent
 from workers.frames import FrameStore
+from workers.records import ModelRequest
+from workers.registry import estimated_bytes
 from workers.settings import get_settings
+from workers.state import live_workers
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +46,36 @@ def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEven
     return payload
 
 
-@app.task(name="assemble")
-def assemble(records: list[dict], event: str) -> dict:
+def send_followups(task: Any, routed: RoutedEvent, records: list[dict], requests: list[ModelRequest],
+                   asked: dict[str, FollowUp]) -> dict:
+    """The second round: the follow-up models on their queues, then this assembly again with every record.
+
+    The first round's records wait in the ledger entry; this task is replaced by the second chord (Celery's
+    Task.replace), so the caller waiting on the event's result gets the final assembly, not this one.
+    """
+    settings = get_settings()
+    models = [request.model for request in requests]
+    workers = live_workers(redis_client(), max_age_seconds=settings.heartbeat_seconds * 3)
+    placement = place_models(models, workers, settings.device_queues, estimated_bytes(), settings.affinity_routing)
+    task_ids = {model: uuid() for model in models}
+    updated = second_round(routed, records, requests, placement, task_ids, asked, group_id=uuid())
+    if not Ledger(redis_client()).update(updated):  # the sweeper finished it meanwhile
+        return result_store().get(routed.event.event_id) or {}
+    header = model_tasks(requests, placement, task_ids)
+    work = chord(header, assemble.s(routed.event.event_id).set(argsrepr=f"(records of {routed.event.event_id})"))
+    work.tasks = group(header).set(task_id=updated.group_id)  # chord() drops a group's id; the sweeper needs it
+    log.info("event %s: second round %s, asked for by the first models' evidence", routed.event.event_id, models)
+    raise task.replace(work)
+
+
+@app.task(name="assemble", bind=True)
+def assemble(self: Any, records: list[dict], event: str) -> dict:
     """Chord callback: records from every model task of one event, and the event's id.
 
     What the event is, which keys it owns and its deadline are read from the ledger entry the router wrote before
     any model task was sent, never from this message: the chord carries only the id. Anything else in its
-    place (a RoutedEvent, say) changes nothing.
+    place (a RoutedEvent, say) changes nothing. When the first round's evidence asks for follow-up models, they
+    run in a second round and this assembly runs again with all the records.
     """
     if not isinstance(event, str):
         log.warning("assemble refused: its event argument is a %s, not an event id", type(event).__name__)
@@ -56,4 +87,11 @@ def assemble(records: list[dict], event: str) -> dict:
             return stored
         return EnrichmentResult(event_id=event, status="partial", errors={
             "event_id": "the event's routing record was gone when its models finished"}).model_dump(mode="json")
+    if routed.followups:
+        requests, asked = ask_followups(routed, records)
+        if requests:
+            return send_followups(self, routed, records, requests, asked)
+        if asked:  # asked for, but lacking what they need: noted in the result, nothing more to run
+            routed = second_round(routed, records, [], {}, {}, asked)
+            records = []
     return finish_event(records, routed)

@@ -34,6 +34,12 @@ class Ledger:
             writes.set(ledger_key(event_id), routed.model_dump_json(), ex=ttl_seconds)
             writes.zadd(DEADLINES_KEY, {event_id: time.time() + deadline_seconds})
 
+    def update(self, routed: RoutedEvent) -> bool:
+        """Rewrite an open entry (a second round's models were added), keeping its TTL and deadline; False when
+        the entry is gone (the event was finished meanwhile)."""
+        return bool(self.client.set(ledger_key(routed.event.event_id), routed.model_dump_json(), xx=True,
+                                    keepttl=True))
+
     def claim_unless_stored(self, event_id: str, stored_key: str, ttl_seconds: float) -> tuple[bytes | None, bool]:
         """(what `stored_key` holds, whether this call took the claim), read and tried at one instant (MULTI).
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -152,3 +153,14 @@ def run_model(self, request: dict[str, Any]) -> dict[str, Any]:
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     crashes = crashes_of(self.request.id, redelivered)
     return run_request(parsed, self.request.id, crashes).model_dump(mode="json")
+
+
+def model_tasks(requests: list[ModelRequest], placement: Mapping[str, str], task_ids: Mapping[str, str]) -> list[Any]:
+    """One run_model signature per request, on its placed queue under its task id (a chord's header)."""
+    return [
+        run_model.si(request.model_dump(mode="json")).set(
+            queue=placement[request.model], task_id=task_ids[request.model],
+            argsrepr=f"({request.model} for {request.event_id})", kwargsrepr="{}",  # not a repr of every argument
+        )
+        for request in requests
+    ]

@@ -19,11 +19,11 @@ from prompt_formatting import build_risk_prompt, count_context_attributes
 from tasks.admission import AdmittedEvent, admit, parse_event
 from tasks.reid_gallery import ReidGallery
 from tasks.scene_baseline import SceneBaseline
-from tasks.schemas import EnrichmentResult, RoutedEvent
+from tasks.schemas import EnrichmentResult, FollowUp, RoutedEvent
 from workers.finishing import Finishing
 from workers.frames import buffer_key, frame_key
 from workers.records import ModelRecord, ModelRequest
-from workers.registry import MODELS, REGISTRY, plan_models
+from workers.registry import MODELS, REGISTRY, followup_candidates, plan_models
 from workers.runtime import DeviceRuntime
 from workers.settings import DepthSettings, Settings
 
@@ -65,16 +65,51 @@ def route(admitted: AdmittedEvent, keys: FrameKeys, models: list[str], placement
     event = admitted.event
     routed = RoutedEvent(
         event=event.summary(admitted.bbox, admitted.face_bbox), planned=models, placement=dict(placement),
-        task_ids=dict(task_ids), group_id=group_id, frame_key=keys.frame, buffer_keys=keys.buffer, owned_keys=list(keys.to_write),
-        frame_size=admitted.size, received_at=received_at, routed_at=time.time(),
+        task_ids=dict(task_ids), group_id=group_id, frame_key=keys.frame, buffer_keys=keys.buffer,
+        owned_keys=list(keys.to_write), frame_size=admitted.size, received_at=received_at, routed_at=time.time(),
+        followups=followup_candidates(event, models),
     )
-    requests = [
-        ModelRequest(event_id=event.event_id, model=model, frame_key=keys.frame, buffer_keys=keys.buffer,
-                     bbox=admitted.bbox, face_bbox=admitted.face_bbox, detection_type=event.detection_type,
-                     camera_id=event.camera_id)
-        for model in models
-    ]
-    return routed, requests
+    return routed, [model_request(routed, model) for model in models]
+
+
+def model_request(routed: RoutedEvent, model: str, changes: Mapping[str, Any] | None = None) -> ModelRequest:
+    """One model's request on a routed event (with a follow-up's changes, such as the face box it found)."""
+    event = routed.event
+    fields = {"event_id": event.event_id, "model": model, "frame_key": routed.frame_key,
+              "buffer_keys": routed.buffer_keys, "bbox": event.bbox, "face_bbox": event.face_bbox,
+              "detection_type": event.detection_type, "camera_id": event.camera_id}
+    return ModelRequest(**(fields | dict(changes or {})))
+
+
+# -- the second round ---------------------------------------------------------------------------------------
+def ask_followups(routed: RoutedEvent, records: Iterable[ModelRecord | Mapping[str, Any] | None]
+                  ) -> tuple[list[ModelRequest], dict[str, FollowUp]]:
+    """What the first round's evidence asks for: the follow-up requests to run, and every ask with its reason
+    (one that lacks what it needs is noted and not run)."""
+    enrichment, _ = merge_records(records, routed.planned)
+    requests, asked = [], {}
+    for name in routed.followups:
+        rule = REGISTRY[name].follow_rule()
+        ask = rule(enrichment, routed.event) if rule is not None else None
+        if ask is None:
+            continue
+        asked[name] = FollowUp(asked_by=ask.reason, ran=ask.missing is None, missing=ask.missing)
+        if ask.missing is None:
+            requests.append(model_request(routed, name, ask.request))
+    return requests, asked
+
+
+def second_round(routed: RoutedEvent, records: Iterable[ModelRecord | Mapping[str, Any] | None],
+                 requests: list[ModelRequest], placement: Mapping[str, str], task_ids: Mapping[str, str],
+                 asked: Mapping[str, FollowUp], group_id: str = "") -> RoutedEvent:
+    """The routed event once its follow-ups are sent: the first round's records kept, the new models planned."""
+    models = [request.model for request in requests]
+    return routed.model_copy(update={
+        "planned": routed.planned + models, "placement": routed.placement | dict(placement),
+        "task_ids": routed.task_ids | dict(task_ids), "group_id": group_id, "stage": 2, "followups": [],
+        "earlier_records": [ModelRecord.model_validate(r).model_dump(mode="json") for r in records if r],
+        "asked": dict(asked),
+    })
 
 
 # -- assembly ---------------------------------------------------------------------------------------------
@@ -117,13 +152,15 @@ def assemble_result(records: Iterable[ModelRecord | Mapping[str, Any] | None], r
     makes the event partial, named in errors), metres and readable types are added.
     """
     event = routed.event
-    enrichment, models = merge_records(records, routed.planned)
+    enrichment, models = merge_records([*routed.earlier_records, *records], routed.planned)
     finishing = Finishing(camera_id=event.camera_id, depth=depth, gallery=gallery, baseline=baseline)
     for entry in MODELS:
         finish = entry.finisher()
         if finish is not None:
             finish(enrichment, finishing)
     unavailable = unavailable_models(models) | finishing.unavailable
+    not_run = {name: f"not run: asked for by {ask.asked_by}, but {ask.missing}"
+               for name, ask in routed.asked.items() if not ask.ran}
     summary = event.model_dump(mode="json")
     now = time.time()
     return EnrichmentResult(
@@ -134,7 +171,7 @@ def assemble_result(records: Iterable[ModelRecord | Mapping[str, Any] | None], r
         timestamp=summary["timestamp"],
         enrichment=enrichment,
         models=models,
-        prompt=build_risk_prompt(summary, enrichment, unavailable),
+        prompt=build_risk_prompt(summary, enrichment, unavailable | not_run),
         context_attributes=count_context_attributes(enrichment),
         timings={
             "route_ms": round((routed.routed_at - routed.received_at) * 1000, 2),
@@ -144,6 +181,7 @@ def assemble_result(records: Iterable[ModelRecord | Mapping[str, Any] | None], r
             "infer_ms": round(sum(r.infer_ms for r in models.values()), 2),
         },
         errors=unavailable,
+        follow_ups=routed.asked,
     )
 
 
@@ -163,5 +201,10 @@ def enrich_directly(raw: Any, runtime: DeviceRuntime, settings: Settings) -> Enr
     models = plan(admitted, settings)
     local = {model: runtime.queue for model in models}
     routed, requests = route(admitted, keys, models, local, {model: "" for model in models}, received_at)
-    return assemble_result([runtime.run(request) for request in requests], routed, gallery=None,
-                           depth=settings.depth)
+    records = [runtime.run(request) for request in requests]
+    followups, asked = ask_followups(routed, records)
+    if asked:
+        routed = second_round(routed, records, followups, {r.model: runtime.queue for r in followups},
+                              {r.model: "" for r in followups}, asked)
+        records = [runtime.run(request) for request in followups]
+    return assemble_result(records, routed, gallery=None, depth=settings.depth)

@@ -25,7 +25,7 @@ from tasks.celery_internals import event_strategy, send_chord
 from tasks.connection import redis_client, result_store
 from tasks.ledger import Ledger
 from tasks.metrics import EVENTS
-from tasks.model_task import run_model
+from tasks.model_task import model_tasks
 from tasks.pipeline import frame_keys, plan, route
 from tasks.placement import place_models
 from tasks.results import result_key
@@ -95,13 +95,7 @@ def dispatch(admitted: AdmittedEvent, settings: Settings, received_at: float) ->
                              group_id=uuid())
     if not models:
         return routed, None
-    header = [
-        run_model.si(request.model_dump(mode="json")).set(
-            queue=placement[request.model], task_id=routed.task_ids[request.model],
-            argsrepr=f"({request.model} for {request.event_id})", kwargsrepr="{}",  # not a repr of every argument
-        )
-        for request in requests
-    ]
+    header = model_tasks(requests, placement, routed.task_ids)
     body = assemble.s(routed.event.event_id).set(argsrepr=f"(records of {routed.event.event_id})")  # see assemble
     if settings.nemotron.enabled:
         body = body | assess_event_risk.s()

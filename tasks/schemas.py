@@ -103,6 +103,20 @@ class DetectionEvent(BaseModel):
             raise ValueError(f"{echo(value)!r} is not a person, vehicle or animal label")
         return label
 
+    @model_validator(mode="before")
+    @classmethod
+    def seed_frames_buffer(cls, data: Any) -> Any:
+        """The seed's `frames_buffer` (base64 strings, or frames in our forms) is taken as `frames`."""
+        if not isinstance(data, dict) or "frames_buffer" not in data:
+            return data
+        if data.get("frames"):
+            raise ValueError("give frames or frames_buffer, not both")
+        buffer = data["frames_buffer"]
+        if buffer is not None and not isinstance(buffer, list):
+            raise ValueError("frames_buffer must be a list of base64 images")
+        frames = [{"image": item} if isinstance(item, str) else item for item in buffer or []]
+        return {key: value for key, value in data.items() if key != "frames_buffer"} | {"frames": frames}
+
     @field_validator("frames", mode="before")
     @classmethod
     def not_too_many_frames(cls, value: Any) -> Any:
@@ -156,6 +170,14 @@ class EventSummary(BaseModel):
     frame_count: int = 0
 
 
+class FollowUp(BaseModel):
+    """A model the first models' evidence asked for: why, and whether it ran (else what it lacked)."""
+
+    asked_by: str
+    ran: bool
+    missing: str | None = None
+
+
 class RoutedEvent(BaseModel):
     """What the router decided for one event; rides the chord to assembly and waits in the ledger for the sweeper."""
 
@@ -170,6 +192,10 @@ class RoutedEvent(BaseModel):
     frame_size: tuple[int, int]
     received_at: float
     routed_at: float
+    followups: list[str] = Field(default_factory=list)  # models the first round's evidence may still ask for
+    stage: int = 1  # 2 once follow-up models were sent
+    earlier_records: list[dict[str, Any]] = Field(default_factory=list)  # the first round's, kept for the second
+    asked: dict[str, FollowUp] = Field(default_factory=dict)  # follow-ups the evidence asked for
 
 
 def validation_errors(error: ValidationError) -> dict[str, str]:
@@ -220,3 +246,4 @@ class EnrichmentResult(BaseModel):
     risk: dict[str, Any] | None = None  # Nemotron's answer when NEMOTRON_URL is set
     timings: dict[str, float] = Field(default_factory=dict)
     errors: dict[str, str] = Field(default_factory=dict)
+    follow_ups: dict[str, FollowUp] = Field(default_factory=dict)  # models the evidence asked for, and why

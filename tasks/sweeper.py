@@ -42,10 +42,14 @@ def joined_records(group_id: str) -> dict[str, dict]:
 
 
 def finished_records(routed: RoutedEvent) -> list[dict]:
-    """Records of the header tasks that did finish (from the chord's join, else the task's stored result)."""
+    """Records of the header tasks that did finish (from the chord's join, else the task's stored result), after
+    a second round's first records (kept in the ledger entry)."""
     joined = joined_records(routed.group_id)
-    records = []
+    records = list(routed.earlier_records)
+    earlier = {record.get("model") for record in records}
     for model, task_id in routed.task_ids.items():
+        if model in earlier:
+            continue
         if task_id in joined:
             records.append(joined[task_id])
             continue

@@ -14,6 +14,7 @@ from model_cache.spec import Priority
 
 if TYPE_CHECKING:
     from workers.finishing import Finisher
+    from workers.followups import FollowRule
 
 # COCO-style detector labels folded onto the three detection types the zoo plans for.
 LABEL_ALIASES: dict[str, str] = {
@@ -101,6 +102,7 @@ class ModelEntry:
     scene: bool = False  # scene models run per event as configured, beside the on-demand plan
     estimate_source: str = "h100"  # where estimated_mb comes from: a key of ESTIMATE_SOURCES
     finish: str | None = None  # "module:function" under workers.models that finishes its section at assembly
+    follows: str | None = None  # "module:function": the rule by which the first models' evidence asks for it
 
     @property
     def path_env(self) -> str:
@@ -127,6 +129,10 @@ class ModelEntry:
     def finisher(self) -> Finisher | None:
         """The function that finishes this model's section of the enrichment at assembly, if it has one."""
         return resolve(self.finish) if self.finish else None
+
+    def follow_rule(self) -> FollowRule | None:
+        """The rule by which other models' evidence asks for this one in a second round, if it has one."""
+        return resolve(self.follows) if self.follows else None
 
     def weights_path(self, models_dir: Path, overrides: Mapping[str, Path] | None = None) -> Path:
         """Where the weights are read from: the override (ZooSettings.model_paths) when given, else MODELS_DIR/<name>."""
@@ -186,7 +192,8 @@ MODELS: tuple[ModelEntry, ...] = (
     ModelEntry("depth", "depth:DepthModel", HubRepo("depth-anything/Depth-Anything-V2-Small-hf"), 48, Priority.LOW, ANY,
                "depth", finish="depth:add_distance"),
     ModelEntry("action", "action:ActionModel", HubRepo("microsoft/xclip-base-patch16-zero-shot"), 325, Priority.LOW,
-               PERSON, "action", condition=Condition.SUSPICIOUS_WITH_FRAMES, estimate_source=FP16),
+               PERSON, "action", condition=Condition.SUSPICIOUS_WITH_FRAMES, estimate_source=FP16,
+               follows="action:asked_by_evidence"),
     ModelEntry("florence", "florence:FlorenceModel", HubRepo("florence-community/Florence-2-large"), 1469,
                Priority.RESIDENT, PERSON, "scene", scene=True),
     ModelEntry("clip", "clip:ClipModel", HubRepo("openai/clip-vit-large-patch14"), 581, Priority.RESIDENT, PERSON,
@@ -213,3 +220,11 @@ def plan_models(event: Any, scene_models: Iterable[str] = ()) -> list[str]:
 def estimated_bytes() -> dict[str, int]:
     """Every model's registry estimate in bytes (what placement charges a worker before it reports)."""
     return {entry.name: entry.estimated_mb * 1024 * 1024 for entry in MODELS}
+
+
+def followup_candidates(event: Any, planned: Iterable[str]) -> list[str]:
+    """Models the first round's evidence may ask for: those with a follow rule, for this detection type, not
+    already planned; most important first."""
+    chosen = set(planned)
+    candidates = [e for e in MODELS if e.follows and event.detection_type in e.detection_types and e.name not in chosen]
+    return [e.name for e in sorted(candidates, key=lambda e: -int(e.priority))]

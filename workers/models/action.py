@@ -8,6 +8,8 @@ from typing import Any
 
 from PIL import Image
 
+from prompt_formatting.vocabulary import readable_label, words_of
+from workers.followups import Ask, event_field
 from workers.models.base import InferenceSkipped, ModelInput, clamp_box
 from workers.models.hf_family import HuggingFaceFamily
 from workers.settings import ZooSettings
@@ -141,3 +143,44 @@ class ActionModel(HuggingFaceFamily):
         with torch.inference_mode():
             probabilities = self.video_logits(self.to_model(pixel_values))[0].float().softmax(dim=-1).cpu().tolist()
         return action_report(self.actions, probabilities, distinct)
+
+
+# Objects Florence-2 may name that mean someone may be forcing a way in (whole words of its labels).
+FORCED_ENTRY_WORDS = frozenset({"crowbar", "prybar", "pry", "bolt", "cutter", "lockpick", "sledgehammer", "hammer"})
+NO_FRAMES = "the event has no frames (send frames, or the seed's frames_buffer)"
+
+
+def evidence_for_action(enrichment: dict[str, Any]) -> list[str]:
+    """What in the first models' sections asks for activity recognition, in words (empty: nothing does)."""
+    reasons = []
+    pose = enrichment.get("pose")
+    for person in (pose.get("poses") or [])[:1] if isinstance(pose, dict) else []:
+        if isinstance(person, dict) and person.get("suspicious"):
+            reasons.append(f"a {person.get('posture', 'suspicious')} posture")
+    threat = enrichment.get("threat")
+    if isinstance(threat, dict) and threat.get("threats_detected"):
+        highest = threat.get("highest_threat")
+        kind = highest.get("type") if isinstance(highest, dict) else None
+        reasons.append(f"a detected weapon ({readable_label(kind)})" if readable_label(kind) else "a detected weapon")
+    florence = (enrichment.get("scene") or {}).get("florence") if isinstance(enrichment.get("scene"), dict) else None
+    objects = florence.get("security_objects") if isinstance(florence, dict) else None
+    labels = objects.get("labels") if isinstance(objects, dict) else None
+    for label in labels if isinstance(labels, list) else []:
+        readable = readable_label(label)
+        if readable and FORCED_ENTRY_WORDS & set(words_of(readable)):
+            reasons.append(f"a forced-entry tool in view ({readable})")
+            break
+    return reasons
+
+
+def asked_by_evidence(enrichment: dict[str, Any], event: Any) -> Ask | None:
+    """The registry's follow rule: activity recognition when a suspicious posture, a weapon or a forced-entry
+    tool was seen (the backend's suspicion score asks for it in the first round already); noted, not run,
+    when the event carried no frames."""
+    reasons = evidence_for_action(enrichment)
+    if not reasons:
+        return None
+    reason = " and ".join(reasons)
+    if not event_field(event, "frame_count", 0):
+        return Ask(reason, missing=NO_FRAMES)
+    return Ask(reason)
