@@ -23,6 +23,7 @@ from prompt_formatting.vocabulary import (
     SEVERITIES,
     SUSPICIOUS_POSTURES,
     THREAT_SEVERITY,
+    WEATHER_PROMPTS,
     describe_age,
     threat_severity,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "SEVERITIES",
     "SUSPICIOUS_POSTURES",
     "THREAT_SEVERITY",
+    "WEATHER_PROMPTS",
     "approximate_distance_m",
     "build_risk_prompt",
     "clean_text",

@@ -40,13 +40,15 @@ class ModelPrompt:
 
 
 MODEL_PROMPTS: dict[str, ModelPrompt] = {}
+# Sections the assembly writes itself, not a model (scene_context: local time, light, weather, picture).
+ASSEMBLY_PROMPTS: dict[str, ModelPrompt] = {}
 
 
-def declare(prompt: ModelPrompt) -> None:
-    known = MODEL_PROMPTS.get(prompt.model)
+def declare(prompt: ModelPrompt, table: dict[str, ModelPrompt] = MODEL_PROMPTS) -> None:
+    known = table.get(prompt.model)
     if known is not None and known != prompt:
-        raise ValueError(f"model {prompt.model!r} declares its prompt twice")
-    MODEL_PROMPTS[prompt.model] = prompt
+        raise ValueError(f"{prompt.model!r} declares its prompt twice")
+    table[prompt.model] = prompt
 
 
 def model_section(model: str, *, purpose: str, area: Area, order: int,
@@ -63,3 +65,14 @@ def model_section(model: str, *, purpose: str, area: Area, order: int,
 def model_purpose(model: str, purpose: str) -> None:
     """Declare a model that prints no section of its own: only its purpose, named when it has no result."""
     declare(ModelPrompt(model, purpose))
+
+
+def assembly_section(name: str, *, purpose: str, area: Area, order: int,
+                     paths: Paths | None = None) -> Callable[[SectionBuilder], SectionBuilder]:
+    """Declare the decorated builder as the section of an assembly step (not a model), read at `paths`."""
+
+    def register(build: SectionBuilder) -> SectionBuilder:
+        declare(ModelPrompt(name, purpose, area, order, paths or ((name,),), build), ASSEMBLY_PROMPTS)
+        return build
+
+    return register

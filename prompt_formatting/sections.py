@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 
 import prompt_formatting
-from prompt_formatting.declared import MODEL_PROMPTS, Area, ModelPrompt, Paths, SectionBuilder
+from prompt_formatting.declared import ASSEMBLY_PROMPTS, MODEL_PROMPTS, Area, ModelPrompt, Paths, SectionBuilder
 from prompt_formatting.facts import Section, join_sections
 from prompt_formatting.values import mapping
 
@@ -39,7 +39,8 @@ def declared_prompts() -> dict[str, ModelPrompt]:
 @cache
 def area_table(area: Area) -> tuple[tuple[Paths, SectionBuilder], ...]:
     """The sections of one area, in their declared order: (where the input sits, the builder)."""
-    declared = sorted((p for p in declared_prompts().values() if p.area is area and p.build), key=lambda p: p.order)
+    every = [*declared_prompts().values(), *ASSEMBLY_PROMPTS.values()]
+    declared = sorted((p for p in every if p.area is area and p.build), key=lambda p: p.order)
     return tuple((p.paths, p.build) for p in declared if p.build is not None)
 
 

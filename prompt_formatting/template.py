@@ -9,6 +9,7 @@ from typing import Any
 
 from prompt_formatting.declared import Area
 from prompt_formatting.facts import join_sections
+from prompt_formatting.scene_context import calibration_light
 from prompt_formatting.sections import build_sections, purposes
 from prompt_formatting.untrusted import clean_text, quote, quoted
 from prompt_formatting.values import box, mapping, moment, out_of_100, percent, yes_no
@@ -70,7 +71,7 @@ CALIBRATION_NOTES: tuple[str, ...] = (
 CALIBRATION_SECTION = Template("""\
 ## Calibration
 
-Weigh the evidence together. Not one of these is a risk factor on its own:
+${light}Weigh the evidence together. Not one of these is a risk factor on its own:
 $notes
 What does raise it: a detected weapon, by its severity (critical above high above medium); forced-entry
 tools or actions; a suspicious posture at an entrance; a face covered at night.
@@ -118,6 +119,7 @@ DETECTION_FIELDS: tuple[tuple[str, str, Callable[[Any], str | None], str | None]
 ASSEMBLY_PURPOSES: dict[str, str] = {
     "reid_gallery": "matching against previously seen people",
     "scene_baseline": "whether the scene is unusual for this camera",
+    "picture_baseline": "whether the camera's picture changed suddenly (tampering)",
 }
 
 
@@ -158,7 +160,9 @@ def build_risk_prompt(event: dict, enrichment: dict, unavailable: dict[str, str]
         ondemand_section=_fill(
             ONDEMAND_ENRICHMENT_SECTION, "ondemand_context", join_sections(build_sections(Area.ONDEMAND, enrichment))
         ),
-        calibration_section=CALIBRATION_SECTION.substitute(notes="\n".join(f"- {n}" for n in CALIBRATION_NOTES)),
+        calibration_section=CALIBRATION_SECTION.substitute(
+            light=f"{line}\n" if (line := calibration_light(mapping(enrichment).get("scene_context"))) else "",
+            notes="\n".join(f"- {n}" for n in CALIBRATION_NOTES)),
         unavailable_section=_fill(UNAVAILABLE_SECTION, "unavailable", _unavailable_lines(unavailable)),
     )
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"

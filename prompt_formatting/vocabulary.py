@@ -239,3 +239,13 @@ SCENE_TAG_PROMPTS: tuple[str, ...] = (
 )
 SCENE_TAG_LIMIT = 3  # at most this many tags are printed, best first
 SCENE_TAG_MIN_SCORE = 0.15  # tags scoring below this are left out
+
+
+# CLIP's zero-shot weather and visibility: (the condition as the prompt names it, the text CLIP compares with).
+WEATHER_PROMPTS: tuple[tuple[str, str], ...] = (
+    ("rain", "a photo of a rainy scene, with rain falling and wet ground"),
+    ("snow", "a photo of a snowy scene, with snow on the ground"),
+    ("fog", "a photo of a foggy, misty scene with poor visibility"),
+    ("clear", "a photo taken in clear, dry weather"),
+    ("low light", "a dark photo taken at night in low light"),
+)

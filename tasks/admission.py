@@ -16,7 +16,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from tasks.schemas import DetectionEvent, FrameSource, echo, validation_errors
-from workers.images import InputError, check_image, decode_base64, decode_image, read_confined
+from workers.frame_quality import FrameQuality, measure
+from workers.images import InputError, check_image, decode_base64, decode_image, inspect_image, read_confined
 from workers.models.base import clamp_box
 from workers.records import Box
 from workers.settings import Settings
@@ -54,6 +55,7 @@ class CheckedFrame:
     key: str | None
     size: tuple[int, int]
     image: Image.Image | None = None
+    quality: FrameQuality | None = None  # the event's own frame only
 
 
 @dataclass
@@ -116,7 +118,7 @@ def admit(event: DetectionEvent, settings: Settings, read_key: KeyReader, pixels
 def _admit(event: DetectionEvent, settings: Settings, read_key: KeyReader, pixels: bool) -> AdmittedEvent:
     if len(event.frames) > settings.max_frames:
         raise InputError("frames", f"{len(event.frames)} frames given, at most {settings.max_frames} allowed")
-    frame = check_frame(event.frame_source, "", settings, read_key, pixels)
+    frame = check_frame(event.frame_source, "", settings, read_key, pixels, looked_at=True)
     width, height = frame.size
     bbox = box_inside("bbox", event.bbox, width, height)
     face = box_inside("face_bbox", event.face_bbox, width, height) if event.face_bbox else None
@@ -125,8 +127,9 @@ def _admit(event: DetectionEvent, settings: Settings, read_key: KeyReader, pixel
 
 
 def check_frame(source: FrameSource, where: str, settings: Settings, read_key: KeyReader,
-                pixels: bool = False) -> CheckedFrame:
-    """Read and check (or decode, with `pixels`) one frame source; a frame already in Redis stays where it is."""
+                pixels: bool = False, looked_at: bool = False) -> CheckedFrame:
+    """Read and check (or decode, with `pixels`) one frame source; a frame already in Redis stays where it is.
+    `looked_at`: also measure how the picture looks (brightness, sharpness ...) from what the check decoded."""
     name = f"{where}{source.field}"
     try:
         data = read_source(source, name, settings, read_key)
@@ -134,9 +137,17 @@ def check_frame(source: FrameSource, where: str, settings: Settings, read_key: K
         raise InputError(name, exc.reason) from None  # named where it sits: image_key or frames.3.image_key
     field_name = where.rstrip(".") or name
     image = decode_image(field_name, data, settings.max_image_pixels) if pixels else None
-    size = image.size if image is not None else check_image(field_name, data, settings.max_image_pixels)
+    quality = None
+    if image is not None:
+        size = image.size
+        quality = measure(image, data) if looked_at else None
+    elif looked_at:
+        size, reduced = inspect_image(field_name, data, settings.max_image_pixels)
+        quality = measure(reduced, data)
+    else:
+        size = check_image(field_name, data, settings.max_image_pixels)
     key, kept = (source.image_key, None) if source.image_key is not None else (None, data)
-    return CheckedFrame(data=kept, key=key, size=size, image=image)
+    return CheckedFrame(data=kept, key=key, size=size, image=image, quality=quality)
 
 
 def read_source(source: FrameSource, name: str, settings: Settings, read_key: KeyReader) -> bytes:

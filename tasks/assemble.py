@@ -19,6 +19,7 @@ from tasks.pipeline import ask_followups, assemble_result, second_round
 from tasks.placement import place_models
 from tasks.reid_gallery import ReidGallery
 from tasks.scene_baseline import SceneBaseline
+from tasks.scene_context import PictureBaseline
 from tasks.schemas import EnrichmentResult, FollowUp, RoutedEvent
 from workers.frames import FrameStore
 from workers.records import ModelRequest
@@ -35,6 +36,7 @@ def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEven
     result = assemble_result(
         records, routed, ReidGallery.configured(redis_client(), settings.reid),
         baseline=SceneBaseline.configured(redis_client(), settings.scene), depth=settings.depth,
+        cameras=settings.cameras, pictures=PictureBaseline(redis_client(), settings.cameras),
     )
     with redis_client().pipeline(transaction=True) as pipe:  # one round trip: store once, clean up, close
         saved = result_store().save_in(pipe, result)

@@ -19,17 +19,19 @@ from prompt_formatting import build_risk_prompt, count_context_attributes
 from tasks.admission import AdmittedEvent, admit, parse_event
 from tasks.reid_gallery import ReidGallery
 from tasks.scene_baseline import SceneBaseline
+from tasks.scene_context import PictureBaseline, describe_scene
 from tasks.schemas import EnrichmentResult, FollowUp, RoutedEvent
 from workers.finishing import Finishing
 from workers.frames import buffer_key, frame_key
 from workers.records import ModelRecord, ModelRequest
 from workers.registry import MODELS, REGISTRY, followup_candidates, plan_models
 from workers.runtime import DeviceRuntime
-from workers.settings import DepthSettings, Settings
+from workers.settings import CameraSettings, DepthSettings, Settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DEPTH = DepthSettings.model_construct()  # the documented defaults, without reading the environment
+DEFAULT_CAMERAS = CameraSettings.model_construct()
 
 
 # -- routing ----------------------------------------------------------------------------------------------
@@ -64,7 +66,7 @@ def route(admitted: AdmittedEvent, keys: FrameKeys, models: list[str], placement
     """The routed event (what assembly and the sweeper read) and one request per planned model."""
     event = admitted.event
     routed = RoutedEvent(
-        event=event.summary(admitted.bbox, admitted.face_bbox), planned=models, placement=dict(placement),
+        event=event.summary(admitted.bbox, admitted.face_bbox, admitted.frame.quality), planned=models, placement=dict(placement),
         task_ids=dict(task_ids), group_id=group_id, frame_key=keys.frame, buffer_keys=keys.buffer,
         owned_keys=list(keys.to_write), frame_size=admitted.size, received_at=received_at, routed_at=time.time(),
         followups=followup_candidates(event, models),
@@ -144,7 +146,8 @@ def unavailable_models(models: Mapping[str, ModelRecord]) -> dict[str, str]:
 
 def assemble_result(records: Iterable[ModelRecord | Mapping[str, Any] | None], routed: RoutedEvent,
                     gallery: ReidGallery | None, baseline: SceneBaseline | None = None,
-                    depth: DepthSettings = DEFAULT_DEPTH) -> EnrichmentResult:
+                    depth: DepthSettings = DEFAULT_DEPTH, cameras: CameraSettings = DEFAULT_CAMERAS,
+                    pictures: PictureBaseline | None = None) -> EnrichmentResult:
     """Merge the records of one routed event, finish their shapes, and write the prompt.
 
     Each model's finisher (the registry's) completes its section: the person is matched against the re-ID
@@ -158,6 +161,8 @@ def assemble_result(records: Iterable[ModelRecord | Mapping[str, Any] | None], r
         finish = entry.finisher()
         if finish is not None:
             finish(enrichment, finishing)
+    enrichment["scene_context"] = describe_scene(event, enrichment.get("scene", {}).get("clip"), cameras, pictures,
+                                                 finishing.unavailable)
     unavailable = unavailable_models(models) | finishing.unavailable
     not_run = {name: f"not run: asked for by {ask.asked_by}, but {ask.missing}"
                for name, ask in routed.asked.items() if not ask.ran}
@@ -207,4 +212,4 @@ def enrich_directly(raw: Any, runtime: DeviceRuntime, settings: Settings) -> Enr
         routed = second_round(routed, records, followups, {r.model: runtime.queue for r in followups},
                               {r.model: "" for r in followups}, asked)
         records = [runtime.run(request) for request in followups]
-    return assemble_result(records, routed, gallery=None, depth=settings.depth)
+    return assemble_result(records, routed, gallery=None, depth=settings.depth, cameras=settings.cameras)

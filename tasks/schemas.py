@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from workers.frame_quality import FrameQuality
 from workers.records import Box, ModelRecord
 from workers.registry import detection_type_of
 
@@ -147,11 +148,11 @@ class DetectionEvent(BaseModel):
     def frame_source(self) -> FrameSource:
         return FrameSource(image=self.image, image_path=self.image_path, image_key=self.image_key)
 
-    def summary(self, bbox: Box, face_bbox: Box | None) -> EventSummary:
+    def summary(self, bbox: Box, face_bbox: Box | None, quality: FrameQuality | None = None) -> EventSummary:
         """The event without its pixels, with the boxes as the models saw them (clamped to the frame)."""
         return EventSummary(
             **self.model_dump(exclude={"image", "image_path", "image_key", "frames", "bbox", "face_bbox"}),
-            bbox=bbox, face_bbox=face_bbox, frame_count=len(self.frames),
+            bbox=bbox, face_bbox=face_bbox, frame_count=len(self.frames), quality=quality,
         )
 
 
@@ -168,6 +169,7 @@ class EventSummary(BaseModel):
     face_bbox: Box | None = None
     suspicious_score: float = 0.0
     frame_count: int = 0
+    quality: FrameQuality | None = None  # how the event's frame looks (measured at admission)
 
 
 class FollowUp(BaseModel):

@@ -14,8 +14,9 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from prompt_formatting import DEFAULT_FAR_M, DEFAULT_NEAR_M, parse_depth_calibration
@@ -110,6 +111,68 @@ class SceneSettings(BaseSettings):
         60.0, ge=0, description="At most one frame per camera joins its baseline per this many seconds (0: all)")
     anomaly_threshold: float = Field(
         0.25, ge=0.0, le=1.0, description="A scene anomaly score above this is called unusual for the camera")
+
+
+class CameraPlace(BaseModel):
+    """Where one camera is: its time zone, and optionally its latitude and longitude (for the sun's position)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timezone: str | None = None
+    latitude: float | None = Field(None, ge=-90, le=90)
+    longitude: float | None = Field(None, ge=-180, le=180)
+
+    @field_validator("timezone")
+    @classmethod
+    def known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/London)") from exc
+        return value
+
+    @model_validator(mode="after")
+    def both_coordinates(self) -> CameraPlace:
+        if (self.latitude is None) != (self.longitude is None):
+            raise ValueError("give both latitude and longitude, or neither")
+        return self
+
+
+class CameraSettings(BaseSettings):
+    """Where cameras are and how their picture is watched: CAMERA_TIMEZONE, CAMERA_LATITUDE/LONGITUDE (every
+    camera's default), CAMERA_PLACES (per camera, JSON), CAMERA_QUALITY_* (the tampering check)."""
+
+    model_config = _config("CAMERA_")
+
+    timezone: str = Field("UTC", description="IANA time zone of cameras without their own (CAMERA_PLACES)")
+    latitude: float | None = Field(None, ge=-90, le=90, description="Latitude of cameras without their own; "
+                                   "with longitude, day/dusk/night come from the sun's position")
+    longitude: float | None = Field(None, ge=-180, le=180, description="Longitude of cameras without their own")
+    places: dict[str, CameraPlace] = Field(
+        default_factory=dict, description='Per camera, JSON: {"front_door": {"timezone": "Europe/London", '
+                                          '"latitude": 51.5, "longitude": -0.12}}')
+    quality_min_frames: int = Field(
+        10, ge=1, description="Frames a camera's picture baseline needs before a sudden change is flagged")
+    quality_blur_ratio: float = Field(
+        0.25, gt=0, lt=1, description="Sharpness below this share of the camera's usual is flagged as blurred")
+    quality_dark_ratio: float = Field(
+        0.35, gt=0, lt=1, description="Brightness below this share of the camera's usual is flagged as darkened")
+    quality_frozen_seconds: float = Field(
+        2.0, ge=0, description="The same picture this much later or more is flagged as a frozen feed")
+
+    @field_validator("timezone")
+    @classmethod
+    def known_zone(cls, value: str) -> str:
+        return CameraPlace.known_zone(value) or value
+
+    def place(self, camera_id: str | None) -> CameraPlace:
+        """The camera's own place, its missing parts filled from the defaults."""
+        own = self.places.get(camera_id or "", CameraPlace())
+        located = own.latitude is not None
+        return CameraPlace(timezone=own.timezone or self.timezone,
+                           latitude=own.latitude if located else self.latitude,
+                           longitude=own.longitude if located else self.longitude)
 
 
 class NemotronSettings(BaseSettings):
@@ -220,6 +283,7 @@ class Settings(BaseSettings):
     reid: ReidSettings = Field(default_factory=ReidSettings)
     depth: DepthSettings = Field(default_factory=DepthSettings)
     scene: SceneSettings = Field(default_factory=SceneSettings)
+    cameras: CameraSettings = Field(default_factory=CameraSettings)
     nemotron: NemotronSettings = Field(default_factory=NemotronSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     launch: LaunchSettings = Field(default_factory=LaunchSettings)
@@ -272,7 +336,7 @@ class Settings(BaseSettings):
         return hashlib.sha1(where.encode()).hexdigest()[:10]
 
 
-GROUPS = ("zoo", "reid", "depth", "scene", "nemotron", "metrics", "launch")
+GROUPS = ("zoo", "reid", "depth", "scene", "cameras", "nemotron", "metrics", "launch")
 PER_MODEL_FIELDS = {"model_paths": MODEL_PATH_SUFFIX, "model_families": MODEL_FAMILY_SUFFIX}
 
 

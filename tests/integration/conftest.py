@@ -27,11 +27,18 @@ def _port_free(port: int) -> bool:
         return True
 
 
+# Cameras the scene-context tests use: one with a place (Berlin), and a short picture baseline.
+SCENE_CONTEXT_ENV = {
+    "CAMERA_PLACES": '{"night_porch": {"timezone": "Europe/Berlin", "latitude": 52.52, "longitude": 13.40}}',
+    "CAMERA_QUALITY_MIN_FRAMES": "3",
+}
+
+
 @pytest.fixture(scope="session")
 def pool(pool_models_dir, tmp_path_factory):
     server = RedisServer().start()
     running = LocalPool(server.url, pool_models_dir, tmp_path_factory.mktemp("pool-logs"),
-                        env={"METRICS_PORT_BASE": str(free_port_block(200))})
+                        env={"METRICS_PORT_BASE": str(free_port_block(200)), **SCENE_CONTEXT_ENV})
     try:
         running.start()
         yield running

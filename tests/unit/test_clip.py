@@ -39,7 +39,7 @@ def norm(vector: list[float]) -> float:
 def test_frame_and_crop_embeddings_are_unit_vectors_of_the_projection_width(model, frame):
     result = model.infer(ModelInput(frame, PERSON_BOX))
 
-    assert set(result) == {"frame_embedding", "crop_embedding", "dim", "tags"}
+    assert set(result) == {"frame_embedding", "crop_embedding", "dim", "tags", "weather"}
     assert result["dim"] == model.model.config.projection_dim
     assert len(result["frame_embedding"]) == len(result["crop_embedding"]) == result["dim"]
     assert norm(result["frame_embedding"]) == pytest.approx(1.0, abs=1e-4)
@@ -149,3 +149,12 @@ def test_the_formatter_prints_the_best_tags(model, frame):
 def test_rank_tags_keeps_the_best_k_highest_first():
     assert rank_tags(("a", "b", "c"), [0.2, 0.5, 0.3], k=2) == [
         {"label": "b", "score": 0.5}, {"label": "c", "score": 0.3}]
+
+
+def test_weather_is_a_distribution_over_the_weather_conditions(model, frame):
+    from prompt_formatting import WEATHER_PROMPTS
+
+    weather = model.infer(ModelInput(frame, PERSON_BOX))["weather"]
+    assert [entry["label"] for entry in weather["ranked"]][0] == weather["label"]
+    assert {entry["label"] for entry in weather["ranked"]} == {label for label, _ in WEATHER_PROMPTS}
+    assert sum(entry["score"] for entry in weather["ranked"]) == pytest.approx(1.0, abs=1e-3)

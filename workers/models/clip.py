@@ -7,7 +7,7 @@ from typing import Any
 
 from PIL import Image
 
-from prompt_formatting import SCENE_TAG_PROMPTS
+from prompt_formatting import SCENE_TAG_PROMPTS, WEATHER_PROMPTS
 from workers.finishing import Finishing
 from workers.models.base import ModelInput
 from workers.models.hf_family import HuggingFaceFamily
@@ -47,8 +47,9 @@ class ClipModel(HuggingFaceFamily):
 
     processor_class = "AutoImageProcessor"
     half_on_cuda = True
-    loaded_attributes = HuggingFaceFamily.loaded_attributes + ("tag_embeds", "logit_scale")
+    loaded_attributes = HuggingFaceFamily.loaded_attributes + ("tag_embeds", "weather_embeds", "logit_scale")
     tag_labels: tuple[str, ...] = SCENE_TAG_PROMPTS
+    weather_labels: tuple[str, ...] = tuple(label for label, _ in WEATHER_PROMPTS)
 
     def clip_config(self) -> Any:
         from transformers import AutoConfig
@@ -71,7 +72,8 @@ class ClipModel(HuggingFaceFamily):
 
     def _load(self) -> None:
         super()._load()
-        self.tag_embeds, self.logit_scale = self.embed_texts(self.tag_labels)
+        texts, self.logit_scale = self.embed_texts(self.tag_labels + tuple(text for _, text in WEATHER_PROMPTS))
+        self.tag_embeds, self.weather_embeds = texts[: len(self.tag_labels)], texts[len(self.tag_labels):]
 
     def embed_texts(self, texts: tuple[str, ...]) -> tuple[Any, float]:
         """Unit text embeddings (float32, on the device) of texts and the checkpoint's logit scale.
@@ -120,6 +122,15 @@ class ClipModel(HuggingFaceFamily):
         probabilities = (self.logit_scale * frame @ self.tag_embeds.T)[0].softmax(dim=-1).cpu().tolist()
         return rank_tags(self.tag_labels, probabilities, k)
 
+    def weather(self, frame_embeds: Any) -> dict:
+        """CLIP's zero-shot weather and visibility over WEATHER_PROMPTS: the best condition, its score, all ranked."""
+        import torch
+
+        frame = torch.nn.functional.normalize(frame_embeds.reshape(1, -1), dim=-1)
+        probabilities = (self.logit_scale * frame @ self.weather_embeds.T)[0].softmax(dim=-1).cpu().tolist()
+        ranked = rank_tags(self.weather_labels, probabilities, len(self.weather_labels))
+        return {"label": ranked[0]["label"], "score": ranked[0]["score"], "ranked": ranked}
+
     def infer(self, inputs: ModelInput) -> dict:
         embeds = self.image_embeds([inputs.frame, inputs.person_crop()])
         frame_embedding, crop_embedding = (unit_vector(row) for row in embeds.cpu().tolist())
@@ -128,6 +139,7 @@ class ClipModel(HuggingFaceFamily):
             "crop_embedding": crop_embedding,
             "dim": len(frame_embedding),
             "tags": self.scene_tags(embeds[0]),
+            "weather": self.weather(embeds[0]),
         }
 
 
