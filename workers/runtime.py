@@ -22,7 +22,7 @@ from workers.batching import InferenceTimeout, MicroBatcher, infer_many
 from workers.crash_guard import CrashGuard
 from workers.frames import DecodedFrames
 from workers.images import keep_decode_memory
-from workers.metrics import INFERENCE_SECONDS, MODEL_RECORDS, CacheMetrics
+from workers.metrics import BATCH_SIZE, INFERENCE_SECONDS, MODEL_RECORDS, CacheMetrics, start_model_series
 from workers.model_services import ModelServices
 from workers.models.base import InferenceSkipped, ModelInput
 from workers.records import ModelRecord, ModelRequest
@@ -100,6 +100,7 @@ class DeviceRuntime:
         self.status = StatusPublisher(self.cache, worker, settings.heartbeat_seconds, self.state, client)
         self.crashes = CrashGuard(settings, self.queue, self.threaded)
         self.services = ModelServices(self)
+        start_model_series(REGISTRY)
 
     # -- models -------------------------------------------------------------------------------
     def spec_for(self, entry: ModelEntry) -> ModelSpec:
@@ -219,6 +220,7 @@ class DeviceRuntime:
         by the crash guard (journaled, watched, isolated after a crash)."""
         tasks = [job.task_id for job in jobs if job.task_id]
         inputs = [job.inputs for job in jobs]
+        BATCH_SIZE.labels(model).observe(len(jobs))
         with self.crashes.guarding(model, tasks):
             return self.cache.run_with_oom_retry(self.spec_for(REGISTRY[model]),
                                                  lambda wrapper: infer_many(wrapper, inputs))
@@ -232,6 +234,7 @@ class DeviceRuntime:
             "pid": os.getpid(), "updated_at": time.time(), "frame_bytes_read": self.frames.bytes_read,
             "batches": stats.batches, "batched_requests": stats.items, "largest_batch": stats.largest,
             "batch_limit": self.batcher.max_size,
+            "ready": self.services.ready.is_set(), "start_up": self.services.stage,
         }
 
     def start(self) -> DeviceRuntime:
