@@ -85,8 +85,8 @@ class Endpoints:
         self.worker = worker
         self.checks = checks
 
-    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
-        path = environ.get("PATH_INFO", "/")
+    def __call__(self, request: dict, start_response: Callable) -> list[bytes]:
+        path = request.get("PATH_INFO", "/")  # the WSGI environ of this request
         if path == "/healthz":
             return self.reply(start_response, 200, {"worker": self.worker, "alive": True})
         if path == "/readyz":
@@ -94,7 +94,7 @@ class Endpoints:
             ready = all(value == "ok" for value in outcomes.values())
             return self.reply(start_response, 200 if ready else 503,
                               {"worker": self.worker, "ready": ready, "checks": outcomes})
-        return self.metrics(environ, start_response)
+        return self.metrics(request, start_response)
 
     @staticmethod
     def reply(start_response: Callable, status: int, body: dict) -> list[bytes]:

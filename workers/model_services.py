@@ -36,9 +36,10 @@ class ModelServices:
         self.stage = "not started"  # what start-up is doing: not started, warming up, preloading, done
 
     def warm_up(self, names: list[str] | None = None) -> dict[str, float]:
-        """Import what loading each model will import (default: every model whose weights are present) and, on a
-        GPU, create the CUDA context, so the first load in this process is not also the slowest. Milliseconds per
-        step; a step that fails is logged and skipped (the load will report it)."""
+        """Check each present model's weights against its pin (hashing them once, so a first load does not), import
+        what loading it will import (default: every model whose weights are present) and, on a GPU, create the CUDA
+        context, so the first load in this process is not also the slowest. Milliseconds per step; a step that fails
+        is logged and skipped (the load will report it)."""
         runtime = self.runtime
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -56,6 +57,7 @@ class ModelServices:
                 continue
             started = time.perf_counter()
             try:
+                runtime.verify_weights(entry)
                 with MODEL_CODE_LOCK:
                     family.import_libraries(path)
             except Exception as exc:
