@@ -72,10 +72,10 @@ fuzz: setup redis
 tiny-models: setup
 	$(PY) scripts/make_tiny_models.py
 
-# The figures README shows: a short bench on no-op models and the cache replay (about 2 minutes on 2 CPU cores).
+# The figures README shows: a short bench on no-op models (about 2 minutes on 2 CPU cores) and the cache replay.
 bench-figures: setup redis
 	$(PY) scripts/bench.py --noop --events 60 --no-affinity --report scripts/figures/bench-noop.json
-	$(PY) scripts/bench_cache.py --json scripts/figures/bench-cache.json
+	$(PY) scripts/bench_cache.py --estimates seed --scene florence --scene clip --json scripts/figures/bench-cache.json
 
 clean:
 	rm -rf var/ .pytest_cache
