@@ -1,23 +1,54 @@
-# Two commands for a new user:  `make demo`  and  `make test`.
+# Two commands for a new user:  `make demo`  and  `make test`.  `make` alone lists every target.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-chromium:
-	@command -v chromium >/dev/null || scripts/install_system_packages.sh chromium
+.DEFAULT_GOAL := help
+.PHONY: help check-python setup redis chromium prometheus demo lint test test-unit test-integration fuzz tiny-models \
+	bench-figures clean
 
-.PHONY: chromium setup redis demo lint test test-unit test-integration fuzz tiny-models clean
+help:
+	@echo "Model Zoo Enrichment: make TARGET"
+	@echo ""
+	@echo "  demo              set up, then enrich sample events through a local pool (tiny random models) and print"
+	@echo "                    the results and prompts"
+	@echo "  test              set up, then ruff and every test (unit, integration with real redis-server and workers)"
+	@echo "  test-unit         the tests that need no redis-server or worker processes"
+	@echo "  test-integration  the tests that start a real redis-server and real workers"
+	@echo "  lint              ruff check ."
+	@echo "  fuzz              10,000 seeded valid and hostile events through a real pool"
+	@echo "  tiny-models       write the tiny random models tests and the demo use (var/tiny-models)"
+	@echo "  bench-figures     the short benchmark runs whose PNGs README shows (scripts/figures)"
+	@echo "  setup             check Python, create $(VENV) and install the project (about 6.5 GB, see README)"
+	@echo "  redis / chromium / prometheus   install that Debian package when missing (apt-get)"
+	@echo "  clean             remove var/ and pytest's cache"
+	@echo ""
+	@echo "Python: PYTHON=$(PYTHON) (3.11 or newer, with venv and ensurepip); override with make PYTHON=python3.12 ..."
+
+check-python:
+	@scripts/check_python.sh $(PYTHON)
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@scripts/check_python.sh $(PYTHON)
+	@echo "creating $(VENV) and installing the project: torch with its CUDA runtime wheels and about 190 other"
+	@echo "packages, 6.5 GB on disk (README: 'Two commands' says how long it took where it was measured)"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
 	$(PY) -c "import torchvision.ops; torchvision.ops.nms; print('torchvision ops OK')"
 	touch $@
 
 redis:
 	@command -v redis-server >/dev/null || scripts/install_system_packages.sh redis-server
+
+chromium:
+	@command -v chromium >/dev/null || scripts/install_system_packages.sh chromium
+
+# Debian's prometheus: promtool checks the alert rules, and one integration test scrapes a real pool with it.
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
+		|| scripts/install_system_packages.sh --no-install-recommends prometheus
 
 demo: setup redis
 	$(PY) scripts/demo.py
@@ -25,13 +56,13 @@ demo: setup redis
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup redis chromium lint
+test: setup redis chromium prometheus lint
 	$(PY) -m pytest -ra
 
-test-unit: setup
+test-unit: setup prometheus
 	$(PY) -m pytest -ra -m "not integration"
 
-test-integration: setup redis chromium
+test-integration: setup redis chromium prometheus
 	$(PY) -m pytest -ra -m integration
 
 # `make test` runs a 300-event seeded fuzz (tests/integration/test_fuzz_pool.py); this is the long one.
@@ -40,6 +71,11 @@ fuzz: setup redis
 
 tiny-models: setup
 	$(PY) scripts/make_tiny_models.py
+
+# The figures README shows: a short bench on no-op models (about 2 minutes on 2 CPU cores) and the cache replay.
+bench-figures: setup redis
+	$(PY) scripts/bench.py --noop --events 60 --no-affinity --report scripts/figures/bench-noop.json
+	$(PY) scripts/bench_cache.py --estimates seed --scene florence --scene clip --json scripts/figures/bench-cache.json
 
 clean:
 	rm -rf var/ .pytest_cache

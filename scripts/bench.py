@@ -550,6 +550,51 @@ def print_report(report: dict[str, Any]) -> None:
                                "redis (frames by image_key)": pool.get("redis_by_key"), "summary": report["summary"]})
 
 
+# -- the figure -----------------------------------------------------------------------------------------------
+
+LATENCY_RUNS = ("direct", "pool", "pool_no_events", "prefork")  # the runs that measure events one at a time
+
+
+def latency_runs(report: dict[str, Any]) -> dict[str, list[float]]:
+    """Each successful run's per-event latencies, one event at a time, sorted (the figure's curves)."""
+    runs = {}
+    for name in LATENCY_RUNS:
+        run = ok(report, name) or {}
+        latencies = run.get("latency_by_event_ms") or run.get("sequential", {}).get("latency_by_event_ms")
+        if latencies:
+            runs[name] = sorted(latencies)
+    return runs
+
+
+def write_figure(report: dict[str, Any], path: Path) -> Path | None:
+    """A PNG of the latency distribution of each run that measured events one at a time: the share of events done
+    within each latency (one curve per run, p50 and p95 marked). None when no run has per-event latencies."""
+    runs = latency_runs(report)
+    if not runs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(8, 4.5), constrained_layout=True)
+    for name, latencies in runs.items():
+        shares = [(index + 1) / len(latencies) for index in range(len(latencies))]
+        (line,) = axes.step(latencies, shares, where="post", label=f"{name.replace('_', ' ')} ({len(latencies)} events)")
+        for q, marker in ((0.5, "o"), (0.95, "^")):
+            at = latencies[min(len(latencies) - 1, round(q * (len(latencies) - 1)))]
+            axes.plot([at], [q], marker=marker, color=line.get_color())
+    axes.set_xscale("log")
+    axes.set(xlabel="latency of one event, one at a time (ms, log scale)", ylabel="share of events done within it",
+             ylim=(0, 1.02), title=f"bench: {report['events']} events, {report['models']} models, seed {report['seed']} "
+                                   f"(o p50, ^ p95)")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(loc="lower right")
+    figure.savefig(path, dpi=80)
+    pyplot.close(figure)
+    return path
+
+
 # -- the command ----------------------------------------------------------------------------------------------
 
 def pool_phases(noop: bool, env: dict[str, str], gpus: str, concurrency: int, batch_size: int, compare: bool,
@@ -588,7 +633,8 @@ def main(
     phase_timeout: float = typer.Option(600.0, min=1, help="Seconds one phase may take before it is abandoned"),
     models_dir: Path = typer.Option(TINY_MODELS_DIR, help="Model weights: tiny ones are generated in the default "
                                     "directory; any other must hold every model's weights"),
-    report_path: Path = typer.Option(REPO / "var" / "bench" / "report.json", "--report", help="JSON report"),
+    report_path: Path = typer.Option(REPO / "var" / "bench" / "report.json", "--report",
+                                     help="JSON report (and the latency figure beside it, .png)"),
 ) -> None:
     """Replay one trace through the direct pipeline and the pool; print the figures, write the JSON report."""
     os.environ.update(OFFLINE)
@@ -622,7 +668,8 @@ def main(
     report.data["summary"] = summarise(report.data)
     report.write()
     print_report(report.data)
-    typer.echo(f"report: {report_path}")
+    figure = write_figure(report.data, report_path.with_suffix(".png"))
+    typer.echo(f"report: {report_path}" + (f", figure: {figure}" if figure else ""))
     if report.failed():
         raise typer.Exit(1)
 

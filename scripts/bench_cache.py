@@ -377,6 +377,32 @@ def report_json(seed: int, episodes: int, estimates: str, sizes_mb: dict[str, fl
     }
 
 
+def write_figure(report: dict, path: Path) -> Path:
+    """A PNG of the report: hit rate and served rate against the memory budget, one line per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    from matplotlib import pyplot
+
+    budgets = [row["budget_gb"] for row in report["budgets"]]
+    figure, (hits, served) = pyplot.subplots(1, 2, figsize=(10, 4), sharex=True, constrained_layout=True)
+    for policy in report["policies"]:
+        for axes, key in ((hits, "hit_rate"), (served, "served_rate")):
+            axes.plot(budgets, [100 * row["outcomes"][policy][key] for row in report["budgets"]], marker="o",
+                      label=policy)
+    hits.set(title="hit rate (requests served by a resident model)", ylabel="%", xlabel="memory budget, GB")
+    served.set(title="served rate (requests whose model fit)", ylabel="%", xlabel="memory budget, GB")
+    for axes in (hits, served):
+        axes.grid(alpha=0.3)
+        axes.legend()
+    scene = f", scene models {'+'.join(report['scene'])}" if report["scene"] else ""
+    figure.suptitle(f"model cache replay: {report['events']} events, {report['requests']} model requests, seed "
+                    f"{report['seed']}, {report['estimates']} sizes{scene}", fontsize=10)
+    figure.savefig(path, dpi=80)
+    pyplot.close(figure)
+    return path
+
+
 def main(
     seed: int = typer.Option(7, help="RNG seed for the synthetic day"),
     episodes: int = typer.Option(700, help="Activity episodes in the day (each a burst of detections)"),
@@ -385,7 +411,8 @@ def main(
                                                   "seed design's guesses)"),
     idle_seconds: float = typer.Option(0, help="Release models idle this long (0: never), as the worker's heartbeat"),
     scene: list[str] = typer.Option([], "--scene", help="Scene model to run per person event (florence, clip)"),
-    json_path: Path | None = typer.Option(None, "--json", help="Also write the report as JSON here"),
+    json_path: Path | None = typer.Option(None, "--json", help="Also write the report as JSON here, and a PNG of hit "
+                                                               "and served rate against budget beside it (.png)"),
     check: bool = typer.Option(False, "--check", help="Exit 1 unless every budget meets the acceptance"),
 ) -> None:
     """Served requests and hit rate of ModelCache against Belady serving every request that fits, per budget."""
@@ -399,8 +426,9 @@ def main(
     print_report(events, trace, rows, estimates, sizes_mb, tuple(scene))
     if json_path is not None:
         report = report_json(seed, episodes, estimates, sizes_mb, tuple(scene), events, trace, rows)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2))
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {json_path} and {write_figure(report, json_path.with_suffix('.png'))}")
     console.print(f"[dim]{time.perf_counter() - started:.1f} s[/dim]")
     if check and not all(row["acceptance"]["ok"] for row in rows):
         raise typer.Exit(1)

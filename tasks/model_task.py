@@ -29,7 +29,7 @@ from tasks.connection import redis_client
 from tasks.redelivery import restore_unacked
 from workers.frames import DecodedFrames, FrameStore
 from workers.records import ModelRecord, ModelRequest
-from workers.runtime import DeviceRuntime
+from workers.runtime import DeviceRuntime, GpuUnavailable, pick_device
 from workers.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -78,12 +78,21 @@ def count_crashes(task_ids: list[str]) -> None:
         pipe.execute()
 
 
+EXIT_NO_GPU = 3  # a gpu.N worker that cannot use its GPU stops with this code (CPU_FALLBACK=1: runs on the CPU)
+
+
 @worker_init.connect
 def prepare_device_worker(sender: Any = None, **_: Any) -> None:
-    """Before consuming: take back what a dead predecessor left unacknowledged; a threads pool starts its runtime."""
+    """Before consuming: a gpu.N worker stops unless it can use its GPU; take back what a dead predecessor left
+    unacknowledged; a threads pool starts its runtime."""
     settings = get_settings()
     if not settings.is_device_worker:
         return
+    try:
+        pick_device(settings)  # NVML-based: a prefork parent does not initialise CUDA before it forks
+    except GpuUnavailable as exc:
+        log.critical("%s", exc)
+        raise SystemExit(EXIT_NO_GPU) from None
     with sender.app.connection_for_write() as connection:
         restore_unacked(connection, settings.device_queue)
     if settings.device_pool == "threads":

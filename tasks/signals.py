@@ -1,13 +1,20 @@
-"""Worker-process plumbing hooked to Celery's signals: /metrics from each worker's parent, dead children's gauges."""
+"""Worker-process plumbing hooked to Celery's signals: /metrics, /healthz and /readyz from each worker's parent,
+dead children's gauges, quiet per-task log lines."""
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import Any
+
+import redis
 
 from tasks import celery_internals
-from workers.metrics import mark_child_dead, serve_metrics
-from workers.settings import get_settings
+from workers.health import CHECK_TIMEOUT_SECONDS, broker_check, device_start_check, serve
+from workers.launch import ROUTER_QUEUES
+from workers.metrics import QueueDepthCollector, mark_child_dead, metrics_registry
+from workers.settings import Settings, get_settings
+from workers.state import live_workers
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +31,34 @@ def quiet_task_lines(**_: object) -> None:
         logging.getLogger(name).setLevel(level)
 
 
+def pool_queues(client: redis.Redis, settings: Settings) -> list[str]:
+    """The queues whose depth the router reports: its own, the static device queues and every live device queue."""
+    live = [state.queue for state in live_workers(client, max_age_seconds=3 * settings.heartbeat_seconds)]
+    return [*ROUTER_QUEUES.split(","), *settings.device_queues, *live]
+
+
+def serve_endpoints(sender: Any = None, **_: Any) -> int | None:
+    """At worker start, in the parent: /metrics (the router's also carries the queue depths), /healthz and /readyz
+    (the broker answers; on a device worker, warm-up and preload are done) on METRICS_PORT."""
+    settings = get_settings()
+    worker = getattr(sender, "hostname", None) or f"pid{os.getpid()}"
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=CHECK_TIMEOUT_SECONDS,
+                                  socket_connect_timeout=CHECK_TIMEOUT_SECONDS)
+    registry = metrics_registry()
+    checks = {"broker": broker_check(client)}
+    if settings.is_device_worker:
+        checks["models"] = device_start_check(client, worker)
+    elif settings.worker_role == "router":
+        registry.register(QueueDepthCollector(lambda: client, lambda: pool_queues(client, settings)))
+    return serve(settings.metrics, registry, worker, checks)
+
+
 def connect_worker_signals() -> None:
-    """Serve metrics from each worker's parent, drop a finished child's live gauges, quiet per-task log lines."""
+    """Serve each worker's endpoints from its parent, drop a finished child's live gauges, quiet per-task log lines."""
     from celery.signals import after_setup_logger, worker_init, worker_process_shutdown, worker_ready
 
     after_setup_logger.connect(quiet_task_lines, weak=False)
     worker_ready.connect(lambda **_: log.info(celery_internals.describe()), weak=False)
     worker_init.connect(quiet_task_lines, weak=False)
-    worker_init.connect(lambda **_: serve_metrics(get_settings().metrics), weak=False)
+    worker_init.connect(serve_endpoints, weak=False)
     worker_process_shutdown.connect(lambda **_: mark_child_dead(os.getpid()), weak=False)

@@ -36,7 +36,7 @@ def device_pool(pool: str, batch_size: int | None, threads: int | None) -> Devic
 @cli.command()
 def router(loglevel: str = "info", concurrency: int = 2, beat: bool = True) -> None:
     """Run the router/assemble worker in the foreground (one per deployment when --beat is on)."""
-    exec_worker(*router_command(Settings(), loglevel, concurrency, beat))
+    exec_worker(*router_command(Settings(), loglevel, concurrency, beat, single=True))
 
 
 @cli.command()
@@ -57,7 +57,7 @@ def device(index: int = 0, cpu: bool = typer.Option(False, help="A CPU worker (q
             slot = device_slots("none", index + 1, settings)[index]
         else:
             slot = replace(device_slots(str(index), settings=settings)[0], visible=visible)
-        command = device_command(settings, slot, loglevel, device_pool(pool, batch_size, threads))
+        command = device_command(settings, slot, loglevel, device_pool(pool, batch_size, threads), single=True)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     exec_worker(*command)

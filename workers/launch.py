@@ -68,20 +68,23 @@ def port_taken(port: int, addr: str) -> bool:
         return False
 
 
-def metrics_environment(settings: Settings, name: str, offset: int) -> dict[str, str]:
-    """Each worker serves /metrics on METRICS_PORT_BASE + offset, from its own fresh multiprocess directory.
+def metrics_environment(settings: Settings, name: str, offset: int, single: bool = False) -> dict[str, str]:
+    """Each worker serves /metrics, /healthz and /readyz on METRICS_PORT_BASE + offset, from its own fresh
+    multiprocess directory. A worker started on its own (`python -m workers router|device`, single=True) keeps a
+    METRICS_PORT given to it instead: compose names each service's port, so its healthcheck and Prometheus know it.
 
     The directory is METRICS_DIR/<pool>/<worker>: a second pool on the host (another Redis, say the demo beside a
     running pool) gets its own folder and never clears this one's files. A port already taken is reported here,
-    and the worker runs on without /metrics (workers.metrics.serve_metrics says so too).
+    and the worker runs on without those endpoints (workers.health.serve says so too).
     """
     base = settings.metrics.port_base
-    if base is None:
+    pinned = settings.metrics.port if single else None
+    if base is None and pinned is None:
         return {}
     directory = settings.metrics.dir / pool_name(settings) / name
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
-    port = base + offset
+    port = pinned if pinned is not None else base + offset
     if port_taken(port, settings.metrics.addr):
         message = (f"metrics port {settings.metrics.addr}:{port} for {name} is taken (another pool on this host?); "
                    f"this worker will serve no /metrics: set METRICS_PORT_BASE to a free range, or 0 for none")
@@ -132,14 +135,15 @@ def celery_worker_command(settings: Settings, queues: str, node: str, concurrenc
     ]
 
 
-def router_command(settings: Settings, loglevel: str, concurrency: int = 2,
-                   beat: bool = True) -> tuple[list[str], dict[str, str]]:
-    """The CPU worker for the router and assemble queues; it runs the sweeper's beat schedule too."""
+def router_command(settings: Settings, loglevel: str, concurrency: int = 2, beat: bool = True,
+                   single: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The CPU worker for the router and assemble queues; it runs the sweeper's beat schedule too (single: started
+    on its own, see metrics_environment)."""
     extra = ["--max-memory-per-child", str(settings.launch.router_max_memory_kb)]
     if beat:
         extra += ["-B", "-s", str(settings.launch.beat_schedule_file)]
     command = celery_worker_command(settings, ROUTER_QUEUES, "router@%h", concurrency, loglevel, extra)
-    return command, {"WORKER_ROLE": "router", "CUDA_VISIBLE_DEVICES": ""} | metrics_environment(settings, "router", 0)
+    return command, {"WORKER_ROLE": "router", "CUDA_VISIBLE_DEVICES": ""} | metrics_environment(settings, "router", 0, single)
 
 
 BATCH_WINDOW = 8  # model tasks a threads pool holds, per unit of batch size: room for batch_size events' models
@@ -180,15 +184,16 @@ class DevicePool:
         return 1 if self.kind == "prefork" else self.threads or BATCH_WINDOW * self.batch_size
 
 
-def device_command(settings: Settings, slot: DeviceSlot, loglevel: str,
-                   pool: DevicePool = DevicePool()) -> tuple[list[str], dict[str, str]]:
-    """The worker for one device's queue: a threads pool by default, or prefork with one child (see DevicePool).
+def device_command(settings: Settings, slot: DeviceSlot, loglevel: str, pool: DevicePool = DevicePool(),
+                   single: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The worker for one device's queue: a threads pool by default, or prefork with one child (see DevicePool);
+    single: started on its own (see metrics_environment).
 
     Either way the models load lazily in the process that runs the tasks, which owns the device; a prefork
     parent never touches CUDA.
     """
     offset = 1 + slot.index + (100 if slot.kind == "cpu" else 0)
-    env = slot.environment() | metrics_environment(settings, slot.queue, offset) | {
+    env = slot.environment() | metrics_environment(settings, slot.queue, offset, single) | {
         "DEVICE_POOL": pool.kind, "MODEL_BATCH_SIZE": str(pool.batch_size),
     }
     command = celery_worker_command(settings, slot.queue, slot.node, pool.concurrency, loglevel, [], pool=pool.kind)

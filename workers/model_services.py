@@ -32,11 +32,14 @@ class ModelServices:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.command_listener: threading.Thread | None = None
+        self.ready = threading.Event()  # set once warm-up and PRELOAD_MODELS are done (the worker's /readyz)
+        self.stage = "not started"  # what start-up is doing: not started, warming up, preloading, done
 
     def warm_up(self, names: list[str] | None = None) -> dict[str, float]:
-        """Import what loading each model will import (default: every model whose weights are present) and, on a
-        GPU, create the CUDA context, so the first load in this process is not also the slowest. Milliseconds per
-        step; a step that fails is logged and skipped (the load will report it)."""
+        """Check each present model's weights against its pin (hashing them once, so a first load does not), import
+        what loading it will import (default: every model whose weights are present) and, on a GPU, create the CUDA
+        context, so the first load in this process is not also the slowest. Milliseconds per step; a step that fails
+        is logged and skipped (the load will report it)."""
         runtime = self.runtime
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -54,6 +57,7 @@ class ModelServices:
                 continue
             started = time.perf_counter()
             try:
+                runtime.verify_weights(entry)
                 with MODEL_CODE_LOCK:
                     family.import_libraries(path)
             except Exception as exc:
@@ -116,7 +120,8 @@ class ModelServices:
         - takes preload/unload commands: in this process (a threads pool's control commands find it here) and,
           given a Redis client, from `workers:commands:<worker>` on a listener thread (the prefork parent
           publishes there);
-        - on a background thread, warms up (library imports, CUDA context) and then loads PRELOAD_MODELS.
+        - on a background thread, warms up (library imports, CUDA context) and then loads PRELOAD_MODELS; then
+          `ready` is set and the worker's published state says so (its /readyz reads that).
 
         Call it right after the runtime is created and started, in the process that holds the cache (the
         prefork child at worker_process_init, or the threads pool's process).
@@ -134,11 +139,18 @@ class ModelServices:
             self.command_listener.start()
 
         def warm_up_and_preload() -> None:
-            self.warm_up()
-            wanted = list(self.runtime.settings.preload_models)
-            if wanted and not self._stop.is_set():
-                outcomes = self.preload(wanted)
-                log.info("preloaded on start: %s", ", ".join(f"{o['model']} {o['status']}" for o in outcomes))
+            try:
+                self.stage = "warming up"
+                self.warm_up()
+                wanted = list(self.runtime.settings.preload_models)
+                if wanted and not self._stop.is_set():
+                    self.stage = "preloading " + ",".join(wanted)
+                    outcomes = self.preload(wanted)
+                    log.info("preloaded on start: %s", ", ".join(f"{o['model']} {o['status']}" for o in outcomes))
+            finally:  # done, whatever each step's outcome (a failed load is in the logs and `loaded_models`)
+                self.stage = "done"
+                self.ready.set()
+                self.runtime.status.publish()
 
         threading.Thread(target=warm_up_and_preload, name="model-warm-up", daemon=True).start()
 

@@ -66,9 +66,11 @@ SUSPICIOUS_THRESHOLD = 50.0
 
 @dataclass(frozen=True)
 class HubRepo:
-    """Weights that are a Hugging Face Hub repository, fetched as a snapshot."""
+    """Weights that are a Hugging Face Hub repository, fetched as a snapshot at `revision` (a commit hash; None: the
+    commit the first download found, kept in MODELS_DIR's lock file by scripts/download_models.py)."""
 
     repo_id: str
+    revision: str | None = None
 
     @property
     def url(self) -> str:
@@ -77,11 +79,13 @@ class HubRepo:
 
 @dataclass(frozen=True)
 class DirectFile:
-    """One weights file outside the Hub, saved as `filename` in the model's directory."""
+    """One weights file outside the Hub, saved as `filename` in the model's directory; `sha256` pins its bytes (None:
+    the digest the first download found, kept in MODELS_DIR's lock file by scripts/download_models.py)."""
 
     url: str
     filename: str
     via: str = "http"  # "http": resumable ranged GET; "gdrive": Google Drive through gdown
+    sha256: str | None = None
 
 
 WeightsSource = HubRepo | DirectFile
@@ -189,14 +193,17 @@ MODELS: tuple[ModelEntry, ...] = (
                DirectFile("https://drive.google.com/uc?id=1rb8UN5ZzPKRc_xvtHlyDh-cSz88YX9hs",
                           "osnet_x0_25_imagenet.pth", via="gdrive"),
                1, Priority.MEDIUM, PERSON, "reid", finish="reid:match_identity"),
-    ModelEntry("depth", "depth:DepthModel", HubRepo("depth-anything/Depth-Anything-V2-Small-hf"), 48, Priority.LOW, ANY,
-               "depth", finish="depth:add_distance"),
+    ModelEntry("depth", "depth:DepthModel",
+               HubRepo("depth-anything/Depth-Anything-V2-Small-hf", "5426e4f0f36572d16453bbda7a8389317b1bef99"), 48,
+               Priority.LOW, ANY, "depth", finish="depth:add_distance"),
     ModelEntry("action", "action:ActionModel", HubRepo("microsoft/xclip-base-patch16-zero-shot"), 325, Priority.LOW,
                PERSON, "action", condition=Condition.SUSPICIOUS_WITH_FRAMES, estimate_source=FP16,
                follows="action:asked_by_evidence"),
-    ModelEntry("florence", "florence:FlorenceModel", HubRepo("florence-community/Florence-2-large"), 1469,
+    ModelEntry("florence", "florence:FlorenceModel",
+               HubRepo("florence-community/Florence-2-large", "4271c66b88cdbc05735372ec13b2360108de5317"), 1469,
                Priority.RESIDENT, PERSON, "scene", scene=True),
-    ModelEntry("clip", "clip:ClipModel", HubRepo("openai/clip-vit-large-patch14"), 581, Priority.RESIDENT, PERSON,
+    ModelEntry("clip", "clip:ClipModel", HubRepo("openai/clip-vit-large-patch14", "32bd64288804d66eefd0ccbe215aa642df71cc41"),
+               581, Priority.RESIDENT, PERSON,
                "scene", scene=True, finish="clip:score_scene"),
 )
 

@@ -22,7 +22,8 @@ from workers.batching import InferenceTimeout, MicroBatcher, infer_many
 from workers.crash_guard import CrashGuard
 from workers.frames import DecodedFrames
 from workers.images import keep_decode_memory
-from workers.metrics import INFERENCE_SECONDS, MODEL_RECORDS, CacheMetrics
+from workers.metrics import BATCH_SIZE, INFERENCE_SECONDS, MODEL_RECORDS, CacheMetrics, start_model_series
+from workers.model_files import check_weights
 from workers.model_services import ModelServices
 from workers.models.base import InferenceSkipped, ModelInput
 from workers.records import ModelRecord, ModelRequest
@@ -35,13 +36,33 @@ log = logging.getLogger(__name__)
 CPU_DEFAULT_SHARE_MB = 4096
 
 
-def pick_device(forced: str | None = None) -> str:
-    """cuda when this (pinned) process sees a GPU, else cpu; DEVICE=cpu (settings.device) forces the CPU."""
-    if forced:
-        return forced
+class GpuUnavailable(RuntimeError):
+    """A worker started for a GPU cannot use it (and CPU_FALLBACK does not allow the CPU instead)."""
+
+
+def pick_device(settings: Settings) -> str:
+    """DEVICE when set; else cuda when this (pinned) process sees a GPU, else cpu.
+
+    A gpu.N worker that sees no usable GPU (no driver, no device visible, a CPU-only torch) raises GpuUnavailable
+    instead of quietly running on the CPU, unless CPU_FALLBACK=1 allows it. Checked with NVML where torch can
+    (PYTORCH_NVML_BASED_CUDA_CHECK), so a prefork parent that checks before forking does not initialise CUDA.
+    """
+    if settings.device:
+        return settings.device
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if settings.device_queue.startswith("gpu.") and settings.is_device_worker:
+        why = (f"this worker was started for queue {settings.device_queue}, but torch {torch.__version__} sees no usable "
+               f"GPU (CUDA_VISIBLE_DEVICES={settings.launch.cuda_visible_devices}, torch built for CUDA "
+               f"{torch.version.cuda or 'none'})")
+        if not settings.cpu_fallback:
+            raise GpuUnavailable(f"{why}: check the driver and the container's GPU reservation, or set CPU_FALLBACK=1 "
+                                 f"to run it on the CPU on purpose")
+        log.warning("%s: running on the CPU (CPU_FALLBACK=1)", why)
+    return "cpu"
 
 
 def memory_budget_bytes(device: str, share_mb: int | None) -> int:
@@ -79,10 +100,11 @@ class DeviceRuntime:
         self.client = client
         self.worker = worker
         self.queue = settings.device_queue
-        self.device = pick_device(settings.device)
+        self.device = pick_device(settings)
         self.frames = frames
         keep_decode_memory()  # this process decodes a frame per event
         self._specs: dict[str, ModelSpec] = {}
+        self._verified: set[str] = set()  # models whose accepted weights were logged
         self.cache = ModelCache(
             memory_budget_bytes(self.device, settings.memory_share_mb),
             idle_seconds=settings.idle_evict_seconds,
@@ -100,6 +122,7 @@ class DeviceRuntime:
         self.status = StatusPublisher(self.cache, worker, settings.heartbeat_seconds, self.state, client)
         self.crashes = CrashGuard(settings, self.queue, self.threaded)
         self.services = ModelServices(self)
+        start_model_series(REGISTRY)
 
     # -- models -------------------------------------------------------------------------------
     def spec_for(self, entry: ModelEntry) -> ModelSpec:
@@ -120,10 +143,23 @@ class DeviceRuntime:
                 f"weights for {entry.name} missing at {path}: run scripts/download_models.py "
                 f"or scripts/make_tiny_models.py, or set {entry.path_env}"
             )
+        self.verify_weights(entry)
         with MODEL_CODE_LOCK:  # a load imports its libraries lazily (see MODEL_CODE_LOCK)
             wrapper = entry.load_class(zoo.model_families)(str(path), self.device, zoo)
             wrapper.load()
         return wrapper
+
+    def verify_weights(self, entry: ModelEntry) -> str:
+        """Why the model's weights may be loaded, or WeightsRefused (workers.model_files.check_weights). Another
+        implementation (<NAME>_MODEL_FAMILY) reads what it likes: the registry's pin is for the registry's family."""
+        zoo = self.settings.zoo
+        if entry.name in zoo.model_families:
+            return f"{zoo.model_families[entry.name]} (<NAME>_MODEL_FAMILY): its weights are its own affair"
+        reason = check_weights(entry, self.weights_path(entry), own=entry.name in zoo.own_weights)
+        if entry.name not in self._verified:
+            log.info("%s: weights accepted: %s", entry.name, reason)
+            self._verified.add(entry.name)
+        return reason
 
     def weights_path(self, entry: ModelEntry) -> Any:
         return entry.weights_path(self.settings.models_dir, self.settings.zoo.model_paths)
@@ -219,6 +255,7 @@ class DeviceRuntime:
         by the crash guard (journaled, watched, isolated after a crash)."""
         tasks = [job.task_id for job in jobs if job.task_id]
         inputs = [job.inputs for job in jobs]
+        BATCH_SIZE.labels(model).observe(len(jobs))
         with self.crashes.guarding(model, tasks):
             return self.cache.run_with_oom_retry(self.spec_for(REGISTRY[model]),
                                                  lambda wrapper: infer_many(wrapper, inputs))
@@ -232,6 +269,7 @@ class DeviceRuntime:
             "pid": os.getpid(), "updated_at": time.time(), "frame_bytes_read": self.frames.bytes_read,
             "batches": stats.batches, "batched_requests": stats.items, "largest_batch": stats.largest,
             "batch_limit": self.batcher.max_size,
+            "ready": self.services.ready.is_set(), "start_up": self.services.stage,
         }
 
     def start(self) -> DeviceRuntime:

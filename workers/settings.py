@@ -55,11 +55,19 @@ class ZooSettings(BaseSettings):
     model_families: dict[str, str] = Field(
         default_factory=lambda: per_model_environment(MODEL_FAMILY_SUFFIX),
         description="<NAME>_MODEL_FAMILY: another implementation (module:Class) of one model")
+    own_weights: CommaList = Field(
+        [], description="Models whose weights are the operator's own (a fine-tune): loaded without checking them against "
+                        "the registry's pin, comma list")
 
     @field_validator("florence_num_beams", "clothing_prompts_file", "action_prompts_file", mode="before")
     @classmethod
     def empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("own_weights", mode="before")
+    @classmethod
+    def split_commas(cls, value: object) -> object:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
 class ReidSettings(BaseSettings):
@@ -239,6 +247,8 @@ class Settings(BaseSettings):
     device_queue: str = Field("cpu.0", description="The queue this device worker consumes (set by the launcher)")
     worker_role: str | None = Field(None, description="device or router (set by the launcher)")
     device: str | None = Field(None, description="Force a device worker's device (cpu); default: cuda when visible")
+    cpu_fallback: bool = Field(
+        False, description="A gpu.N worker whose GPU cannot be used runs on the CPU instead of stopping with an error")
     memory_share_mb: int | None = Field(None, description="Model memory budget of this worker; default: 90% of VRAM or 4 GiB RAM")
     idle_evict_seconds: float = Field(900.0, description="Non-resident models idle this long are unloaded")
     preload_models: CommaList = Field([], description="Models a device worker loads when it starts, comma list")

@@ -41,6 +41,8 @@ def test_bench_noop_report(tmp_path):
     assert report["summary"]["failed_phases"] == []
     assert "pool_over_direct_throughput" in report["summary"]
     assert "events/s" in run.stdout
+    figure = report_path.with_suffix(".png")
+    assert f"figure: {figure}" in run.stdout and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_celery_floor_report(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -28,7 +29,8 @@ OTHER_VARIABLES = {
     "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "YOLO_OFFLINE", "PYTHONUNBUFFERED",
     "FLOWER_BASIC_AUTH",  # Flower's --basic-auth
     "REDISCLI_AUTH",  # redis-cli's password, for the redis healthcheck
-    "WORKER_NODE",  # the worker healthcheck's node name
+    "WORKER_NODE",  # the worker's node name
+    "GF_USERS_ALLOW_SIGN_UP", "GF_AUTH_ANONYMOUS_ENABLED", "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH",  # Grafana's
 }
 KNOWN_VARIABLES = SETTINGS_VARIABLES | MODEL_PATH_VARIABLES | OTHER_VARIABLES
 
@@ -89,8 +91,59 @@ def gpu_services(services: dict) -> dict[str, dict]:
 
 
 def test_compose_runs_redis_router_two_gpu_workers_and_flower(services):
-    assert set(services) == {"redis", "router", "gpu0", "gpu1", "flower"}
+    always = {name for name, service in services.items() if not service.get("profiles")}
+    assert always == {"redis", "router", "gpu0", "gpu1", "flower"}
     assert set(gpu_services(services)) == {"gpu0", "gpu1"}
+
+
+def test_prometheus_and_grafana_come_only_with_the_monitoring_profile(services):
+    monitoring = {name for name, service in services.items() if service.get("profiles")}
+    assert monitoring == {"prometheus", "grafana"}
+    assert all(services[name]["profiles"] == ["monitoring"] for name in monitoring)
+    for name in monitoring:  # loopback unless said otherwise, like Redis and Flower
+        assert all(interpolate(port).startswith("127.0.0.1:") for port in services[name]["ports"]), name
+
+
+def test_each_worker_serves_metrics_on_its_own_port_reachable_from_the_network(services, tmp_path, monkeypatch):
+    ports = {}
+    for name, service in worker_services(services).items():
+        env = environment(service)
+        assert env["METRICS_ADDR"] == "0.0.0.0", name
+        _, worker_env = launched(service, tmp_path, monkeypatch)
+        assert worker_env["METRICS_PORT"] == env["METRICS_PORT"], f"{name}: the launcher moved its port"
+        assert [interpolate(p) for p in service["ports"]] == [f"127.0.0.1:{env['METRICS_PORT']}:{env['METRICS_PORT']}"]
+        ports[name] = env["METRICS_PORT"]
+    assert len(set(ports.values())) == len(ports), ports
+
+
+def test_worker_healthchecks_ask_the_workers_own_readyz(services):
+    for name, service in worker_services(services).items():
+        assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "workers.health"], name
+
+
+def test_prometheus_scrapes_every_worker_and_flower_and_loads_the_alert_rules(services):
+    config = yaml.safe_load((REPO / "monitoring" / "prometheus.yml").read_text())
+    targets = {target for job in config["scrape_configs"] for group in job["static_configs"]
+               for target in group["targets"]}
+    workers = {f"{name}:{environment(service)['METRICS_PORT']}" for name, service in worker_services(services).items()}
+    assert targets == workers | {"flower:5555"}
+    mounts = dict(volume.split(":")[:2] for volume in services["prometheus"]["volumes"] if volume.startswith("./"))
+    assert mounts["./monitoring/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert config["rule_files"] == [mounts["./monitoring/alerts.yml"]]
+    for source in mounts:
+        assert (REPO / source).exists(), source
+
+
+def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard(services):
+    mounts = dict(v.split(":")[:2] for v in services["grafana"]["volumes"] if v.startswith("./"))
+    provisioning = REPO / "monitoring" / "grafana" / "provisioning"
+    assert mounts["./monitoring/grafana/provisioning"] == "/etc/grafana/provisioning"
+    (datasource,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert datasource["url"] == "http://prometheus:9090"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "model-zoo.yml").read_text())["providers"]
+    assert mounts["./monitoring/grafana/dashboards"] == provider["options"]["path"]
+    dashboard = json.loads((REPO / "monitoring" / "grafana" / "dashboards" / "model-zoo.json").read_text())
+    assert {panel["datasource"]["uid"] for panel in dashboard["panels"]} == {datasource["uid"]}
 
 
 def test_every_environment_key_is_a_variable_the_code_reads(services):

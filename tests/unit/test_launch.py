@@ -110,12 +110,14 @@ def test_each_pool_keeps_its_metrics_files_in_its_own_folder(tmp_path):
 def test_a_taken_metrics_port_is_reported_and_the_worker_runs_on(caplog):
     import socket
 
-    from workers.metrics import serve_metrics
+    from prometheus_client import CollectorRegistry
+
+    from workers.health import serve
     from workers.settings import MetricsSettings
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert serve_metrics(MetricsSettings(port=port)) is None
+        assert serve(MetricsSettings(port=port), CollectorRegistry(), "router@test", {}) is None
     assert "is taken" in caplog.text and str(port) in caplog.text

@@ -102,3 +102,17 @@ def test_report_shows_each_policy_per_budget_and_per_model(bench, tmp_path):
             assert sum(m["hits"] for m in policy["per_model"].values()) == policy["hits"]
         assert budget["acceptance"]["ok"] and budget["acceptance"]["served_all"]
     assert data["acceptance"]["ok"]
+
+
+def test_the_figure_shows_hit_and_served_rate_against_budget(bench, tmp_path):
+    from PIL import Image
+
+    day = bench.synthetic_day(60, random.Random(5))
+    trace = bench.request_trace(day, ())
+    sizes = bench.ESTIMATES_MB["registry"]
+    rows = bench.run(trace, [0.5, 2.0], sizes)
+    report = bench.report_json(5, 60, "registry", sizes, (), day, trace, rows)
+    path = bench.write_figure(report, tmp_path / "cache.png")
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (800, 320)
+        assert len(set(image.convert("L").getdata())) > 20  # lines and text, not a blank canvas

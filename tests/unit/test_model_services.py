@@ -190,13 +190,35 @@ def test_byte_gauges_show_estimated_and_measured_side_by_side(runtime):
     runtime.services.preload(["pet"])
     runtime.status.publish()
     held = runtime.cache.snapshot()["models"][0]
-    assert gauge("model_zoo_model_bytes", worker="cpu0@gauges", model="pet", kind="estimated") == held["estimated_bytes"]
-    assert gauge("model_zoo_model_bytes", worker="cpu0@gauges", model="pet", kind="measured") == held["measured_bytes"]
-    assert gauge("model_zoo_memory_bytes", worker="cpu0@gauges", kind="measured") == held["measured_bytes"]
+    assert gauge("model_zoo_model_charged_bytes", worker="cpu0@gauges", model="pet") == held["bytes"]
+    assert gauge("model_zoo_model_estimated_bytes", worker="cpu0@gauges", model="pet") == held["estimated_bytes"]
+    assert gauge("model_zoo_model_measured_bytes", worker="cpu0@gauges", model="pet") == held["measured_bytes"]
+    assert gauge("model_zoo_memory_measured_bytes", worker="cpu0@gauges") == held["measured_bytes"]
+    assert gauge("model_zoo_memory_estimated_bytes", worker="cpu0@gauges") == held["estimated_bytes"]
     runtime.services.unload("pet")
     runtime.status.publish()
-    assert gauge("model_zoo_model_bytes", worker="cpu0@gauges", model="pet", kind="charged") == 0
-    assert gauge("model_zoo_memory_bytes", worker="cpu0@gauges", kind="estimated") == 0
+    assert gauge("model_zoo_model_charged_bytes", worker="cpu0@gauges", model="pet") == 0
+    assert gauge("model_zoo_model_measured_bytes", worker="cpu0@gauges", model="pet") == 0
+    assert gauge("model_zoo_memory_estimated_bytes", worker="cpu0@gauges") == 0
+
+
+def test_every_model_has_its_counters_before_its_first_request(runtime):
+    for name in REGISTRY:
+        assert gauge("model_zoo_model_loads_total", model=name) is not None
+        assert gauge("model_zoo_model_records_total", model=name, status="timeout") is not None
+        assert gauge("model_zoo_model_evictions_total", model=name, reason="idle") is not None
+
+
+def test_a_batched_call_is_counted_by_its_size(runtime):
+    from workers.runtime import Job
+
+    def buckets() -> tuple[float, float]:
+        return tuple(gauge("model_zoo_batch_size_bucket", model="pet", le=le) or 0 for le in ("2.0", "3.0"))
+
+    runtime.services.preload(["pet"])
+    up_to_2, up_to_3 = buckets()
+    runtime.run_batch("pet", [Job(None)] * 3)  # bad inputs: each gets its own error, the call is still one batch of 3
+    assert buckets() == (up_to_2, up_to_3 + 1)
 
 
 def test_models_table_shows_estimated_and_measured_megabytes_side_by_side():
