@@ -13,6 +13,10 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[dev]'
+	# facenet-pytorch 2.6.0's metadata pins torch<2.3, numpy<2, Pillow<10.3; its code runs on ours (it imports
+	# torch, torchvision, numpy, PIL, requests, tqdm: all installed above), so it goes in without its
+	# dependencies. Its wheel ships MTCNN's real weights (tests/unit/test_face.py runs them).
+	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0
 	$(PY) -c "import torchvision.ops; torchvision.ops.nms; print('torchvision ops OK')"
 	touch $@
 
