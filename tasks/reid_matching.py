@@ -112,24 +112,36 @@ class IndexedReidGallery:
     def name(self, identity: str, name: str | None) -> None:
         """Name an identity (it is then kept: never expires) or clear its name (it expires again). KeyError if
         unknown."""
-        key, cameras = self._hash(identity), self._cameras(identity)
-        if not self.gallery.entries_of(identity):
+        if not self.exists(identity):
             raise KeyError(identity)
+        if name:
+            self.client.hset(self._hash(identity), "name", name)
+            self.keep(identity)
+        else:
+            self.client.hdel(self._hash(identity), "name")
+            self.release(identity)
+
+    def exists(self, identity: str) -> bool:
+        """Whether the identity holds a template (seen, and not expired)."""
+        return bool(self.gallery.entries_of(identity))
+
+    def keep(self, identity: str) -> None:
+        """Never expire this identity (the household named it): its template, record and camera set."""
         pipe = self.client.pipeline(transaction=True)
-        if name:
-            pipe.hset(key, mapping={"name": name, "kept": 1})
-            pipe.persist(key)
-            pipe.persist(cameras)
-        else:
-            pipe.hdel(key, "name")
-            pipe.hset(key, "kept", 0)
-            pipe.pexpire(key, self._ttl_ms)
-            pipe.pexpire(cameras, self._ttl_ms)
+        pipe.hset(self._hash(identity), "kept", 1)
+        pipe.persist(self._hash(identity))
+        pipe.persist(self._cameras(identity))
         pipe.execute()
-        if name:
-            self.gallery.keep(identity)
-        else:
-            self.gallery.release(identity)
+        self.gallery.keep(identity)
+
+    def release(self, identity: str) -> None:
+        """Let a kept identity expire again, TTL counted from now."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self._hash(identity), "kept", 0)
+        pipe.pexpire(self._hash(identity), self._ttl_ms)
+        pipe.pexpire(self._cameras(identity), self._ttl_ms)
+        pipe.execute()
+        self.gallery.release(identity)
 
     def get(self, identity: str) -> dict | None:
         """An identity's record (no template), or None when unknown or expired."""
