@@ -372,6 +372,11 @@ class Household:
         member_id = self.client.hget(self._key("identity-names"), identity)
         return self.member(member_id.decode()) if member_id is not None else None
 
+    def named_identities(self) -> dict[str, Member]:
+        """Every named re-ID identity with its member."""
+        members = {member.id: member for member in self.members()}
+        return {identity: members[owner] for identity, owner in self._identity_links().items() if owner in members}
+
     def _identity_links(self) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self.client.hgetall(self._key("identity-names")).items()}
 
