@@ -26,7 +26,7 @@ MIN_ENROL_QUALITY = 0.3
 household_app = typer.Typer(add_completion=False, no_args_is_help=True,
                             help="The household: members and their faces, registered vehicles, named identities.")
 # Names and descriptions are the operator's text: printed as they are, never read as rich markup.
-console = Console(highlight=False, markup=False)
+console = Console(highlight=False, markup=False, soft_wrap=True)  # one line per message, for scripts too
 errors = Console(stderr=True, highlight=False, markup=False)
 
 

@@ -185,3 +185,19 @@ def test_mounted_on_the_main_command_it_uses_its_redis_url(redis_server, redis_c
     result = runner.invoke(app, ["--redis-url", redis_server.url, "household", "add-member", "Dana"])
     assert result.exit_code == 0, result.stderr
     assert Household(redis_client).member("Dana") is not None
+
+
+def test_enrol_from_a_stored_events_face_record(household, redis_client):
+    from tasks.results import result_key
+
+    face = {"face_visible": True, "face_count": 1, "best": {"quality": 0.8},
+            "embedding": np.random.default_rng(4).standard_normal(512).tolist(),
+            "embedding_model": "facenet.pt:0123456789ab"}
+    redis_client.set(result_key("evt-1"), json.dumps({"event_id": "evt-1", "enrichment": {"face": face}}))
+    redis_client.set(result_key("evt-2"), json.dumps({"event_id": "evt-2", "enrichment": {"pose": {}}}))
+    household("add-member", "Dana")
+    result = household("enrol", "Dana", "--event", "evt-1")
+    assert result.exit_code == 0 and "embedder facenet.pt:0123456789ab" in result.stdout
+    assert "no face record" in household("enrol", "Dana", "--event", "evt-2").stderr
+    assert "no result stored" in household("enrol", "Dana", "--event", "evt-3").stderr
+    assert vector_keys(redis_client) == 1
