@@ -34,8 +34,11 @@ MAX_FACES_PER_MEMBER = 10
 EXPORT_FORMAT = 1
 TIME_PATTERN = re.compile(r"([01]\d|2[0-3]):[0-5]\d|24:00")
 IDENTITY_PATTERN = re.compile(r"person-\d{4,}")
-FACE_THRESHOLD = 0.6  # FaceNet (VGGFace2) cosine similarity for "the same person"; see README
-VEHICLE_THRESHOLD = 0.9  # CLIP crop embeddings of one car across sightings
+# FaceNet (VGGFace2) cosine similarity for "the same person": 0.6 is a Euclidean distance of 0.89 between unit
+# vectors, stricter than the 1.0-1.1 usually quoted for this model: a stranger taken for a resident costs more than a
+# resident not recognised. To be calibrated on real weights (random test weights say nothing).
+FACE_THRESHOLD = 0.6
+VEHICLE_THRESHOLD = 0.9  # CLIP crop embeddings of one car across sightings; also to be calibrated
 
 Schedule = dict[str, list[tuple[str, str]]]
 
