@@ -238,3 +238,11 @@ def test_unloaded_family_says_so(face_dir):
     model = FaceModel(face_dir, "cpu")
     with pytest.raises(RuntimeError, match="not loaded"):
         model.analyse(photo("astronaut"))
+
+
+def test_a_large_frame_searched_at_a_smaller_scale_is_answered_in_its_own_pixels(face):
+    large = photo("astronaut").resize((1536, 1536), Image.Resampling.BICUBIC)  # three times the photo
+    found = face.detect(large)
+    assert len(found) == 1
+    scaled_back = tuple(v / 3 for v in found[0].box)
+    assert iou(scaled_back, ASTRONAUT_FACE) > 0.6

@@ -51,6 +51,7 @@ MIN_FACE_PX = 20.0
 GOOD_FACE_PX = 80.0
 SHARPNESS_HALF = 100.0  # Laplacian variance at which sharpness is 0.5
 QUALITY_PARTS = ("size", "sharpness", "frontal")
+MAX_DETECT_SIDE = 480  # pixels: a larger search region is scaled down before MTCNN
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,12 @@ class DetectedFace:
     score: float
     landmarks: tuple[Point, Point, Point, Point, Point]
 
-    def shifted(self, dx: float, dy: float) -> DetectedFace:
+    def placed(self, scale: float, dx: float, dy: float) -> DetectedFace:
+        """The face in another image's pixels: coordinates divided by scale, then shifted by (dx, dy)."""
         x1, y1, x2, y2 = self.box
-        points = tuple((x + dx, y + dy) for x, y in self.landmarks)
-        return DetectedFace((x1 + dx, y1 + dy, x2 + dx, y2 + dy), self.score, points)  # type: ignore[arg-type]
+        points = tuple((x / scale + dx, y / scale + dy) for x, y in self.landmarks)
+        box = (x1 / scale + dx, y1 / scale + dy, x2 / scale + dx, y2 / scale + dy)
+        return DetectedFace(box, self.score, points)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -350,11 +353,20 @@ class FaceModel(ModelFamily):
 
     # -- the steps, each usable alone ---------------------------------------------------------------------
     def detect(self, frame: Image.Image, region: Box | None = None) -> list[DetectedFace]:
-        """Faces in region of the frame (the whole frame when None), in frame pixels, best score first."""
+        """Faces in region of the frame (the whole frame when None), in frame pixels, best score first.
+
+        A region whose longer side passes MAX_DETECT_SIDE is scaled down first: MTCNN's cost follows the pixels,
+        and a face filling a close-up's head region stays far above its 20 px floor.
+        """
         if self.detector is None:
             raise RuntimeError("FaceModel is not loaded; call load() first")
         left, top, right, bottom = clamp_box(region or (0, 0, *frame.size), *frame.size)
-        return [face.shifted(left, top) for face in self.detector.detect(frame.crop((left, top, right, bottom)))]
+        crop = frame.crop((left, top, right, bottom))
+        scale = min(1.0, MAX_DETECT_SIDE / max(crop.size))
+        if scale < 1.0:
+            size = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
+            crop = crop.resize(size, Image.Resampling.BILINEAR)
+        return [face.placed(scale, left, top) for face in self.detector.detect(crop)]
 
     def embed(self, aligned: list[Image.Image]) -> np.ndarray:
         """Unit-length float32 embeddings (N x 512) of aligned face crops, in one forward pass."""
