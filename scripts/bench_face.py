@@ -31,6 +31,7 @@ def main(
     models_dir: Annotated[Path, typer.Option(help="Where the full-size face model is written")] = REPO / "var" / "full",
     repeats: Annotated[int, typer.Option(help="Runs per timing")] = 20,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    threads: Annotated[int, typer.Option(help="torch intra-op threads (0: torch's default)")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here")] = None,
 ) -> None:
     """Write (once) and time the full-size face model."""
@@ -44,6 +45,8 @@ def main(
     from workers.models.face import FaceModel, align_face, head_region
 
     imports_ms = (time.perf_counter() - started) * 1000
+    if threads:
+        torch.set_num_threads(threads)
     path = models_dir / "face"
     if not (path / ".complete").exists():
         write_face(path, full_size=True)

@@ -152,12 +152,12 @@ def main(
             console.print(f"[bold]engine[/bold] seeding {size:,} x {dim} ...")
             report["results"].append(bench_engine(client, size, dim, queries, threshold))
             console.print(report["results"][-1])
-            client.flushall()
+            client.flushall(asynchronous=True)
         for size in [int(s) for s in old.split(",") if s.strip()]:
             console.print(f"[bold]old ReidGallery[/bold] seeding {size:,} x {dim} ...")
             report["old"].append(bench_old(client, size, dim, min(queries, 20)))
             console.print(report["old"][-1])
-            client.flushall()
+            client.flushall(asynchronous=True)
     finally:
         client.close()
         if server is not None:
