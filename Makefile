@@ -36,6 +36,10 @@ $(VENV)/.installed: pyproject.toml
 	@echo "packages, 6.5 GB on disk (README: 'Two commands' says how long it took where it was measured)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --progress-bar on -e '.[dev]'
+	# facenet-pytorch 2.6.0's metadata pins torch<2.3, numpy<2, Pillow<10.3; its code runs on ours (it imports
+	# torch, torchvision, numpy, PIL, requests, tqdm: all installed above), so it goes in without its
+	# dependencies. Its wheel ships MTCNN's real weights (tests/unit/test_face.py runs them).
+	$(PY) -m pip install --progress-bar on --no-deps facenet-pytorch==2.6.0
 	$(PY) -c "import torchvision.ops; torchvision.ops.nms; print('torchvision ops OK')"
 	touch $@
 
