@@ -28,22 +28,25 @@ def is_internal(queue: str) -> bool:
 
 # What a backend needs, command by command (Redis 7 ACL selectors keep each set of commands to its own keys):
 # - send enrich_detection: LPUSH to the public queues; kombu reads the exchange's bindings (SMEMBERS) and declares
-#   the queue (SADD of the binding, LLEN of the queue) before it publishes;
+#   the queue (SADD of the binding; LLEN of the queue and of its priority lists, "router\x06\x163" ..., in a MULTI)
+#   before it publishes;
 # - read results: GET enrichment:* and celery-task-meta-*, and the result channels AsyncResult.get() subscribes to;
 # - the completion channel enrichment.completed;
 # - frames sent by image_key: SET (with a TTL) under backend:*, never DEL (it cannot delete anything).
 BACKEND_RULES = (
     "resetkeys", "resetchannels", "-@all",
-    "+ping", "+hello", "+auth", "+client|setinfo", "+client|setname", "+client|id", "+select",
+    "+ping", "+hello", "+auth", "+client|setname", "+client|id", "+select",
     "+subscribe", "+unsubscribe", "+psubscribe", "+punsubscribe",
     "&enrichment.completed", "&celery-task-meta-*",
-    "~router", "~celery", "+lpush", "+llen",
-    "(~_kombu.binding.router ~_kombu.binding.celery +sadd +smembers)",
+    "+multi", "+exec", "+discard",
+    "~router", "~celery", "~router??[0-9]", "~celery??[0-9]", "+lpush", "+llen",
+    "(~_kombu.binding.router ~_kombu.binding.celery ~_kombu.binding_permanent.router"
+    " ~_kombu.binding_permanent.celery +sadd +smembers)",
     "(%R~enrichment:* %R~celery-task-meta-* +get +mget +exists +ttl +type +strlen)",
     f"(~{BACKEND_KEY_PREFIX}* +set +expire +pexpire +exists +ttl)",
 )
 # The pool: every key and channel, no administration (no FLUSHALL, CONFIG, KEYS, DEBUG, SHUTDOWN ...).
-POOL_RULES = ("resetkeys", "resetchannels", "~*", "&*", "+@all", "-@dangerous", "+info", "+client|setinfo",
+POOL_RULES = ("resetkeys", "resetchannels", "~*", "&*", "+@all", "-@dangerous", "+info",
               "+client|setname", "+client|id")
 
 
