@@ -36,7 +36,7 @@ def is_internal(queue: str) -> bool:
 BACKEND_RULES = (
     "resetkeys", "resetchannels", "-@all",
     "+ping", "+hello", "+auth", "+client|setname", "+client|id", "+select",
-    "+subscribe", "+unsubscribe", "+psubscribe", "+punsubscribe",
+    "+subscribe", "+unsubscribe",  # no PSUBSCRIBE: a pattern would hear every task's result
     "&enrichment.completed", "&celery-task-meta-*",
     "+multi", "+exec", "+discard",
     "~router", "~celery", "~router??[0-9]", "~celery??[0-9]", "+lpush", "+llen",
@@ -50,7 +50,7 @@ POOL_RULES = ("resetkeys", "resetchannels", "~*", "&*", "+@all", "-@dangerous", 
               "+client|setname", "+client|id")
 
 
-def acl_rules(pool_password: str = "<pool password>", backend_password: str = "<backend password>",
+def acl_rules(pool_password: str = "<pool-password>", backend_password: str = "<backend-password>",
               pool_user: str = "pool", backend_user: str = "backend") -> list[list[str]]:
     """The ACL SETUSER argument lists for the pool user and the backend user, and one that turns `default` off."""
     return [
@@ -58,3 +58,8 @@ def acl_rules(pool_password: str = "<pool password>", backend_password: str = "<
         ["ACL", "SETUSER", backend_user, "reset", "on", f">{backend_password}", *BACKEND_RULES],
         ["ACL", "SETUSER", "default", "off"],
     ]
+
+
+def acl_lines(**passwords: str) -> list[str]:
+    """acl_rules() as redis-cli command lines (a selector in double quotes), as README "Security defaults" shows them."""
+    return [" ".join(f'"{arg}"' if " " in arg else arg for arg in rule) for rule in acl_rules(**passwords)]
