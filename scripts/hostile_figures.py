@@ -320,13 +320,14 @@ CASES: dict[str, Callable[[Case], dict]] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, default=REPO, help="checkout whose pool runs (default: this one)")
-    parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("TINY_MODELS_DIR", REPO / "var" / "tiny-models")))
+    parser.add_argument("--models-dir", type=Path, default=REPO / "var" / "tiny-models", help="tiny models (generated "
+                        "by scripts/make_tiny_models.py)")
     parser.add_argument("--only", action="append", choices=sorted(CASES), help="run only these cases")
     parser.add_argument("--json", type=Path, default=REPO / "var" / "hostile" / "report.json")
     options = parser.parse_args()
     source = options.source.resolve()
     sys.path[:0] = [str(source), str(REPO)]
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    os.environ.update(PYTHONPATH=str(source))  # the pool's processes import its code
     from tasks.local_pool import LocalPool, RedisServer
 
     server = RedisServer().start()

@@ -38,7 +38,7 @@ def share_signing_key(settings: Settings) -> None:
     """`start` runs every worker of the pool on this host: without a configured key it makes one for them (in the
     environment they inherit, never on a command line or in the launch log)."""
     if settings.pool_signing_key is None:
-        os.environ["POOL_SIGNING_KEY"] = secrets.token_hex(32)
+        os.environ.update(POOL_SIGNING_KEY=secrets.token_hex(32))
         typer.echo("POOL_SIGNING_KEY unset: generated one for the workers this launcher starts (workers started "
                    "elsewhere need the same key: set POOL_SIGNING_KEY)")
 
