@@ -1,11 +1,15 @@
 """Celery configuration: broker and backend from the environment, JSON only, at-least-once delivery."""
 
-from tasks.celery_internals import consumer_class
+from tasks import celery_internals
 from workers.settings import get_settings
 
 _settings = get_settings()
 
 broker_url = _settings.broker_url
+# kombu's Redis transport with the pool's trust boundary: internal messages signed (POOL_SIGNING_KEY), every message
+# on the pool's queues screened before it is decoded (tasks/celery_internals/trusted_transport.py); None on the
+# stock path (kombu's own transport).
+broker_transport = celery_internals.broker_transport(broker_url)
 result_backend = _settings.backend_url
 
 # JSON only: a pickled message is refused, not executed.
@@ -33,15 +37,15 @@ task_annotations = {
     "run_model": {"soft_time_limit": _settings.model_soft_time_limit, "time_limit": _settings.model_time_limit},
 }
 
-# The pool's own sends go to "router"; a backend's plain send_task lands on Celery's default queue "celery",
-# which the router worker consumes too (workers.launch.ROUTER_QUEUES).
+# "router" and Celery's default "celery" are the public queues (a backend's plain send_task lands on "celery"; the
+# router worker consumes both, workers.launch.ROUTER_QUEUES): only enrich_detection runs from them (tasks/trust.py).
+# The pool's own tasks go to its internal queues, whose messages carry its signature.
 task_default_queue = "router"
 task_routes = {
     "enrich_detection": {"queue": "router"},
-    "await_result": {"queue": "router"},
     "assemble": {"queue": "assemble"},
     "assess_event_risk": {"queue": "assemble"},
-    "sweep_stalled_events": {"queue": "router"},
+    "sweep_stalled_events": {"queue": "assemble"},
 }
 # Celery's own task results (what AsyncResult.get() and the sweeper read) live a day; the enrichment itself stays
 # RESULT_TTL_SECONDS at enrichment:<event_id>.
@@ -61,7 +65,7 @@ worker_send_task_events = _settings.task_events
 task_send_sent_event = False
 # Task events go out in batches, at most 0.1 s after the first of them (tasks/celery_internals/event_flush.py),
 # instead of one Redis PUBLISH per event-loop turn; Celery's own consumer where those shortcuts are off.
-worker_consumer = consumer_class()
+worker_consumer = celery_internals.consumer_class()
 
 worker_hijack_root_logger = False
 

@@ -65,7 +65,10 @@ def moment(value: Any) -> str | None:
         return None
     if when.tzinfo is None:
         return when.strftime("%Y-%m-%d %H:%M:%S")
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, ValueError):  # an offset that takes it past year 1 or 9999 in UTC: shown as given
+        return when.strftime("%Y-%m-%d %H:%M:%S %z")
 
 
 def distinct(values: list[str]) -> list[str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -108,6 +109,7 @@ def main(events: int = 200, models: int = 7, concurrency: int = 8, task_events: 
     work = Path(tempfile.mkdtemp(prefix="celery-floor-"))
     env = os.environ | {"REDIS_URL": server.url, "PYTHONPATH": os.pathsep.join(sys.path[:2]),
                         "TASK_EVENTS": "1" if task_events else "0"}
+    env.setdefault("POOL_SIGNING_KEY", secrets.token_hex(32))  # its messages are signed as the pool's are
     flags = ["-E"] if task_events else []
     commands = {
         "router-like (prefork, 2 children)": ["-Q", ROUTE_QUEUE, "-P", "prefork", "-c", "2", "-n", "route@%h"],

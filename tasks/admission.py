@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from tasks.schemas import DetectionEvent, FrameSource, echo, validation_errors
 from workers.frame_quality import FrameQuality, measure
-from workers.images import InputError, check_image, decode_base64, decode_image, inspect_image, read_confined
+from workers.images import InputError, check_image, decode_base64, decode_image, header_size, inspect_image, read_confined
 from workers.models.base import clamp_box
 from workers.records import Box
 from workers.settings import Settings
@@ -34,7 +34,7 @@ MAX_BOX_ASPECT = 32
 # Key spaces the pool writes itself: an image_key there would borrow another event's frame or read pool state.
 RESERVED_KEY_PREFIXES = (
     "enrichment:", "frame:", "ledger:", "claim:", "deliveries:", "workers:", "reid:", "celery-task-meta-",
-    "celery-taskset-meta-", "chord-unlock", "_kombu", "unacked",
+    "celery-taskset-meta-", "chord-unlock", "_kombu", "unacked", "waiters:", "crashes:",
 )
 
 
@@ -118,24 +118,51 @@ def admit(event: DetectionEvent, settings: Settings, read_key: KeyReader, pixels
 def _admit(event: DetectionEvent, settings: Settings, read_key: KeyReader, pixels: bool) -> AdmittedEvent:
     if len(event.frames) > settings.max_frames:
         raise InputError("frames", f"{len(event.frames)} frames given, at most {settings.max_frames} allowed")
-    frame = check_frame(event.frame_source, "", settings, read_key, pixels, looked_at=True)
+    sources = [("", event.frame_source)] + [(f"frames.{i}.", source) for i, source in enumerate(event.frames)]
+    read = [read_frame(source, where, settings, read_key) for where, source in sources]
+    within_pixel_budget(read, settings.max_event_pixels)
+    frame = check_frame(read[0], settings, pixels, looked_at=True)
     width, height = frame.size
     bbox = box_inside("bbox", event.bbox, width, height)
     face = box_inside("face_bbox", event.face_bbox, width, height) if event.face_bbox else None
-    buffer = [check_frame(source, f"frames.{i}.", settings, read_key, pixels) for i, source in enumerate(event.frames)]
+    buffer = [check_frame(one, settings, pixels) for one in read[1:]]
     return AdmittedEvent(event=event, frame=frame, bbox=bbox, face_bbox=face, buffer=buffer)
 
 
-def check_frame(source: FrameSource, where: str, settings: Settings, read_key: KeyReader,
-                pixels: bool = False, looked_at: bool = False) -> CheckedFrame:
-    """Read and check (or decode, with `pixels`) one frame source; a frame already in Redis stays where it is.
-    `looked_at`: also measure how the picture looks (brightness, sharpness ...) from what the check decoded."""
+@dataclass
+class ReadFrame:
+    """One frame source's encoded bytes, where it sits in the event, and its stored size from its header."""
+
+    source: FrameSource
+    field_name: str  # "image" / "image_key" for the frame, "frames.3" for a buffered one
+    data: bytes
+    header_size: tuple[int, int]
+
+
+def read_frame(source: FrameSource, where: str, settings: Settings, read_key: KeyReader) -> ReadFrame:
+    """Read one frame source within the byte limit and its size from the image header (nothing decoded yet)."""
     name = f"{where}{source.field}"
     try:
         data = read_source(source, name, settings, read_key)
     except InputError as exc:
         raise InputError(name, exc.reason) from None  # named where it sits: image_key or frames.3.image_key
     field_name = where.rstrip(".") or name
+    return ReadFrame(source, field_name, data, header_size(field_name, data, settings.max_image_pixels))
+
+
+def within_pixel_budget(frames: list[ReadFrame], budget: int) -> None:
+    """The event's frames together hold at most `budget` pixels (MAX_EVENT_PIXELS), from their headers."""
+    total = sum(width * height for width, height in (frame.header_size for frame in frames))
+    if total > budget:
+        where = "frames" if len(frames) > 1 else frames[0].field_name
+        raise InputError(where, f"the event's {len(frames)} frame(s) hold {total:,} pixels in all, above the "
+                                f"{budget:,} pixel budget per event (MAX_EVENT_PIXELS)")
+
+
+def check_frame(read: ReadFrame, settings: Settings, pixels: bool = False, looked_at: bool = False) -> CheckedFrame:
+    """Check (or decode, with `pixels`) one read frame; a frame already in Redis stays where it is.
+    `looked_at`: also measure how the picture looks (brightness, sharpness ...) from what the check decoded."""
+    field_name, data = read.field_name, read.data
     image = decode_image(field_name, data, settings.max_image_pixels) if pixels else None
     quality = None
     if image is not None:
@@ -146,6 +173,7 @@ def check_frame(source: FrameSource, where: str, settings: Settings, read_key: K
         quality = measure(reduced, data)
     else:
         size = check_image(field_name, data, settings.max_image_pixels)
+    source = read.source
     key, kept = (source.image_key, None) if source.image_key is not None else (None, data)
     return CheckedFrame(data=kept, key=key, size=size, image=image, quality=quality)
 

@@ -12,7 +12,7 @@ from kombu.utils.uuid import uuid
 
 from tasks.celery import app
 from tasks.connection import redis_client, result_store
-from tasks.ledger import Ledger
+from tasks.ledger import Ledger, waiters_in
 from tasks.metrics import ASSEMBLY_SECONDS, EVENTS
 from tasks.model_task import model_tasks
 from tasks.pipeline import ask_followups, assemble_result, second_round
@@ -31,18 +31,33 @@ log = logging.getLogger(__name__)
 
 
 def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEvent) -> dict:
-    """Build, store and announce the EnrichmentResult of one routed event; delete its frames; close its ledger."""
+    """Build, store and announce the EnrichmentResult of one routed event; delete its frames; close its ledger;
+    answer the duplicates waiting for it. An event that already has a result is left as it is (that result is
+    returned); an assembly that raises still finishes the event, as partial with the reason (no prompt)."""
+    stored = result_store().get(routed.event.event_id)
+    if stored is not None:
+        return stored
     settings = get_settings()
-    result = assemble_result(
-        records, routed, ReidGallery.configured(redis_client(), settings.reid),
-        baseline=SceneBaseline.configured(redis_client(), settings.scene), depth=settings.depth,
-        cameras=settings.cameras, pictures=PictureBaseline(redis_client(), settings.cameras),
-    )
+    planned = set(routed.planned)  # a record for a model the router did not plan is not this event's
+    records = [r for r in records if isinstance(r, Mapping) and r.get("model") in planned]
+    try:
+        result = assemble_result(
+            records, routed, ReidGallery.configured(redis_client(), settings.reid),
+            baseline=SceneBaseline.configured(redis_client(), settings.scene), depth=settings.depth,
+            cameras=settings.cameras, pictures=PictureBaseline(redis_client(), settings.cameras),
+        )
+    except Exception as exc:  # one event that cannot be assembled must not stay open (nor stop the sweeper)
+        log.exception("event %s could not be assembled; finishing it as partial", routed.event.event_id)
+        result = unassembled(routed, exc)
+    ledger = Ledger(redis_client())
     with redis_client().pipeline(transaction=True) as pipe:  # one round trip: store once, clean up, close
         saved = result_store().save_in(pipe, result)
         FrameStore(redis_client(), settings.frame_ttl_seconds).delete(routed.owned_keys, pipe)
-        Ledger(redis_client()).close(result.event_id, pipe)
-        payload = saved(pipe.execute()[0])
+        ledger.close(result.event_id, pipe)
+        at = ledger.take_waiters(result.event_id, pipe)
+        answers = pipe.execute()
+        payload = saved(answers[0])
+    answer_duplicates(waiters_in(answers, at), payload)
     EVENTS.labels(result.status).inc()
     ASSEMBLY_SECONDS.observe(time.time() - routed.routed_at)
     return payload
@@ -64,26 +79,50 @@ def send_followups(task: Any, routed: RoutedEvent, records: list[dict], requests
     if not Ledger(redis_client()).update(updated):  # the sweeper finished it meanwhile
         return result_store().get(routed.event.event_id) or {}
     header = model_tasks(requests, placement, task_ids)
-    work = chord(header, assemble.s(routed.event.event_id).set(argsrepr=f"(records of {routed.event.event_id})"))
+    body = assemble.s(routed.event.event_id, updated.group_id).set(argsrepr=f"(records of {routed.event.event_id})")
+    work = chord(header, body)
     work.tasks = group(header).set(task_id=updated.group_id)  # chord() drops a group's id; the sweeper needs it
     log.info("event %s: second round %s, asked for by the first models' evidence", routed.event.event_id, models)
     raise task.replace(work)
 
 
-@app.task(name="assemble", bind=True)
-def assemble(self: Any, records: list[dict], event: str) -> dict:
-    """Chord callback: records from every model task of one event, and the event's id.
+def unassembled(routed: RoutedEvent, exc: Exception) -> EnrichmentResult:
+    """The partial result of an event whose records could not be assembled: its facts, the reason, no prompt."""
+    event = routed.event
+    return EnrichmentResult(
+        event_id=event.event_id, status="partial", camera_id=event.camera_id, detection_type=event.detection_type,
+        errors={"assembly": f"the event could not be assembled ({type(exc).__name__}: {str(exc)[:200]})"},
+    )
 
-    What the event is, which keys it owns and its deadline are read from the ledger entry the router wrote before
-    any model task was sent, never from this message: the chord carries only the id. Anything else in its
-    place (a RoutedEvent, say) changes nothing. When the first round's evidence asks for follow-up models, they
-    run in a second round and this assembly runs again with all the records.
+
+def answer_duplicates(task_ids: Iterable[str], result: dict) -> None:
+    """Store `result` as the Celery task result of each duplicate submission that waited for this event."""
+    for task_id in task_ids:
+        try:
+            app.backend.store_result(task_id, result, "SUCCESS")
+        except Exception:
+            log.exception("could not answer duplicate submission %s", task_id)
+
+
+@app.task(name="assemble", bind=True)
+def assemble(self: Any, records: list[dict], event: str, chord_group: str | None = None) -> dict:
+    """Chord callback: records from every model task of one event, the event's id and its chord's group id.
+
+    What the event is, which keys it owns, its deadline and the models planned are read from the ledger entry the
+    router wrote before any model task was sent, never from this message: the chord carries only the id and the
+    group id the router chose (which only the pool ever sees), and an assemble whose group id is not the ledger's
+    changes nothing. So does one for an event with no ledger entry, or one that already has a result. When the
+    first round's evidence asks for follow-up models, they run in a second round (with a group id of its own) and
+    this assembly runs again with all the records.
     """
     if not isinstance(event, str):
         log.warning("assemble refused: its event argument is a %s, not an event id", type(event).__name__)
         return {"error": "assemble takes an event id; the event itself is read from the ledger"}
     routed = Ledger(redis_client()).routed(event)
-    if routed is None:  # the sweeper finished the event first (and closed its entry), or the entry expired
+    if routed is None or routed.group_id != chord_group:
+        # the sweeper finished the event first (and closed its entry), the entry expired, or this is not its chord
+        if routed is not None:
+            log.warning("assemble for %s refused: not the chord the router sent for it", event)
         stored = result_store().get(event)
         if stored is not None:
             return stored

@@ -152,7 +152,13 @@ def shadow_name(task: Any, args: tuple, kwargs: dict, options: dict) -> str:
 # backend; storing it again as celery-task-meta costs every model task a write and a publish for nobody.
 @app.task(name="run_model", bind=True, shadow_name=shadow_name, ignore_result=True)
 def run_model(self, request: dict[str, Any]) -> dict[str, Any]:
-    """Run one ModelRequest on this worker's device and return its ModelRecord as JSON."""
+    """Run one ModelRequest on this worker's device and return its ModelRecord as JSON (only in a device worker:
+    anywhere else the request is answered with an error record, and no model is loaded)."""
+    if not get_settings().is_device_worker:
+        model = request.get("model") if isinstance(request, dict) else None
+        log.warning("run_model refused in a worker that is not a device worker (%s)", _node["name"] or os.getpid())
+        return ModelRecord(model=str(model or "unknown")[:64], status="error", worker=_node["name"],
+                           error="run_model runs only in device workers").model_dump(mode="json")
     try:
         parsed = ModelRequest.model_validate(request)
     except ValidationError as exc:  # only the router writes requests; still, never raise into the chord

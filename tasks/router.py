@@ -19,9 +19,9 @@ from celery import chord, group
 from kombu.utils.uuid import uuid
 
 from tasks.admission import AdmittedEvent, Rejected, admit, parse_event, redis_key_reader
-from tasks.assemble import assemble, finish_event
+from tasks.assemble import answer_duplicates, assemble, finish_event
 from tasks.celery import app
-from tasks.celery_internals import event_strategy, send_chord
+from tasks.celery_internals import send_chord
 from tasks.connection import redis_client, result_store
 from tasks.ledger import Ledger
 from tasks.metrics import EVENTS
@@ -96,7 +96,7 @@ def dispatch(admitted: AdmittedEvent, settings: Settings, received_at: float) ->
     if not models:
         return routed, None
     header = model_tasks(requests, placement, routed.task_ids)
-    body = assemble.s(routed.event.event_id).set(argsrepr=f"(records of {routed.event.event_id})")  # see assemble
+    body = assemble.s(routed.event.event_id, routed.group_id).set(argsrepr=f"(records of {routed.event.event_id})")
     if settings.nemotron.enabled:
         body = body | assess_event_risk.s()
     return routed, EventWork(header, body, routed.group_id, keys.to_write)
@@ -123,25 +123,15 @@ def in_canvas(request: Any) -> bool:
     return bool(request.chain or request.chord or request.group or request.callbacks or request.errbacks)
 
 
-def hand_over(task: Any, work: Any) -> None:
-    """Let `work` (a signature) finish in this task's place: its result is stored under this task's id.
-
-    What Task.replace does, without its cost: replace ends the task by raising Ignore, and Celery records
-    that exception with a full, picklable traceback (a quarter of the router's CPU per event in
-    scripts/bench.py's profile). When this task is not itself part of a chain, chord, group or callback, the
-    work is frozen with this task's id and sent; enrich_detection stores no result of its own
-    (ignore_result), so `AsyncResult(id).get()` waits for the work's result. Otherwise Task.replace runs.
-    """
-    request = task.request
-    if in_canvas(request):
-        task.replace(work)
-    work.freeze(request.id)
-    work.set(root_id=request.root_id or request.id, parent_id=request.id)
-    work.delay()
-
-
 def hand_over_event(task: Any, work: EventWork) -> None:
-    """Send the event's chord so that its body's result is stored under this task's id (see hand_over)."""
+    """Let the event's chord finish in this task's place: its body's result is stored under this task's id.
+
+    What Task.replace does, without its cost: replace ends the task by raising Ignore, and Celery records that
+    exception with a full, picklable traceback (a quarter of the router's CPU per event in scripts/bench.py's
+    profile). When this task is not itself part of a chain, chord, group or callback, the chord is sent with its
+    body frozen under this task's id; enrich_detection stores no result of its own (ignore_result), so
+    `AsyncResult(id).get()` waits for the body's result. Otherwise Task.replace runs.
+    """
     request = task.request
     if in_canvas(request):
         task.replace(work.as_chord())
@@ -150,20 +140,20 @@ def hand_over_event(task: Any, work: EventWork) -> None:
 
 
 def answer(task: Any, result: dict) -> dict:
-    """Store the router's own answer (a rejection, a stored or awaited result) under this task's id."""
+    """Store the router's own answer (a rejection, or the stored result) under this task's id."""
     task.backend.store_result(task.request.id, result, "SUCCESS", request=task.request)
     return result
 
 
-@app.task(name="enrich_detection", bind=True, ignore_result=True, Strategy=event_strategy())
+@app.task(name="enrich_detection", bind=True, ignore_result=True)
 def enrich_detection(self, *args: Any, **kwargs: Any) -> dict | None:
     """Entry point for the backend: one detection event dict in, its EnrichmentResult out.
 
-    One result per event_id: a stored result is returned as is, and a duplicate of an event still in
-    flight waits for the original's result instead of computing it again. The result is stored under this
-    task's id either way (by the router itself, or by the chord's assemble that takes its place). Messages
-    above MAX_EVENT_BYTES never get here (celery_internals.message_bounds answers them in the consumer, where
-    Celery's shortcuts are on).
+    One result per event_id: a stored result is returned as is, and a duplicate of an event still in flight joins
+    the event's waiters (costing nothing while it waits) and is answered when the original finishes. The result is
+    stored under this task's id either way (by the router itself, by the chord's assemble that takes its place, or
+    by whoever finishes the original). Messages the trusted transport refuses (oversized, shaped unlike an event,
+    another task name, an ETA) never get here.
     """
     received_at = time.time()
     settings = get_settings()
@@ -175,16 +165,18 @@ def enrich_detection(self, *args: Any, **kwargs: Any) -> dict | None:
     except Rejected as exc:
         return answer(self, reject(event, exc.errors, self.request.id))
     ledger = Ledger(redis_client())
-    stored, claimed = ledger.claim_unless_stored(detection.event_id, result_key(detection.event_id),
-                                                 settings.event_deadline_seconds * 2)
+    waits = not in_canvas(self.request)  # a chain or chord cannot wait for another submission's answer
+    stored, claimed = ledger.claim_or_wait(
+        detection.event_id, result_key(detection.event_id), settings.event_deadline_seconds * 2,
+        waiter=self.request.id if waits else None, wait_until=time.time() + settings.event_deadline_seconds * 2)
     if stored is not None:
-        if claimed:
-            ledger.release(detection.event_id)
         log.info("event %s already has a result; returning the stored one", detection.event_id)
         return answer(self, json.loads(stored))
     if not claimed:
-        log.info("event %s is already in flight; waiting for its result", detection.event_id)
-        hand_over(self, await_result.si(detection.event_id, time.time() + settings.event_deadline_seconds * 2))
+        if not waits:
+            return answer(self, reject(event, {"event_id": "a submission of this id is in flight; a duplicate inside "
+                                                           "a chain or chord cannot wait for it"}, self.request.id))
+        log.info("event %s is already in flight; this duplicate waits for its result", detection.event_id)
         return None
     outcome, work = None, None
     try:  # every way out but the hand-over releases the claim, before the answer is stored
@@ -193,11 +185,27 @@ def enrich_detection(self, *args: Any, **kwargs: Any) -> dict | None:
             record(work[0], work[1], ledger, settings)
     finally:
         if work is None:
-            ledger.release(detection.event_id)
+            answer_ended_without_result(detection.event_id, ledger.release(detection.event_id))
     if work is None:
         return answer(self, outcome)
     hand_over_event(self, work[1])
     return None
+
+
+def answer_ended_without_result(event_id: str, waiters: list[str]) -> None:
+    """Duplicates that waited for a submission that ended without a result (it was rejected: rejections never take
+    the id) are told so at once, each with a rejection of its own."""
+    if not waiters:
+        return
+    stored = result_store().get(event_id)  # answered by a finish in between (the no-model path stores one)
+    for task_id in waiters:
+        if stored is not None:
+            answer_duplicates([task_id], stored)
+            continue
+        rejected = reject({"event_id": event_id}, {"event_id": "a submission of this id was in flight and ended "
+                                                                "without a result (it was rejected); send the event "
+                                                                "again"}, task_id)
+        answer_duplicates([task_id], rejected)
 
 
 def record(routed: RoutedEvent, work: EventWork, ledger: Ledger, settings: Settings) -> None:
@@ -219,27 +227,3 @@ def admit_and_dispatch(task: Any, event: Any, detection: Any, settings: Settings
     if work is None:
         return finish_event([], routed), None
     return None, (routed, work)
-
-
-@app.task(name="await_result", bind=True, max_retries=None)
-def await_result(self, event_id: str, deadline: float) -> dict:
-    """A duplicate submission's answer: the original's stored result, polled without blocking a worker.
-
-    When the original ends without one (it was rejected: rejections never take the id) its claim is gone: the
-    duplicate is answered at once with a rejection saying so, instead of waiting out the deadline.
-    """
-    stored = result_store().get(event_id)
-    if stored is not None:
-        return stored
-    if not Ledger(redis_client()).claimed(event_id):
-        stored = result_store().get(event_id)  # stored and released between the two looks
-        if stored is not None:
-            return stored
-        return reject({"event_id": event_id}, {"event_id": "a submission of this id was in flight and ended "
-                                                           "without a result (it was rejected); send the event again"},
-                      self.request.id)
-    if time.time() > deadline:
-        return EnrichmentResult(
-            event_id=event_id, status="partial", errors={"event_id": "a duplicate of this event never finished"}
-        ).model_dump(mode="json")
-    raise self.retry(countdown=0.5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -42,6 +42,11 @@ MAX_ECHO_CHARS = 64
 FRAMES_CAP = 256
 
 FRAME_FIELDS = ("image", "image_path", "image_key")
+
+# Instants an event may carry (UTC; a timestamp without an offset is read as UTC): every one of them converts to
+# UTC and formats without error (9999-12-31T23:59:59-01:00 is past the last representable UTC instant).
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIMESTAMP = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class FrameSource(BaseModel):
@@ -117,6 +122,18 @@ class DetectionEvent(BaseModel):
             raise ValueError("frames_buffer must be a list of base64 images")
         frames = [{"image": item} if isinstance(item, str) else item for item in buffer or []]
         return {key: value for key, value in data.items() if key != "frames_buffer"} | {"frames": frames}
+
+    @field_validator("timestamp")
+    @classmethod
+    def representable_instant(cls, value: datetime) -> datetime:
+        try:
+            instant = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        except (OverflowError, ValueError):
+            instant = None
+        if instant is None or not EARLIEST_TIMESTAMP <= instant < LATEST_TIMESTAMP:
+            raise ValueError(f"must be an instant from {EARLIEST_TIMESTAMP:%Y-%m-%d} to before "
+                             f"{LATEST_TIMESTAMP:%Y-%m-%d} UTC")
+        return value
 
     @field_validator("frames", mode="before")
     @classmethod

@@ -1,4 +1,9 @@
-"""sweep_stalled_events: events whose chord never assembled are finished as partial, never left hanging."""
+"""sweep_stalled_events: events whose chord never assembled are finished as partial, never left hanging; duplicates
+that waited past their deadline for an original that never finished are answered.
+
+One event that cannot be finished never blocks the others: each is finished on its own (finish_event stores a
+partial result even when assembly raises), and an entry that cannot even be read is closed and counted.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,11 @@ import logging
 
 from celery.result import AsyncResult
 
-from tasks.assemble import finish_event
+from tasks.assemble import answer_duplicates, finish_event
 from tasks.celery import app
 from tasks.connection import redis_client, result_store
-from tasks.ledger import Ledger
-from tasks.schemas import RoutedEvent
+from tasks.ledger import Ledger, waiters_in
+from tasks.schemas import EnrichmentResult, RoutedEvent
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +68,54 @@ def finished_records(routed: RoutedEvent) -> list[dict]:
 
 @app.task(name="sweep_stalled_events")
 def sweep_stalled_events(limit: int = 100) -> dict:
-    """Finish every overdue event in the ledger; returns how many were finished and how many were closed."""
+    """Finish every overdue event in the ledger, each on its own; answer duplicates that waited too long.
+
+    Returns the events finished, those closed (already finished, or gone), those that failed (closed all the same,
+    named in the log), and the events whose waiting duplicates were answered.
+    """
     ledger = Ledger(redis_client())
-    finished, closed = [], []
+    outcome: dict[str, list[str]] = {"finished": [], "closed": [], "failed": [], "waiters_answered": []}
     for event_id in ledger.overdue(limit=limit):
-        routed = ledger.routed(event_id)
-        if routed is None or result_store().get(event_id) is not None:
-            ledger.close(event_id)
-            closed.append(event_id)
-            continue
-        log.warning("event %s missed its deadline; finishing it as partial", event_id)
-        finish_event(finished_records(routed), routed)
-        finished.append(event_id)
-    return {"finished": finished, "closed": closed}
+        try:
+            outcome[sweep_one(ledger, event_id)].append(event_id)
+        except Exception:
+            log.exception("event %s could not be swept; closing its ledger entry", event_id)
+            outcome["failed"].append(event_id)
+            close_quietly(ledger, event_id)
+    for event_id in ledger.waiting_overdue(limit=limit):
+        try:
+            answer_waiting(ledger, event_id)
+            outcome["waiters_answered"].append(event_id)
+        except Exception:
+            log.exception("the duplicates waiting for %s could not be answered", event_id)
+    return outcome
+
+
+def sweep_one(ledger: Ledger, event_id: str) -> str:
+    """Finish one overdue event ("finished"), or close an entry with nothing left to finish ("closed")."""
+    routed = ledger.routed(event_id)
+    if routed is None or result_store().get(event_id) is not None:
+        ledger.close(event_id)
+        return "closed"
+    log.warning("event %s missed its deadline; finishing it as partial", event_id)
+    finish_event(finished_records(routed), routed)
+    return "finished"
+
+
+def close_quietly(ledger: Ledger, event_id: str) -> None:
+    try:
+        ledger.close(event_id)
+    except Exception:
+        log.exception("could not close the ledger entry of %s", event_id)
+
+
+def answer_waiting(ledger: Ledger, event_id: str) -> None:
+    """Duplicates whose original never finished in time: the stored result if there is one now, else a partial."""
+    with redis_client().pipeline(transaction=True) as pipe:
+        at = ledger.take_waiters(event_id, pipe)
+        waiters = waiters_in(pipe.execute(), at)
+    stored = result_store().get(event_id)
+    answer = stored if stored is not None else EnrichmentResult(
+        event_id=event_id, status="partial", errors={"event_id": "a duplicate of this event never finished"}
+    ).model_dump(mode="json")
+    answer_duplicates(waiters, answer)

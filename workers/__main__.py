@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -21,6 +22,27 @@ THREADS_HELP = "Size of a device worker's threads pool (default 8 x batch size)"
 cli = typer.Typer(add_completion=False, help="Start Model Zoo workers.")
 
 
+NO_KEY = ("POOL_SIGNING_KEY is not set: the pool's internal messages could not be signed, and its workers would "
+          "refuse them. Generate one (python -c 'import secrets; print(secrets.token_hex(32))') and give every "
+          "worker of the pool the same")
+
+
+def require_signing_key(settings: Settings) -> None:
+    """A single worker (router, device) never starts without the pool's key: it could not tell its messages apart."""
+    if settings.pool_signing_key is None:
+        typer.echo(NO_KEY, err=True)
+        raise typer.Exit(2)
+
+
+def share_signing_key(settings: Settings) -> None:
+    """`start` runs every worker of the pool on this host: without a configured key it makes one for them (in the
+    environment they inherit, never on a command line or in the launch log)."""
+    if settings.pool_signing_key is None:
+        os.environ.update(POOL_SIGNING_KEY=secrets.token_hex(32))
+        typer.echo("POOL_SIGNING_KEY unset: generated one for the workers this launcher starts (workers started "
+                   "elsewhere need the same key: set POOL_SIGNING_KEY)")
+
+
 def exec_worker(command: list[str], env: dict[str, str]) -> None:
     """Become the worker: its environment is ours plus what the launcher decided for it."""
     os.execve(command[0], command, os.environ | env)
@@ -36,7 +58,9 @@ def device_pool(pool: str, batch_size: int | None, threads: int | None) -> Devic
 @cli.command()
 def router(loglevel: str = "info", concurrency: int = 2, beat: bool = True) -> None:
     """Run the router/assemble worker in the foreground (one per deployment when --beat is on)."""
-    exec_worker(*router_command(Settings(), loglevel, concurrency, beat, single=True))
+    settings = Settings()
+    require_signing_key(settings)
+    exec_worker(*router_command(settings, loglevel, concurrency, beat, single=True))
 
 
 @cli.command()
@@ -51,6 +75,7 @@ def device(index: int = 0, cpu: bool = typer.Option(False, help="A CPU worker (q
            loglevel: str = "info") -> None:
     """Run one device worker in the foreground on queue gpu.`index`, pinned to that GPU (or the CPU)."""
     settings = Settings()
+    require_signing_key(settings)
     visible = visible if visible is not None else settings.launch.visible_device_index
     try:
         if cpu:
@@ -121,6 +146,7 @@ def start(gpus: str = typer.Option("auto", help="auto, none (CPU only), or GPU i
         devices = [device_command(settings, s, loglevel, chosen) for s in device_slots(gpus, cpu_workers, settings)]
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    share_signing_key(settings)
     Supervisor(([router_command(settings, loglevel)] if router_worker else []) + devices).run()
 
 

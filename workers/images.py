@@ -130,6 +130,22 @@ def _decoded(field: str, data: bytes, max_pixels: int, reduced: bool) -> tuple[I
         raise InputError(field, f"unreadable image ({type(exc).__name__})") from None
 
 
+def header_size(field: str, data: bytes, max_pixels: int) -> tuple[int, int]:
+    """The stored width and height from the image's header alone (nothing decoded); refuses what decoding would:
+    empty data, formats other than JPEG, PNG and WebP, a header that cannot be read, more than `max_pixels`."""
+    if not data:
+        raise InputError(field, "empty image")
+    try:
+        width, height = open_accepted(field, data).size
+    except InputError:
+        raise
+    except Exception as exc:  # a header parser meets hostile bytes: whatever it raises, the image is the input's fault
+        raise InputError(field, f"corrupt or truncated image ({type(exc).__name__}: {exc})") from None
+    if width * height > max_pixels:
+        raise InputError(field, f"{width}x{height} exceeds the {max_pixels} pixel limit")
+    return width, height
+
+
 def open_accepted(field: str, data: bytes) -> Image.Image:
     """Open JPEG, PNG or WebP bytes lazily (header only) with that format's own decoder; anything else is refused."""
     for accepts, decoder in DECODERS:

@@ -274,9 +274,19 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, description="Largest decoded frame (PIL MAX_IMAGE_PIXELS)")
     max_image_bytes: int = Field(16 * 1024 * 1024, description="Largest encoded frame")
     max_frames: int = Field(32, ge=0, le=256, description="Largest frame buffer for action recognition (at most 256)")
+    max_event_pixels: int = Field(
+        48_000_000, gt=0,
+        description="Pixel budget of one event: its frame and every buffered frame together, read from the image "
+                    "headers before any frame is decoded")
     max_event_bytes: int = Field(
         32 * 1024 * 1024, gt=0,
-        description="Largest enrich_detection message body; a larger one is rejected before it is decoded")
+        description="Largest message body on the pool's queues (compressed and inflated); a larger one is refused "
+                    "before it is decoded")
+    pool_signing_key: SecretStr | None = Field(
+        None, description="HMAC key every pool process signs its internal messages with, and checks them against "
+                          "before decoding (generate one: python -c 'import secrets; print(secrets.token_hex(32))'); "
+                          "`python -m workers start` makes one for its workers when unset, router and device refuse "
+                          "to start without it")
     task_result_ttl_seconds: int = Field(
         24 * 3600, gt=0, description="TTL of Celery's own task results (celery-task-meta-*); above EVENT_DEADLINE_SECONDS")
     flower_basic_auth: SecretStr | None = Field(
@@ -306,7 +316,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("redis_password", "result_backend_url", "device", "worker_role", "image_root", "flower_basic_auth",
-                     mode="before")
+                     "pool_signing_key", mode="before")
     @classmethod
     def empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -2,10 +2,12 @@
 
 Each module here leans on code Celery and kombu do not document as API: the chord protocol sent directly
 (`chords`), one Redis client per kombu channel (`redis_clients`), task events flushed in batches (`event_flush`),
-and the size and shape check before a message is decoded (`message_bounds`, through Task.Strategy). They were
-written and tested against WRITTEN_FOR. On any other version, or with CELERY_SPEEDUPS=0, the pool runs on
-Celery's stock path instead (the canvas's chord, kombu's own clients, Celery's consumer, the default strategy)
-and says so once in the log: correct, somewhat slower, and a message is decoded before admission bounds it.
+and the trust boundary in kombu's Redis channel (`trusted_transport`: messages signed when sent, screened by
+`message_bounds` before they are decoded). They were written and tested against WRITTEN_FOR. On any other version,
+or with CELERY_SPEEDUPS=0, the pool runs on Celery's stock path instead (the canvas's chord, kombu's own clients and
+transport, Celery's consumer) and says so once in the log: correct, somewhat slower, and without the screening:
+messages are decoded before admission bounds them, internal messages are not signed, and the Redis ACL users
+(README "Security defaults") are what keeps a backend off the internal queues.
 """
 
 from __future__ import annotations
@@ -23,8 +25,7 @@ log = logging.getLogger(__name__)
 WRITTEN_FOR = {"celery": "5.7.0", "kombu": "5.7.0"}
 STOCK_CONSUMER = "celery.worker.consumer:Consumer"
 BATCHING_CONSUMER = "tasks.celery_internals.event_flush:Consumer"
-STOCK_STRATEGY = "celery.worker.strategy:default"
-BOUNDED_STRATEGY = "tasks.celery_internals.message_bounds:bounded_strategy"
+TRUSTED_TRANSPORT = "tasks.celery_internals.trusted_transport:Transport"
 
 
 def version_mismatch(installed: dict[str, str] | None = None) -> str | None:
@@ -43,8 +44,8 @@ def enabled() -> bool:
         return False
     mismatch = version_mismatch()
     if mismatch:
-        log.warning("Celery shortcuts off: %s; the pool runs on Celery's stock path (correct, somewhat slower, "
-                    "and messages are decoded before admission bounds them)", mismatch)
+        log.warning("Celery shortcuts off: %s; the pool runs on Celery's stock path (correct, somewhat slower; "
+                    "messages are decoded before they are bounded and internal ones are not signed)", mismatch)
         return False
     return True
 
@@ -69,9 +70,12 @@ def consumer_class() -> str:
     return BATCHING_CONSUMER if enabled() else STOCK_CONSUMER
 
 
-def event_strategy() -> str:
-    """enrich_detection's Task.Strategy: the size and shape check before decoding, or Celery's default."""
-    return BOUNDED_STRATEGY if enabled() else STOCK_STRATEGY
+def broker_transport(broker_url: str) -> str | None:
+    """The transport celeryconfig names: kombu's Redis transport with the pool's screening and signing (for redis://
+    and rediss:// brokers, where the shortcuts are on), else None (kombu's own, chosen by the URL)."""
+    if enabled() and broker_url.split("://", 1)[0] in ("redis", "rediss"):
+        return TRUSTED_TRANSPORT
+    return None
 
 
 def send_chord(app: celery.Celery, header: list[celery.Signature], body: celery.Signature, *, group_id: str,

@@ -222,12 +222,23 @@ def callback(redis_client, monkeypatch):
 
 def test_the_callback_reads_the_routed_event_from_the_ledger_and_closes_it(callback, redis_client):
     assemble, ledger, _ = callback
-    ledger.open(routed("cb-1", planned=["pose"]), deadline_seconds=60, ttl_seconds=600)
+    ledger.open(routed("cb-1", planned=["pose"]).model_copy(update={"group_id": "g-1"}), deadline_seconds=60,
+                ttl_seconds=600)
     record = {"model": "pose", "status": "ok", "data": {"posture": "standing", "keypoints": []}}
-    result = assemble.run([record], "cb-1")
+    result = assemble.run([record], "cb-1", "g-1")
     assert result["event_id"] == "cb-1" and result["status"] == "complete", result
     assert redis_client.get("ledger:cb-1") is None, "assembly closes the ledger entry"
     assert ledger.routed("cb-1") is None
+
+
+def test_a_callback_of_another_chord_changes_nothing(callback, redis_client):
+    assemble, ledger, store = callback
+    ledger.open(routed("cb-5", planned=["pose"]).model_copy(update={"group_id": "g-5"}), deadline_seconds=60,
+                ttl_seconds=600)
+    record = {"model": "pose", "status": "ok", "data": {"posture": "standing", "keypoints": []}}
+    assert assemble.run([record], "cb-5", "forged")["status"] == "partial"
+    assert assemble.run([record], "cb-5")["status"] == "partial"
+    assert store.get("cb-5") is None and ledger.routed("cb-5") is not None, "nothing stored, the entry still open"
 
 
 def test_a_callback_after_the_sweeper_returns_the_stored_result(callback):

@@ -34,7 +34,7 @@ def test_another_celery_version_turns_the_shortcuts_off_with_one_warning(fresh_g
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "celery 5.9.0 (written for 5.7.0)" in warnings[0].getMessage()
     assert celery_internals.consumer_class() == celery_internals.STOCK_CONSUMER
-    assert celery_internals.event_strategy() == celery_internals.STOCK_STRATEGY
+    assert celery_internals.broker_transport("redis://127.0.0.1:6379/0") is None
 
 
 def test_the_setting_turns_the_shortcuts_off(fresh_gate):
@@ -52,4 +52,5 @@ def test_the_setting_turns_the_shortcuts_off(fresh_gate):
 def test_on_the_written_for_versions_the_shortcuts_are_named(fresh_gate):
     assert celery_internals.enabled() is True
     assert celery_internals.consumer_class() == celery_internals.BATCHING_CONSUMER
-    assert celery_internals.event_strategy() == celery_internals.BOUNDED_STRATEGY
+    assert celery_internals.broker_transport("rediss://h:6380/0") == celery_internals.TRUSTED_TRANSPORT
+    assert celery_internals.broker_transport("sentinel://h:26379") is None, "only the Redis transport is screened"

@@ -19,7 +19,7 @@ from workers.settings import environment_names
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
-SECRETS = {"REDIS_PASSWORD": "test-password", "FLOWER_BASIC_AUTH": "admin:test"}
+SECRETS = {"REDIS_PASSWORD": "test-password", "FLOWER_BASIC_AUTH": "admin:test", "POOL_SIGNING_KEY": "test-key"}
 
 # Every variable the pool reads goes through workers.settings.Settings (nested groups included).
 SETTINGS_VARIABLES = set(environment_names())
@@ -264,3 +264,10 @@ def test_docker_compose_accepts_the_file_and_refuses_it_without_secrets():
     assert ok.returncode == 0, ok.stderr
     missing = config({"FLOWER_BASIC_AUTH": "admin:test"})
     assert missing.returncode != 0 and "REDIS_PASSWORD" in missing.stderr
+
+
+def test_every_pool_process_gets_the_signing_key_and_compose_requires_it():
+    text = (Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text()
+    assert text.count("POOL_SIGNING_KEY: ${POOL_SIGNING_KEY:?set POOL_SIGNING_KEY}") == 2, "workers and flower"
+    with pytest.raises(KeyError, match="POOL_SIGNING_KEY"):
+        interpolate("${POOL_SIGNING_KEY:?set POOL_SIGNING_KEY}", {"POOL_SIGNING_KEY": ""})

@@ -49,3 +49,10 @@ def test_nothing_reads_a_project_variable_outside_the_settings():
 def test_readme_names_the_two_commands_and_ci_runs_the_test_one():
     assert "make demo" in README and "make test" in README
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_the_acl_lines_in_security_defaults_are_the_ones_the_acl_test_runs():
+    from tasks.trust import acl_lines
+
+    missing = [line for line in acl_lines() if line not in README]
+    assert not missing, f"README's Security defaults lacks {missing}"
