@@ -163,14 +163,15 @@ def ratio(a: float | None, b: float | None) -> float | None:
 # -- models for both sides ------------------------------------------------------------------------------------
 
 def noop_environment(root: Path) -> dict[str, str]:
-    """<NAME>_MODEL_FAMILY and <NAME>_MODEL_PATH for every model: the no-op family, one marker directory."""
+    """<NAME>_MODEL_FAMILY and <NAME>_MODEL_PATH for every model: the no-op family, a marker directory named for
+    the model (the no-op answers the smallest result the contract accepts for it)."""
     from scripts.fixtures.noop import write_noop
 
-    write_noop(root / "noop")
     env = {}
     for entry in MODELS:
+        write_noop(root / "noop" / entry.name)
         env[entry.family_env] = "scripts.fixtures.noop:NoopModel"
-        env[entry.path_env] = str(root / "noop")
+        env[entry.path_env] = str(root / "noop" / entry.name)
     return env
 
 

@@ -4,7 +4,8 @@ The Celery tasks (router, run_model, assemble) are thin shells around these. `en
 steps in one process over a local DeviceRuntime, without Celery or Redis: scripts/bench.py's direct path.
 Assembly also finishes the stored result's shapes through each model's finisher (named in the registry): the
 seed's top-level reid_match, approximate metres in the depth section, the readable vehicle/pet type, and CLIP's
-scene anomaly against the camera's baseline.
+scene anomaly against the camera's baseline; then holds every section to its declared shape (tasks.contract): one
+that breaks it is left out and its model named in errors, never stored in a shape a backend was not promised.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from prompt_formatting import build_risk_prompt, count_context_attributes
 from tasks.admission import AdmittedEvent, admit, parse_event
+from tasks.contract import conforming_sections
 from tasks.reid_gallery import ReidGallery
 from tasks.scene_baseline import SceneBaseline
 from tasks.scene_context import PictureBaseline, describe_scene
@@ -163,7 +165,8 @@ def assemble_result(records: Iterable[ModelRecord | Mapping[str, Any] | None], r
             finish(enrichment, finishing)
     enrichment["scene_context"] = describe_scene(event, enrichment.get("scene", {}).get("clip"), cameras, pictures,
                                                  finishing.unavailable)
-    unavailable = unavailable_models(models) | finishing.unavailable
+    enrichment, off_contract = conforming_sections(enrichment)
+    unavailable = unavailable_models(models) | finishing.unavailable | off_contract
     not_run = {name: f"not run: asked for by {ask.asked_by}, but {ask.missing}"
                for name, ask in routed.asked.items() if not ask.ran}
     summary = event.model_dump(mode="json")

@@ -241,6 +241,9 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models"), description="Where model weights live, one entry per model name")
     result_ttl_seconds: int = Field(7 * 24 * 3600, description="TTL of enrichment:<event_id>")
     frame_ttl_seconds: int = Field(900, description="TTL of frame:<event_id>:* (frames are deleted on assembly)")
+    completion_stream_maxlen: int = Field(
+        100_000, ge=1, description="Entries the enrichment.completed stream keeps, about (XADD MAXLEN ~): how far back "
+                                   "a backend away from its consumer group can catch up")
     scene_models: CommaList = Field(["florence", "clip"], description="Scene models run per event, comma list")
     scene_detection_types: CommaList = Field(["person"], description="Detection types scene models run for")
     device_queues: CommaList = Field(["cpu.0"], description="Static placement when no worker has reported yet")
