@@ -77,8 +77,11 @@ def assemble(self: Any, records: list[dict], event: str) -> dict:
     What the event is, which keys it owns and its deadline are read from the ledger entry the router wrote before
     any model task was sent, never from this message: the chord carries only the id. Anything else in its
     place (a RoutedEvent, say) changes nothing. When the first round's evidence asks for follow-up models, they
-    run in a second round and this assembly runs again with all the records.
+    run in a second round and this assembly runs again with all the records. Celery's stored task result names
+    the records instead of repeating them (result_extended stores a call's arguments; the result's `models`
+    holds them already).
     """
+    self.request.args = [f"({len(records) if isinstance(records, list) else '?'} model records)", event]
     if not isinstance(event, str):
         log.warning("assemble refused: its event argument is a %s, not an event id", type(event).__name__)
         return {"error": "assemble takes an event id; the event itself is read from the ledger"}

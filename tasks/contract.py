@@ -33,6 +33,11 @@ COMPLETED_CHANNEL = "enrichment.completed"  # PUBLISH, for live listeners
 COMPLETION_STREAM = "enrichment.completed"  # XADD, read with a consumer group (a key; channels are apart)
 
 
+# A frame the backend's client put in Redis for the pool to take over (image_key "frame-upload:<uuid>"): read in
+# place like any image_key, and deleted with the event's own frames when the event is done (TTL otherwise).
+UPLOAD_KEY_PREFIX = "frame-upload:"
+
+
 def result_key(event_id: str) -> str:
     return f"{RESULT_KEY_PREFIX}{event_id}"
 

@@ -26,9 +26,11 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process; `persistent=True` turns on the append-only file (for restart tests)."""
 
-    def __init__(self, port: int | None = None, persistent: bool = False, password: str | None = None):
+    def __init__(self, port: int | None = None, persistent: bool = False, password: str | None = None,
+                 extra_args: list[str] | None = None):
         self.port = port or free_port()
         self.password = password
+        self.extra_args = list(extra_args or [])  # e.g. a TLS port beside the plain one
         self.persistent = persistent
         self.dir = Path(tempfile.mkdtemp(prefix="mz-redis-"))
         self.process: subprocess.Popen | None = None
@@ -47,6 +49,7 @@ class RedisServer:
                 "--save", "", "--appendonly", "yes" if self.persistent else "no", "--daemonize", "no"]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

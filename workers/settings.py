@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from prompt_formatting import DEFAULT_FAR_M, DEFAULT_NEAR_M, parse_depth_calibration
+from workers.redis_urls import with_password
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -349,6 +350,8 @@ class Settings(BaseSettings):
         return hashlib.sha1(where.encode()).hexdigest()[:10]
 
 
+__all__ = ["Settings", "get_settings", "with_password"]  # with_password lives in workers.redis_urls
+
 GROUPS = ("zoo", "reid", "depth", "scene", "cameras", "nemotron", "metrics", "launch")
 PER_MODEL_FIELDS = {"model_paths": MODEL_PATH_SUFFIX, "model_families": MODEL_FAMILY_SUFFIX}
 
@@ -369,14 +372,6 @@ def environment_names(settings_class: type[BaseSettings] = Settings) -> dict[str
         else:
             names[f"{prefix}{name}".upper()] = info.description or ""
     return names
-
-
-def with_password(url: str, password: str | None) -> str:
-    """Insert a password into a redis:// or rediss:// URL that carries none."""
-    if not password or "@" in url.split("//", 1)[-1]:
-        return url
-    scheme, rest = url.split("//", 1)
-    return f"{scheme}//:{password}@{rest}"
 
 
 @lru_cache(maxsize=1)
