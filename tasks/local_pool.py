@@ -15,6 +15,7 @@ from pathlib import Path
 import redis
 
 from tasks.client import EnrichmentClient
+from workers.redis_urls import with_password
 
 
 def free_port() -> int:
@@ -37,8 +38,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return with_password(f"redis://127.0.0.1:{self.port}/0", self.password)
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
