@@ -491,7 +491,7 @@ def started_pool(plan: PoolPlan, models_dir: Path, log_dir: Path, timeout: float
 
     server = RedisServer().start()
     pool = LocalPool(server.url, models_dir, log_dir, env=plan.env, gpus=plan.gpus, cpu_workers=plan.cpu_workers,
-                     pool=plan.pool, batch_size=plan.batch_size, threads=plan.threads)
+                     pool=plan.pool, batch_size=plan.batch_size, threads=plan.threads, client_uploads=True)
     client = server.client()
     completions = None
     try:

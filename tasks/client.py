@@ -272,15 +272,16 @@ class EnrichmentClient:
     """Submit detection events and read their results (synchronous)."""
 
     def __init__(self, redis_url: str, *, password: str | None = None, ssl: dict[str, Any] | None = None,
-                 upload_ttl_seconds: int = DEFAULT_UPLOAD_TTL_SECONDS):
+                 upload_frames: bool = True, upload_ttl_seconds: int = DEFAULT_UPLOAD_TTL_SECONDS):
         self.url = with_password(redis_url, password)
         self.app = client_app(self.url, ssl)
         self.redis = redis.Redis.from_url(self.url, **ssl_options(self.url, ssl))
+        self.upload_frames = upload_frames  # False: inline frames travel in the message (the pool stores them)
         self.upload_ttl_seconds = upload_ttl_seconds
 
     def submit(self, event: dict[str, Any]) -> AsyncResult:
         """Send the event to the router queue (its inline frames uploaded first); `.id` is the task id."""
-        sent, uploads = handed_over(event)
+        sent, uploads = handed_over(event) if self.upload_frames else (event, {})
         if uploads:
             with self.redis.pipeline(transaction=False) as pipe:
                 for key, data in uploads.items():
@@ -330,15 +331,16 @@ class AsyncEnrichmentClient:
     producer in a worker thread (kombu has no asyncio publisher)."""
 
     def __init__(self, redis_url: str, *, password: str | None = None, ssl: dict[str, Any] | None = None,
-                 upload_ttl_seconds: int = DEFAULT_UPLOAD_TTL_SECONDS):
+                 upload_frames: bool = True, upload_ttl_seconds: int = DEFAULT_UPLOAD_TTL_SECONDS):
         self.url = with_password(redis_url, password)
         self.app = client_app(self.url, ssl)
         self.redis = aioredis.Redis.from_url(self.url, **ssl_options(self.url, ssl))
+        self.upload_frames = upload_frames
         self.upload_ttl_seconds = upload_ttl_seconds
 
     async def submit(self, event: dict[str, Any]) -> str:
         """Send the event to the router queue (its inline frames uploaded first); returns the task id."""
-        sent, uploads = handed_over(event)
+        sent, uploads = handed_over(event) if self.upload_frames else (event, {})
         if uploads:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for key, data in uploads.items():

@@ -94,7 +94,7 @@ class LocalPool:
 
     def __init__(self, redis_url: str, models_dir: Path, log_dir: Path, env: dict[str, str] | None = None,
                  gpus: str = "none", cpu_workers: int = 1, pool: str = "threads", batch_size: int | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, client_uploads: bool = False):
         self.redis_url = redis_url
         self.models_dir = models_dir
         self.log_dir = log_dir
@@ -104,6 +104,9 @@ class LocalPool:
         self.pool = pool
         self.batch_size = batch_size
         self.threads = threads
+        # The tests' client sends inline frames inline (so they exercise the pool's own inline path); the bench's
+        # uploads them, as a backend's client does by default.
+        self.client_uploads = client_uploads
         self.process: subprocess.Popen | None = None
         self.client: EnrichmentClient | None = None
 
@@ -128,7 +131,7 @@ class LocalPool:
              *(["--threads", str(self.threads)] if self.threads else [])],
             cwd=REPO, env=self.environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        self.client = EnrichmentClient(self.redis_url)
+        self.client = EnrichmentClient(self.redis_url, upload_frames=self.client_uploads)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

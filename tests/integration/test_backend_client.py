@@ -6,6 +6,7 @@ virtual environment holding only celery, redis and pydantic."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -119,14 +120,19 @@ def test_a_backend_away_while_100_events_complete_reads_all_100_once(backend_poo
 def test_stored_results_validate_and_inline_frames_are_carried_once_and_cleaned_up(backend_pool):
     client = backend_pool.client()
     validator = jsonschema.Draft202012Validator(published_schema())
+    not_an_image = dict(vehicle_event("shape-5"), image=base64.b64encode(b"not an image at all").decode())
+    answers = {}
     for event in (person_event("shape-1", face=True, suspicious=80, frames=3), vehicle_event("shape-2"),
-                  animal_event("shape-3"), {"event_id": "shape-4", "bbox": [1, 2]}):
+                  animal_event("shape-3"), {"event_id": "shape-4", "bbox": [1, 2]}, not_an_image):
         answer = client.enrich(event, timeout=120)
         validator.validate(answer)
         assert answer["schema_version"] == SCHEMA_VERSION
         assert client.stored(answer["event_id"]) == answer
+        answers[event["event_id"]] = answer
+    assert [answers[f"shape-{n}"]["status"] for n in range(1, 6)] == ["complete"] * 3 + ["rejected"] * 2
+    assert list(answers["shape-5"]["errors"]) == ["image"], "an uploaded frame is named as the backend sent it"
     time.sleep(0.5)
-    assert client.redis.keys("frame-upload:*") == [], "the pool deletes the uploads of the events it enriched"
+    assert client.redis.keys("frame-upload:*") == [], "the pool deletes the uploads, enriched or rejected"
     assert client.redis.keys("frame:*") == []
     client.close()
 
