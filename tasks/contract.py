@@ -161,6 +161,8 @@ def conforming_sections(enrichment: dict[str, Any]) -> tuple[dict[str, Any], dic
             members = {sub: item for sub, item in members.items() if item is not None}
             if members:
                 kept[key] = members
+        elif key in groups:
+            problems[key] = f"error: {key} must be an object of sections (schema {SCHEMA_VERSION})"
         else:
             kept[key] = value
     return kept, problems

@@ -159,7 +159,7 @@ def test_the_client_over_tls_with_a_password_sync_and_asyncio(backend_pool):
             await client.close()
 
     answer, found_by_asyncio = asyncio.run(from_asyncio())
-    assert answer["status"] == "complete" and set(answer["enrichment"]) == {"vehicle", "depth"}
+    assert answer["status"] == "complete" and set(answer["enrichment"]) == {"vehicle", "depth", "scene_context"}
     assert sorted(found_by_asyncio) == ["tls-1", "tls-2", "tls-3"]
     assert feed.read(block_ms=200) == [], "the group's entries were read and acknowledged by the asyncio consumer"
     sync_client.close()

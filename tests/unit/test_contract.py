@@ -69,6 +69,12 @@ def test_a_section_off_its_shape_fails_the_schema_and_assembly_leaves_it_out():
     assert problems["threat"].startswith(f"error: its result does not match schema {SCHEMA_VERSION} at threat.")
 
 
+def test_a_group_of_sections_that_is_not_an_object_is_left_out():
+    kept, problems = conforming_sections({"scene": ["not", "sections"]})
+    assert kept == {} and set(problems) == {"scene"}
+    EnrichmentResult(event_id="e", status="partial", enrichment=kept)
+
+
 def test_absent_sections_and_fields_are_left_out_not_null():
     dumped = EnrichmentResult(event_id="e", status="complete",
                               enrichment={"depth": {"relative_depth": 0.4, "proximity": "close"}}).model_dump(mode="json")
