@@ -23,7 +23,10 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 # Longer than any model task can run, so a slow task is not redelivered while still running.
-broker_transport_options = {"visibility_timeout": _settings.visibility_timeout_seconds}
+# body_encoding None: a message carries its body as JSON text, not base64 of it (kombu's Redis default): a third fewer
+# bytes for every task message, its unacknowledged copy and every task event. Each message names its own encoding,
+# so a backend's base64 messages are read as before.
+broker_transport_options = {"visibility_timeout": _settings.visibility_timeout_seconds, "body_encoding": None}
 result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout_seconds}
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None

@@ -1,9 +1,10 @@
-"""What each model puts in the prompt, declared beside its formatter: @model_section(...) or model_purpose(...).
+"""What each model puts in the prompt, and the shape of its result, declared beside its formatter.
 
-A declaration names the model (its registry name), the purpose the prompt names it by when it has no result,
-and, for a model with a section, the area it prints in, its place there and where in the enrichment its result
-sits. prompt_formatting.sections collects the declarations into the prompt's tables; a unit test holds them
-against the model registry.
+@model_section(...) or model_purpose(...) names the model (its registry name), the purpose the prompt names it by
+when it has no result, and, for a model with a section, the area it prints in, its place there and where in the
+enrichment its result sits. @result_section(...) on a pydantic class declares the typed shape of one section of
+the stored enrichment (the result contract, tasks/contract.py). prompt_formatting.sections collects the
+declarations; unit tests hold them against the model registry.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 from prompt_formatting.facts import Section
 
@@ -74,5 +77,51 @@ def assembly_section(name: str, *, purpose: str, area: Area, order: int,
     def register(build: SectionBuilder) -> SectionBuilder:
         declare(ModelPrompt(name, purpose, area, order, paths or ((name,),), build), ASSEMBLY_PROMPTS)
         return build
+
+    return register
+
+
+class ResultShape(BaseModel):
+    """A part of the stored enrichment: the seed document's keys typed, fields of ours beside them allowed.
+
+    Dumped as it was given: an optional field that was not there stays out (never written as null).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_serializer(mode="wrap")
+    def _as_given(self, handler: Any) -> Any:
+        data = handler(self)
+        if not isinstance(self, ResultShape):
+            return data
+        given = self.model_fields_set | set(self.model_extra or {})
+        return {key: value for key, value in data.items() if key in given}
+
+
+@dataclass(frozen=True)
+class ResultSection:
+    """One section of the stored enrichment: where it sits, its shape, and the registered model that fills it
+    (None for a section assembled from several)."""
+
+    path: tuple[str, ...]  # ("threat",), ("scene", "florence")
+    shape: type[ResultShape]
+    model: str | None
+
+
+RESULT_SECTIONS: dict[tuple[str, ...], ResultSection] = {}
+Shape = TypeVar("Shape", bound=type[ResultShape])
+
+
+def result_section(path: str, *, model: str | None) -> Callable[[Shape], Shape]:
+    """Declare the decorated class as the shape of the enrichment's section at `path` ("threat", "scene.florence"),
+    filled by `model` (its registry name). Adding a section to the result contract is this one declaration."""
+
+    def register(shape: Shape) -> Shape:
+        section = ResultSection(tuple(path.split(".")), shape, model)
+        known = RESULT_SECTIONS.get(section.path)
+        if known is not None and known.shape.__qualname__ != shape.__qualname__:
+            raise ValueError(f"section {path!r} declared twice ({known.shape.__name__}, {shape.__name__})")
+        RESULT_SECTIONS[section.path] = section
+        return shape
 
     return register

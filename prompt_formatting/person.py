@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prompt_formatting.declared import Area, model_section
+from pydantic import Field
+
+from prompt_formatting.declared import Area, ResultShape, model_section, result_section
 from prompt_formatting.facts import FactLine, Section
 from prompt_formatting.untrusted import capped_list, clean_text, quote, quoted
 from prompt_formatting.values import box, count, entries, mapping, moment, number, percent
@@ -46,6 +48,22 @@ CLOTHING_RULES: tuple[ClothingRule, ...] = (
     ClothingRule("carrying", "- Carrying: ", None, " ({})"),
     ClothingRule("casual", "- General attire: ", None, None),
 )
+
+
+class ClothingMatch(ResultShape):
+    """FashionCLIP's best prompt of one clothing category, and every prompt's score."""
+
+    top_match: str
+    confidence: float
+    all_scores: dict[str, float]
+
+
+@result_section("clothing", model="clothing")
+class ClothingResult(ResultShape):
+    """One entry per category of the clothing prompt table (carrying, suspicious, delivery, utility, casual ...)."""
+
+    model_config = ResultShape.model_config | {"extra": "allow"}
+    __pydantic_extra__: dict[str, ClothingMatch] = Field(init=False)
 
 
 @model_section("clothing", purpose="clothing and carried items", area=Area.CONTEXT, order=10)
@@ -111,6 +129,22 @@ def threats_of(threat: dict) -> list[Threat]:
     return sorted(found, key=lambda t: t.order)
 
 
+class ThreatFound(ResultShape):
+    type: str
+    confidence: float
+    bbox: list[float] = Field(description="[x1, y1, x2, y2] in frame pixels")
+    severity: str | None = Field(None, description="ours: critical, high or medium (THREAT_SEVERITY)")
+
+
+@result_section("threat", model="threat")
+class ThreatResult(ResultShape):
+    """Seed: threats_detected, threats, highest_threat (threats[0]: the most severe, then the most confident)."""
+
+    threats_detected: bool
+    threats: list[ThreatFound]
+    highest_threat: ThreatFound | None
+
+
 @model_section("threat", purpose="weapon detection", area=Area.ONDEMAND, order=10)
 def threat_section(threat: Any) -> Section:
     """Weapon alert led by the most severe detection, or a plain 'none found' when the detector ran clean."""
@@ -150,6 +184,25 @@ def _first_number(entry: dict, *keys: str) -> float | None:
     return next((number(entry.get(k)) for k in keys if number(entry.get(k)) is not None), None)
 
 
+class PersonPose(ResultShape):
+    posture: str
+    confidence: float
+    keypoints: list[list[float]] = Field(description="17 COCO keypoints as [x, y, score] in frame pixels")
+    suspicious: bool | None = Field(None, description="ours: crouching, crawling or lying down")
+    bbox: list[float] | None = Field(None, description="ours: the person's box, [x1, y1, x2, y2]")
+
+
+@result_section("pose", model="pose")
+class PoseResult(ResultShape):
+    """Seed: poses[] (the event's person first); ours: the first person's fields flattened beside them."""
+
+    poses: list[PersonPose]
+    posture: str | None = None
+    posture_confidence: float | None = None
+    keypoints: list[list[float]] | None = None
+    persons_detected: int | None = None
+
+
 @model_section("pose", purpose="body posture", area=Area.ONDEMAND, order=20)
 def posture_section(pose: Any) -> Section:
     """Posture of each person the pose model saw (seed `poses[]`, or our single-person result), flagged
@@ -178,6 +231,24 @@ def posture_section(pose: Any) -> Section:
 # --- demographics ------------------------------------------------------------------------------------
 
 DEMOGRAPHICS_NOTE = "- Demographics never raise or lower risk on their own"
+
+
+class LabelScore(ResultShape):
+    label: str
+    score: float
+
+
+@result_section("demographics", model="age_gender")
+class DemographicsResult(ResultShape):
+    """Seed: age_group, gender, confidence (age_group null when the model gives no age)."""
+
+    age_group: str | None
+    gender: str | None
+    confidence: float
+    age: str | None = None
+    label: str | None = None
+    top_k: list[LabelScore] | None = None
+    face_source: str | None = Field(None, description="ours: face_bbox, or person_top_quarter without one")
 
 
 @model_section("age_gender", purpose="age group and gender", area=Area.ONDEMAND, order=30, paths=(("demographics",),))
@@ -221,6 +292,22 @@ def _action_scores(action: dict) -> list[tuple[str, float | None]]:
     return [(name, score) for name, score in cleaned if name is not None]
 
 
+class ActionScore(ResultShape):
+    action: str
+    score: float
+
+
+@result_section("action", model="action")
+class ActionResult(ResultShape):
+    """Seed: top_action, confidence, all_scores {action: score} (every action of the table, summing to 1)."""
+
+    top_action: str
+    confidence: float
+    all_scores: dict[str, float]
+    top_actions: list[ActionScore] | None = None
+    frames_used: int | None = None
+
+
 @model_section("action", purpose="activity recognition", area=Area.ONDEMAND, order=40)
 def activity_section(action: Any) -> Section:
     """X-CLIP's primary action with the ACTION_ALTERNATIVES best runner-up interpretations."""
@@ -248,6 +335,37 @@ def activity_section(action: Any) -> Section:
 
 
 # Ours: the gallery's match under reid; the seed's: reid_match at the top of the enrichment.
+@result_section("reid_match", model="reid")
+class SeedReidMatch(ResultShape):
+    """Seed, top level: present only when the person matched an identity seen before; sighting_count counts the
+    previous sightings."""
+
+    identity: str
+    similarity: float
+    sighting_count: int
+    name: str | None = None
+
+
+class GalleryMatch(ResultShape):
+    identity: str
+    similarity: float
+    sighting_count: int = Field(description="including this sighting")
+    name: str | None = None
+    cameras: list[str] | None = None
+    first_seen: float | None = None
+    last_seen: float | None = None
+    new: bool | None = None
+
+
+@result_section("reid", model="reid")
+class ReidResult(ResultShape):
+    """The OSNet embedding and, when the gallery was consulted, its full answer (also for a first sighting)."""
+
+    embedding: list[float]
+    dim: int
+    reid_match: GalleryMatch | None = None
+
+
 @model_section(
     "reid", purpose="re-identification against previously seen people", area=Area.ONDEMAND, order=50,
     paths=(("reid", "reid_match"), ("reid_match",)),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from prompt_formatting.declared import Area, model_section
+from pydantic import Field
+
+from prompt_formatting.declared import Area, ResultShape, model_section, result_section
 from prompt_formatting.facts import FactLine, Section
 from prompt_formatting.untrusted import MAX_LIST_ITEMS, capped_list, clean_text, quote, quoted
 from prompt_formatting.values import count, distinct, entries, mapping, number, percent
@@ -59,6 +61,26 @@ def _labels(group: Any) -> list[str]:
 
 
 # Ours nests Florence-2 under scene.florence; the scene key may also hold Florence's dict itself.
+class Detections(ResultShape):
+    labels: list[str]
+    bboxes: list[list[float]] = Field(description="[x1, y1, x2, y2] per label, frame pixels")
+
+
+class TextRegions(ResultShape):
+    labels: list[str]
+    quad_boxes: list[list[float]] = Field(description="[x1, y1, ... x4, y4] per label, frame pixels")
+
+
+@result_section("scene.florence", model="florence")
+class FlorenceResult(ResultShape):
+    """Seed: scene (the <MORE_DETAILED_CAPTION> text), security_objects, text_regions."""
+
+    scene: str
+    security_objects: Detections
+    text_regions: TextRegions
+    dense_regions: Detections | None = Field(None, description="ours, with FLORENCE_DENSE_REGIONS=1")
+
+
 @model_section(
     "florence", purpose="scene description, security objects and visible text", area=Area.CONTEXT, order=50,
     paths=(("scene", "florence"), ("scene",), ("florence",)),
@@ -87,6 +109,37 @@ def florence_section(scene: Any) -> Section:
 def format_florence_scene_context(scene: dict | None) -> str:
     """The Florence-2 scene section, or "" when it holds nothing (seed or our shape; see florence_section)."""
     return florence_section(scene).text
+
+
+class SceneTag(ResultShape):
+    label: str
+    score: float
+
+
+class ClipWeather(ResultShape):
+    """CLIP's zero-shot weather and visibility: the best label, its score, and every label ranked."""
+
+    label: str
+    score: float
+    ranked: list[SceneTag] | None = None
+
+
+class SceneAnomaly(ResultShape):
+    score: float | None = Field(description="null while the camera's baseline is too small")
+    unusual: bool | None
+    baseline_count: int
+
+
+@result_section("scene.clip", model="clip")
+class ClipResult(ResultShape):
+    """Ours: the frame's and the crop's CLIP embeddings, the best scene tags, and the camera's scene anomaly."""
+
+    frame_embedding: list[float]
+    crop_embedding: list[float]
+    dim: int
+    tags: list[SceneTag]
+    weather: ClipWeather | None = None
+    anomaly: SceneAnomaly | None = None
 
 
 @model_section(
@@ -129,6 +182,15 @@ def format_clip_scene_context(scene: dict | None) -> str:
 
 def _metres(distance: float) -> str:
     return f"{distance:.1f} m" if distance < 10 else f"{distance:.0f} m"
+
+
+@result_section("depth", model="depth")
+class DepthResult(ResultShape):
+    """Relative depth in the box (0 near .. 1 far), its class, and approximate metres."""
+
+    relative_depth: float
+    proximity: str
+    distance_m: float | None = None
 
 
 @model_section("depth", purpose="distance from the camera", area=Area.CONTEXT, order=40)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from prompt_formatting.declared import Area, assembly_section
+from pydantic import Field
+
+from prompt_formatting.declared import Area, ResultShape, assembly_section, result_section
 from prompt_formatting.facts import FactLine, Section
 from prompt_formatting.untrusted import clean_text, quoted
 from prompt_formatting.values import entries, mapping, percent
@@ -36,6 +38,33 @@ def light(context: dict) -> str | None:
         return None
     source = LIGHT_SOURCES.get(context.get("light_source"))
     return f"{value} ({source})" if source else value
+
+
+class Weather(ResultShape):
+    condition: str | None
+    confidence: float
+    source: str | None = None
+
+
+class Tampering(ResultShape):
+    suspected: bool
+    signs: list[str]
+
+
+@result_section("scene_context", model=None)
+class SceneContextResult(ResultShape):
+    """Assembled for every event (no model of its own): local time, light and where that answer comes from,
+    CLIP's weather, the picture's figures and tampering signs against the camera's usual picture."""
+
+    local_time: str | None = Field(None, description="ISO 8601 in the camera's time zone")
+    timezone: str | None = None
+    day_of_week: str | None = None
+    light: str | None = Field(None, description="day, dawn, dusk, night or low light")
+    light_source: str | None = Field(None, description="sun position or frame brightness")
+    sun_elevation: float | None = None
+    weather: Weather | None = None
+    picture: dict[str, float] | None = Field(None, description="brightness, sharpness, noise, colourfulness")
+    tampering: Tampering | None = None
 
 
 @assembly_section("scene_context", purpose="local time, light, weather and picture quality", area=Area.CONTEXT,

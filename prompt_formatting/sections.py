@@ -12,7 +12,16 @@ from functools import cache
 from typing import Any
 
 import prompt_formatting
-from prompt_formatting.declared import ASSEMBLY_PROMPTS, MODEL_PROMPTS, Area, ModelPrompt, Paths, SectionBuilder
+from prompt_formatting.declared import (
+    ASSEMBLY_PROMPTS,
+    MODEL_PROMPTS,
+    RESULT_SECTIONS,
+    Area,
+    ModelPrompt,
+    Paths,
+    ResultSection,
+    SectionBuilder,
+)
 from prompt_formatting.facts import Section, join_sections
 from prompt_formatting.values import mapping
 
@@ -29,11 +38,21 @@ def find(enrichment: Any, paths: Paths) -> Any:
 
 
 @cache
-def declared_prompts() -> dict[str, ModelPrompt]:
-    """Every model's declared prompt part, by model name (imports each formatter module, once per process)."""
+def _import_formatters() -> None:
     for module in pkgutil.iter_modules(prompt_formatting.__path__):
         importlib.import_module(f"{prompt_formatting.__name__}.{module.name}")
+
+
+def declared_prompts() -> dict[str, ModelPrompt]:
+    """Every model's declared prompt part, by model name (imports each formatter module, once per process)."""
+    _import_formatters()
     return MODEL_PROMPTS
+
+
+def declared_results() -> dict[tuple[str, ...], ResultSection]:
+    """Every declared section of the stored enrichment, by its path ("scene", "florence")."""
+    _import_formatters()
+    return RESULT_SECTIONS
 
 
 @cache

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prompt_formatting.declared import Area, model_section
+from pydantic import Field
+
+from prompt_formatting.declared import Area, ResultShape, model_section, result_section
 from prompt_formatting.facts import FactLine, Section
 from prompt_formatting.untrusted import capped_list, quote
 from prompt_formatting.values import entries, mapping, number, percent
@@ -82,6 +84,29 @@ def _classification(result: Any, spec: ClassifierSection) -> Section:
     if described:
         lines.append(FactLine(f"- **Alternatives**: {', '.join(capped_list(described))}", 0))
     return Section(spec.heading, tuple(lines))
+
+
+class ClassScore(ResultShape):
+    label: str
+    score: float
+
+
+class Classification(ResultShape):
+    """A crop classifier's own best class, its confidence and the best few."""
+
+    label: str
+    confidence: float
+    top_k: list[ClassScore]
+
+
+@result_section("vehicle", model="vehicle")
+class VehicleResult(Classification):
+    vehicle_type: str | None = Field(None, description="the type as the prompt names it; null when unsure")
+
+
+@result_section("pet", model="pet")
+class PetResult(Classification):
+    pet_type: str | None = Field(None, description="the type as the prompt names it; null when unsure")
 
 
 @model_section("vehicle", purpose="vehicle type", area=Area.CONTEXT, order=20)

@@ -24,8 +24,10 @@ phase is bounded by --phase-timeout; a phase that fails or times out is recorded
 of the pool's log, and the run goes on. Figures: events/s, end-to-end latency p50/p95/p99 (submit to the
 enrichment.completed announcement), orchestration overhead per event (the pool's latency for an event, one
 event at a time, minus the direct pipeline's latency for the same event: what Celery, Redis and the hops add),
-bytes through Redis per event (INFO stats), frame bytes read by device workers per event against the event's
-frame bytes, model loads and cache hit rate.
+bytes through Redis per event (INFO stats) for each way of sending a frame (inline through the pool's client, which
+uploads it once; by image_key; inline from a stock Celery app), each also with 1080p frames to separate the bytes
+per frame byte (the frame's copies) from the bytes per event (Celery's messages, results, task events), frame
+bytes read by device workers per event against the event's frame bytes, model loads and cache hit rate.
 """
 
 from __future__ import annotations
@@ -108,6 +110,36 @@ def by_key(event: dict[str, Any], client: Any) -> dict[str, Any]:
     return keyed
 
 
+LARGE_FRAME_WIDTH = 1920  # a 1080p camera's frame width
+
+
+def enlarged(event: dict[str, Any]) -> dict[str, Any]:
+    """The event with every inline frame re-encoded LARGE_FRAME_WIDTH pixels wide (JPEG quality 90), boxes as
+    they were (still inside the larger frame)."""
+    event = dict(event)
+    event["image"] = _enlarged(event["image"])
+    if event.get("frames"):
+        event["frames"] = [dict(f, image=_enlarged(f["image"])) for f in event["frames"]]
+    return event
+
+
+_ENLARGED: dict[str, str] = {}
+
+
+def _enlarged(image: str) -> str:
+    if image not in _ENLARGED:
+        import io
+
+        from PIL import Image
+
+        photo = Image.open(io.BytesIO(base64.b64decode(image))).convert("RGB")
+        height = round(photo.height * LARGE_FRAME_WIDTH / photo.width)
+        buffer = io.BytesIO()
+        photo.resize((LARGE_FRAME_WIDTH, height), Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=90)
+        _ENLARGED[image] = base64.b64encode(buffer.getvalue()).decode()
+    return _ENLARGED[image]
+
+
 # -- figures --------------------------------------------------------------------------------------------------
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -163,14 +195,15 @@ def ratio(a: float | None, b: float | None) -> float | None:
 # -- models for both sides ------------------------------------------------------------------------------------
 
 def noop_environment(root: Path) -> dict[str, str]:
-    """<NAME>_MODEL_FAMILY and <NAME>_MODEL_PATH for every model: the no-op family, one marker directory."""
+    """<NAME>_MODEL_FAMILY and <NAME>_MODEL_PATH for every model: the no-op family, a marker directory named for
+    the model (the no-op answers the smallest result the contract accepts for it)."""
     from scripts.fixtures.noop import write_noop
 
-    write_noop(root / "noop")
     env = {}
     for entry in MODELS:
+        write_noop(root / "noop" / entry.name)
         env[entry.family_env] = "scripts.fixtures.noop:NoopModel"
-        env[entry.path_env] = str(root / "noop")
+        env[entry.path_env] = str(root / "noop" / entry.name)
     return env
 
 
@@ -295,8 +328,11 @@ class PoolRun:
     completions: Completions
     deadline: float
 
-    def submit_all(self, trace: list[dict[str, Any]], concurrency: int) -> dict[str, float]:
-        """Send the trace keeping `concurrency` events in flight; event_id -> latency in ms."""
+    def submit_all(self, trace: list[dict[str, Any]], concurrency: int,
+                   send: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, float]:
+        """Send the trace keeping `concurrency` events in flight (through the pool's client unless `send` is
+        given); event_id -> latency in ms."""
+        send = send or self.pool.client.submit
         sent: dict[str, float] = {}
         pending = list(trace)
         in_flight: set[str] = set()
@@ -304,7 +340,7 @@ class PoolRun:
             while pending and len(in_flight) < concurrency:
                 event = pending.pop(0)
                 sent[event["event_id"]] = time.perf_counter()
-                self.pool.client.submit(event)
+                send(event)
                 in_flight.add(event["event_id"])
             in_flight -= self._wait_for_any(in_flight)
         return {e: (self.completions.finished[e] - t) * 1000 for e, t in sent.items()}
@@ -385,6 +421,48 @@ class PoolRun:
         _, traffic = self.measure_traffic(lambda: self.submit_all([by_key(e, self.client) for e in trace], concurrency))
         return traffic_figures(traffic, len(trace), frames)
 
+    def plain_celery(self, trace: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+        """The same events inline, sent as a stock Celery app sends them (send_task, kombu's base64 body)."""
+        from celery import Celery
+
+        stock = Celery("stock_backend", broker=self.pool.redis_url, backend=self.pool.redis_url)
+        send = lambda event: stock.send_task("enrich_detection", args=[event], queue="router")  # noqa: E731
+        frames = sum(frame_bytes(e) for e in trace)
+        try:
+            _, traffic = self.measure_traffic(lambda: self.submit_all(trace, concurrency, send))
+        finally:
+            stock.close()
+        return traffic_figures(traffic, len(trace), frames)
+
+    def bytes_by_frame_size(self, trace: list[dict[str, Any]], concurrency: int, small: dict[str, Any]) -> dict:
+        """Each way of sending again with the frames at LARGE_FRAME_WIDTH: the bytes Redis takes per extra frame
+        byte (the frame's copies) and per event whatever the frame (Celery's messages, results, events)."""
+        large = [enlarged(dict(e, event_id=e["event_id"] + "-L")) for e in trace]
+        measured = {
+            "client_inline": self.measure_path(large, concurrency, None),
+            "by_image_key": self.keyed([dict(e, event_id=e["event_id"] + "k") for e in large], concurrency),
+            "plain_celery_inline": self.plain_celery([dict(e, event_id=e["event_id"] + "p") for e in large],
+                                                     concurrency),
+        }
+        figures = {}
+        for path, at_large in measured.items():
+            frames_small, frames_large = small["frame_bytes"], sum(frame_bytes(e) for e in large) / len(large)
+            in_small = small[path]["in_bytes_per_event"]
+            slope = (at_large["in_bytes_per_event"] - in_small) / (frames_large - frames_small)
+            figures[path] = {
+                "in_per_frame_byte": small[path]["in_per_frame_byte"],
+                f"in_per_frame_byte_{LARGE_FRAME_WIDTH}px": at_large["in_per_frame_byte"],
+                "in_per_extra_frame_byte": round(slope, 3),
+                "in_bytes_per_event_besides_frames": round(in_small - slope * frames_small),
+            }
+        return {"frame_bytes_per_event": round(small["frame_bytes"]),
+                f"frame_bytes_per_event_{LARGE_FRAME_WIDTH}px": round(frames_large), "paths": figures}
+
+    def measure_path(self, trace: list[dict[str, Any]], concurrency: int, send: Any) -> dict[str, Any]:
+        frames = sum(frame_bytes(e) for e in trace)
+        _, traffic = self.measure_traffic(lambda: self.submit_all(trace, concurrency, send))
+        return traffic_figures(traffic, len(trace), frames)
+
 
 @dataclass(frozen=True)
 class PoolPlan:
@@ -413,7 +491,7 @@ def started_pool(plan: PoolPlan, models_dir: Path, log_dir: Path, timeout: float
 
     server = RedisServer().start()
     pool = LocalPool(server.url, models_dir, log_dir, env=plan.env, gpus=plan.gpus, cpu_workers=plan.cpu_workers,
-                     pool=plan.pool, batch_size=plan.batch_size, threads=plan.threads)
+                     pool=plan.pool, batch_size=plan.batch_size, threads=plan.threads, client_uploads=True)
     client = server.client()
     completions = None
     try:
@@ -444,6 +522,11 @@ def run_pool(plan: PoolPlan, trace: list[dict[str, Any]], warmup: list[dict[str,
         if plan.keyed:
             report["redis_by_key"] = run.keyed([dict(e, event_id=e["event_id"] + "-k") for e in trace],
                                                plan.concurrency)
+            report["redis_plain_celery"] = run.plain_celery([dict(e, event_id=e["event_id"] + "-p") for e in trace],
+                                                            plan.concurrency)
+            small = {"frame_bytes": report["redis"]["frame_bytes_per_event"], "client_inline": report["redis"],
+                     "by_image_key": report["redis_by_key"], "plain_celery_inline": report["redis_plain_celery"]}
+            report["redis_bytes"] = run.bytes_by_frame_size(trace, plan.concurrency, small)
     return report
 
 
@@ -505,6 +588,8 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         "frame_reads_per_frame_byte": pool.get("redis", {}).get("worker_frame_reads_per_frame_byte"),
         "redis_in_per_frame_byte": pool.get("redis", {}).get("in_per_frame_byte"),
         "redis_in_per_frame_byte_by_key": pool.get("redis_by_key", {}).get("in_per_frame_byte"),
+        "redis_in_per_frame_byte_plain_celery": pool.get("redis_plain_celery", {}).get("in_per_frame_byte"),
+        "redis_bytes": pool.get("redis_bytes", {}).get("paths"),
     }
     if ok(report, "pool_no_events"):
         summary["overhead_ms_p50_without_task_events"] = overhead(direct, report["pool_no_events"]).get("p50")
@@ -547,7 +632,9 @@ def print_report(report: dict[str, Any]) -> None:
     Console(width=160).print(table)
     pool = ok(report, "pool") or {}
     Console().print_json(data={"redis (frames inline)": pool.get("redis"),
-                               "redis (frames by image_key)": pool.get("redis_by_key"), "summary": report["summary"]})
+                               "redis (frames by image_key)": pool.get("redis_by_key"),
+                               "redis (frames inline, a stock Celery sender)": pool.get("redis_plain_celery"),
+                               "redis bytes by frame size": pool.get("redis_bytes"), "summary": report["summary"]})
 
 
 # -- the figure -----------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ import redis
 from PIL import Image
 from pydantic import ValidationError
 
-from tasks.schemas import DetectionEvent, FrameSource, echo, validation_errors
+from tasks.contract import UPLOAD_KEY_PREFIX
+from tasks.schemas import FRAMES_CAP, DetectionEvent, FrameSource, echo, validation_errors
 from workers.frame_quality import FrameQuality, measure
 from workers.images import InputError, check_image, decode_base64, decode_image, header_size, inspect_image, read_confined
 from workers.models.base import clamp_box
@@ -83,6 +84,13 @@ def parse_event(raw: Any) -> DetectionEvent:
         raise Rejected(validation_errors(exc)) from None
 
 
+def uploads_of(raw: Any) -> list[str]:
+    """The frame-upload:* keys a submission names (its frame and its buffer's), whatever else is wrong with it."""
+    sources = [raw] + (raw.get("frames") if isinstance(raw.get("frames"), list) else []) if isinstance(raw, dict) else []
+    keys = [source.get("image_key") for source in sources[:FRAMES_CAP + 1] if isinstance(source, dict)]
+    return [key for key in keys if isinstance(key, str) and key.startswith(UPLOAD_KEY_PREFIX)]
+
+
 def redis_key_reader(client: redis.Redis, max_bytes: int) -> KeyReader:
     """Read a backend's image_key: a key of another type, or larger than max_bytes, is the event's input error."""
 
@@ -140,8 +148,10 @@ class ReadFrame:
 
 
 def read_frame(source: FrameSource, where: str, settings: Settings, read_key: KeyReader) -> ReadFrame:
-    """Read one frame source within the byte limit and its size from the image header (nothing decoded yet)."""
-    name = f"{where}{source.field}"
+    """Read one frame source within the byte limit and its size from the image header (nothing decoded yet).
+    A frame the backend's client uploaded for it (frame-upload:*) is named `image` in errors, as it was sent."""
+    uploaded = source.image_key is not None and source.image_key.startswith(UPLOAD_KEY_PREFIX)
+    name = f"{where}{'image' if uploaded else source.field}"
     try:
         data = read_source(source, name, settings, read_key)
     except InputError as exc:

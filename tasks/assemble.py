@@ -113,8 +113,10 @@ def assemble(self: Any, records: list[dict], event: str, chord_group: str | None
     group id the router chose (which only the pool ever sees), and an assemble whose group id is not the ledger's
     changes nothing. So does one for an event with no ledger entry, or one that already has a result. When the
     first round's evidence asks for follow-up models, they run in a second round (with a group id of its own) and
-    this assembly runs again with all the records.
+    this assembly runs again with all the records. Celery's stored task result names the records instead of
+    repeating them (result_extended stores a call's arguments; the result's `models` holds them already).
     """
+    self.request.args = [f"({len(records) if isinstance(records, list) else '?'} model records)", event, chord_group]
     if not isinstance(event, str):
         log.warning("assemble refused: its event argument is a %s, not an event id", type(event).__name__)
         return {"error": "assemble takes an event id; the event itself is read from the ledger"}

@@ -468,6 +468,26 @@ def flower(
     os.execve(command[0], command, env)
 
 
+@app.command()
+def schema(
+    check: bool = typer.Option(False, "--check", help="Only compare: exit 1 when the published file differs"),
+    output: Path = typer.Option(None, "--output", help="Where to write (default: the published file in tasks/)"),
+) -> None:
+    """Write the result contract's JSON Schema (tasks/enrichment_result.schema.json) from the code."""
+    from tasks.contract import SCHEMA_FILE, SCHEMA_VERSION, schema_text
+
+    target = output or SCHEMA_FILE
+    text = schema_text()
+    if check:
+        if not target.exists() or target.read_text() != text:
+            fail(f"{target} differs from the code's schema {SCHEMA_VERSION}: run `model-zoo schema` "
+                 "(and bump SCHEMA_VERSION as README's policy says)")
+        typer.echo(f"{target} matches the code (schema {SCHEMA_VERSION})")
+        return
+    target.write_text(text)
+    typer.echo(f"wrote {target} (schema {SCHEMA_VERSION})")
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def demo(ctx: typer.Context) -> None:
     """Run scripts/demo.py (its own redis-server, tiny models and workers); extra options go to it (--keep, --gpus)."""

@@ -20,5 +20,6 @@ def redis_client() -> redis.Redis:
 
 
 def result_store() -> ResultStore:
-    """enrichment:<event_id> with RESULT_TTL_SECONDS."""
-    return ResultStore(redis_client(), get_settings().result_ttl_seconds)
+    """enrichment:<event_id> with RESULT_TTL_SECONDS, announced on the stream capped near COMPLETION_STREAM_MAXLEN."""
+    settings = get_settings()
+    return ResultStore(redis_client(), settings.result_ttl_seconds, settings.completion_stream_maxlen)

@@ -15,6 +15,7 @@ from pathlib import Path
 import redis
 
 from tasks.client import EnrichmentClient
+from workers.redis_urls import with_password
 
 
 def free_port() -> int:
@@ -26,17 +27,18 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process; `persistent=True` turns on the append-only file (for restart tests)."""
 
-    def __init__(self, port: int | None = None, persistent: bool = False, password: str | None = None):
+    def __init__(self, port: int | None = None, persistent: bool = False, password: str | None = None,
+                 extra_args: list[str] | None = None):
         self.port = port or free_port()
         self.password = password
+        self.extra_args = list(extra_args or [])  # e.g. a TLS port beside the plain one
         self.persistent = persistent
         self.dir = Path(tempfile.mkdtemp(prefix="mz-redis-"))
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return with_password(f"redis://127.0.0.1:{self.port}/0", self.password)
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
@@ -47,6 +49,7 @@ class RedisServer:
                 "--save", "", "--appendonly", "yes" if self.persistent else "no", "--daemonize", "no"]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -91,7 +94,7 @@ class LocalPool:
 
     def __init__(self, redis_url: str, models_dir: Path, log_dir: Path, env: dict[str, str] | None = None,
                  gpus: str = "none", cpu_workers: int = 1, pool: str = "threads", batch_size: int | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, client_uploads: bool = False):
         self.redis_url = redis_url
         self.models_dir = models_dir
         self.log_dir = log_dir
@@ -101,6 +104,9 @@ class LocalPool:
         self.pool = pool
         self.batch_size = batch_size
         self.threads = threads
+        # The tests' client sends inline frames inline (so they exercise the pool's own inline path); the bench's
+        # uploads them, as a backend's client does by default.
+        self.client_uploads = client_uploads
         self.process: subprocess.Popen | None = None
         self.client: EnrichmentClient | None = None
 
@@ -125,7 +131,7 @@ class LocalPool:
              *(["--threads", str(self.threads)] if self.threads else [])],
             cwd=REPO, env=self.environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        self.client = EnrichmentClient(self.redis_url)
+        self.client = EnrichmentClient(self.redis_url, upload_frames=self.client_uploads)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -4,7 +4,8 @@ The Celery tasks (router, run_model, assemble) are thin shells around these. `en
 steps in one process over a local DeviceRuntime, without Celery or Redis: scripts/bench.py's direct path.
 Assembly also finishes the stored result's shapes through each model's finisher (named in the registry): the
 seed's top-level reid_match, approximate metres in the depth section, the readable vehicle/pet type, and CLIP's
-scene anomaly against the camera's baseline.
+scene anomaly against the camera's baseline; then holds every section to its declared shape (tasks.contract): one
+that breaks it is left out and its model named in errors, never stored in a shape a backend was not promised.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prompt_formatting import build_risk_prompt, count_context_attributes
 from tasks.admission import AdmittedEvent, admit, parse_event
+from tasks.contract import UPLOAD_KEY_PREFIX, conforming_sections
 from tasks.reid_gallery import ReidGallery
 from tasks.scene_baseline import SceneBaseline
 from tasks.scene_context import PictureBaseline, describe_scene
@@ -42,6 +44,12 @@ class FrameKeys:
     frame: str
     buffer: list[str]
     to_write: dict[str, bytes]  # key -> bytes; the backend's own image_key frames are not copied
+    handed_over: list[str] = field(default_factory=list)  # the client's uploads (frame-upload:*): deleted with ours
+
+    @property
+    def owned(self) -> list[str]:
+        """What the pool deletes when the event is done: the frames it wrote and the uploads handed to it."""
+        return list(self.to_write) + [key for key in self.handed_over if key not in self.to_write]
 
 
 def frame_keys(admitted: AdmittedEvent) -> FrameKeys:
@@ -51,7 +59,8 @@ def frame_keys(admitted: AdmittedEvent) -> FrameKeys:
     buffer = [f.key or buffer_key(event_id, i) for i, f in enumerate(admitted.buffer)]
     to_write = {frame: admitted.frame.data} if admitted.frame.data is not None else {}
     to_write |= {key: f.data for key, f in zip(buffer, admitted.buffer) if f.data is not None}
-    return FrameKeys(frame, buffer, to_write)
+    given = [f.key for f in (admitted.frame, *admitted.buffer) if f.key]
+    return FrameKeys(frame, buffer, to_write, [key for key in given if key.startswith(UPLOAD_KEY_PREFIX)])
 
 
 def plan(admitted: AdmittedEvent, settings: Settings) -> list[str]:
@@ -68,7 +77,7 @@ def route(admitted: AdmittedEvent, keys: FrameKeys, models: list[str], placement
     routed = RoutedEvent(
         event=event.summary(admitted.bbox, admitted.face_bbox, admitted.frame.quality), planned=models, placement=dict(placement),
         task_ids=dict(task_ids), group_id=group_id, frame_key=keys.frame, buffer_keys=keys.buffer,
-        owned_keys=list(keys.to_write), frame_size=admitted.size, received_at=received_at, routed_at=time.time(),
+        owned_keys=keys.owned, frame_size=admitted.size, received_at=received_at, routed_at=time.time(),
         followups=followup_candidates(event, models),
     )
     return routed, [model_request(routed, model) for model in models]
@@ -163,7 +172,8 @@ def assemble_result(records: Iterable[ModelRecord | Mapping[str, Any] | None], r
             finish(enrichment, finishing)
     enrichment["scene_context"] = describe_scene(event, enrichment.get("scene", {}).get("clip"), cameras, pictures,
                                                  finishing.unavailable)
-    unavailable = unavailable_models(models) | finishing.unavailable
+    enrichment, off_contract = conforming_sections(enrichment)
+    unavailable = unavailable_models(models) | finishing.unavailable | off_contract
     not_run = {name: f"not run: asked for by {ask.asked_by}, but {ask.missing}"
                for name, ask in routed.asked.items() if not ask.ran}
     summary = event.model_dump(mode="json")

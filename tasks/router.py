@@ -18,7 +18,7 @@ from typing import Any
 from celery import chord, group
 from kombu.utils.uuid import uuid
 
-from tasks.admission import AdmittedEvent, Rejected, admit, parse_event, redis_key_reader
+from tasks.admission import AdmittedEvent, Rejected, admit, parse_event, redis_key_reader, uploads_of
 from tasks.assemble import answer_duplicates, assemble, finish_event
 from tasks.celery import app
 from tasks.celery_internals import send_chord
@@ -64,6 +64,8 @@ def reject(event: Any, errors: dict[str, str], task_id: str | None) -> dict:
     result = rejection(event, errors, task_id)
     log.info("rejected event %s (given id %r): %s", result.event_id, result.submitted_event_id, result.errors)
     EVENTS.labels("rejected").inc()
+    if uploads := uploads_of(event):  # frames the client handed over for an event that will not use them
+        redis_client().delete(*uploads)
     return result_store().save(result)
 
 

@@ -1,11 +1,14 @@
-"""The pool's data as pydantic models: the detection event in, the routed event on the way, the result out."""
+"""The pool's data as pydantic models: the detection event in, the routed event on the way, the result out.
+
+The result's own contract (typed sections, schema version) is tasks.contract; it is re-exported here.
+"""
 
 from __future__ import annotations
 
 import math
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -18,8 +21,9 @@ from pydantic import (
     model_validator,
 )
 
+from tasks.contract import EnrichmentResult, FollowUp, ResultStatus
 from workers.frame_quality import FrameQuality
-from workers.records import Box, ModelRecord
+from workers.records import Box
 from workers.registry import detection_type_of
 
 EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
@@ -189,14 +193,6 @@ class EventSummary(BaseModel):
     quality: FrameQuality | None = None  # how the event's frame looks (measured at admission)
 
 
-class FollowUp(BaseModel):
-    """A model the first models' evidence asked for: why, and whether it ran (else what it lacked)."""
-
-    asked_by: str
-    ran: bool
-    missing: str | None = None
-
-
 class RoutedEvent(BaseModel):
     """What the router decided for one event; rides the chord to assembly and waits in the ledger for the sweeper."""
 
@@ -246,23 +242,4 @@ def bounded_errors(errors: dict[str, str]) -> dict[str, str]:
     return bounded
 
 
-ResultStatus = Literal["complete", "partial", "rejected"]
-
-
-class EnrichmentResult(BaseModel):
-    """The assembled enrichment, stored at enrichment:<event_id> and returned by enrich_detection."""
-
-    event_id: str
-    status: ResultStatus
-    submitted_event_id: str | None = None  # a rejection's event_id is rejected-<task id>; this echoes the given one
-    camera_id: str | None = None
-    detection_type: str | None = None
-    timestamp: str | None = None
-    enrichment: dict[str, Any] = Field(default_factory=dict)
-    models: dict[str, ModelRecord] = Field(default_factory=dict)
-    prompt: str | None = None
-    context_attributes: int = 0
-    risk: dict[str, Any] | None = None  # Nemotron's answer when NEMOTRON_URL is set
-    timings: dict[str, float] = Field(default_factory=dict)
-    errors: dict[str, str] = Field(default_factory=dict)
-    follow_ups: dict[str, FollowUp] = Field(default_factory=dict)  # models the evidence asked for, and why
+__all__ = ["EnrichmentResult", "FollowUp", "ResultStatus"]  # re-exported from tasks.contract

@@ -5,6 +5,8 @@ pool and a backend under exactly these rules).
 
 from __future__ import annotations
 
+from tasks.contract import COMPLETION_STREAM, UPLOAD_KEY_PREFIX
+
 # Queues a backend writes: "router" (the pool's client sends there) and Celery's default "celery" (a backend's own
 # app with no routes sends there). Only PUBLIC_TASKS run from them; every other task name is refused unread.
 PUBLIC_QUEUES = frozenset({"router", "celery"})
@@ -14,7 +16,8 @@ PUBLIC_TASKS = frozenset({"enrich_detection"})
 INTERNAL_QUEUES = frozenset({"assemble"})
 INTERNAL_QUEUE_PREFIXES = ("gpu.", "cpu.")
 
-# Keys a backend may write (frames it sends by image_key), and what it may read.
+# Keys a backend may write (frames it sends by image_key; frames the pool's client uploads for an event, which the
+# pool deletes once the event is done), and what it may read.
 BACKEND_KEY_PREFIX = "backend:"
 
 
@@ -32,7 +35,10 @@ def is_internal(queue: str) -> bool:
 #   before it publishes;
 # - read results: GET enrichment:* and celery-task-meta-*, and the result channels AsyncResult.get() subscribes to;
 # - the completion channel enrichment.completed;
-# - frames sent by image_key: SET (with a TTL) under backend:*, never DEL (it cannot delete anything).
+# - frames sent by image_key: SET (with a TTL) under backend:* and, through the pool's client, frame-upload:*,
+#   never DEL (it cannot delete anything);
+# - the completion stream enrichment.completed (a key, apart from the channel of the same name): its consumer group
+#   created, read, acknowledged, stale entries claimed; never XADD or XTRIM.
 BACKEND_RULES = (
     "resetkeys", "resetchannels", "-@all",
     "+ping", "+hello", "+auth", "+client|setname", "+client|id", "+select",
@@ -43,7 +49,8 @@ BACKEND_RULES = (
     "(~_kombu.binding.router ~_kombu.binding.celery ~_kombu.binding_permanent.router"
     " ~_kombu.binding_permanent.celery +sadd +smembers)",
     "(%R~enrichment:* %R~celery-task-meta-* +get +mget +exists +ttl +type +strlen)",
-    f"(~{BACKEND_KEY_PREFIX}* +set +expire +pexpire +exists +ttl)",
+    f"(~{BACKEND_KEY_PREFIX}* ~{UPLOAD_KEY_PREFIX}* +set +expire +pexpire +exists +ttl)",
+    f"(~{COMPLETION_STREAM} +xgroup|create +xreadgroup +xack +xautoclaim +xpending +xlen +xrange +xinfo|groups)",
 )
 # The pool: every key and channel, no administration (no FLUSHALL, CONFIG, KEYS, DEBUG, SHUTDOWN ...).
 POOL_RULES = ("resetkeys", "resetchannels", "~*", "&*", "+@all", "-@dangerous", "+info",

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from prompt_formatting import DEFAULT_FAR_M, DEFAULT_NEAR_M, parse_depth_calibration
+from workers.redis_urls import with_password
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -241,6 +242,9 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models"), description="Where model weights live, one entry per model name")
     result_ttl_seconds: int = Field(7 * 24 * 3600, description="TTL of enrichment:<event_id>")
     frame_ttl_seconds: int = Field(900, description="TTL of frame:<event_id>:* (frames are deleted on assembly)")
+    completion_stream_maxlen: int = Field(
+        100_000, ge=1, description="Entries the enrichment.completed stream keeps, about (XADD MAXLEN ~): how far back "
+                                   "a backend away from its consumer group can catch up")
     scene_models: CommaList = Field(["florence", "clip"], description="Scene models run per event, comma list")
     scene_detection_types: CommaList = Field(["person"], description="Detection types scene models run for")
     device_queues: CommaList = Field(["cpu.0"], description="Static placement when no worker has reported yet")
@@ -356,6 +360,8 @@ class Settings(BaseSettings):
         return hashlib.sha1(where.encode()).hexdigest()[:10]
 
 
+__all__ = ["Settings", "get_settings", "with_password"]  # with_password lives in workers.redis_urls
+
 GROUPS = ("zoo", "reid", "depth", "scene", "cameras", "nemotron", "metrics", "launch")
 PER_MODEL_FIELDS = {"model_paths": MODEL_PATH_SUFFIX, "model_families": MODEL_FAMILY_SUFFIX}
 
@@ -376,14 +382,6 @@ def environment_names(settings_class: type[BaseSettings] = Settings) -> dict[str
         else:
             names[f"{prefix}{name}".upper()] = info.description or ""
     return names
-
-
-def with_password(url: str, password: str | None) -> str:
-    """Insert a password into a redis:// or rediss:// URL that carries none."""
-    if not password or "@" in url.split("//", 1)[-1]:
-        return url
-    scheme, rest = url.split("//", 1)
-    return f"{scheme}//:{password}@{rest}"
 
 
 @lru_cache(maxsize=1)

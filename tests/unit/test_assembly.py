@@ -19,8 +19,10 @@ from tasks.reid_gallery import ReidGallery
 from tasks.scene_baseline import SceneBaseline
 from tasks.schemas import EnrichmentResult, EventSummary, RoutedEvent
 from tests.unit.test_posture import UPRIGHT, skeleton
+from workers.finishing import Finishing
 from workers.models.action import action_report, load_actions
 from workers.models.age_gender import dual_head_result
+from workers.models.depth import add_distance
 from workers.models.hf_family import classified_type
 from workers.models.pose import pose_result
 from workers.models.reid import seed_reid_match
@@ -88,7 +90,7 @@ def baseline(redis_client) -> SceneBaseline:
 def test_the_stored_enrichment_carries_the_seeds_keys_and_the_formatters_print_its_sections(gallery, baseline):
     assemble_result(person_records().values(), routed("evt-1"), gallery, baseline)
     result = assemble_result(person_records().values(), routed("evt-2"), gallery, baseline)
-    enrichment = result.enrichment
+    enrichment = result.model_dump(mode="json")["enrichment"]
     places = {"florence": enrichment["scene"]["florence"], "reid_match": enrichment["reid_match"]}
     for name, keys in SEED_KEYS.items():
         assert keys <= set(places.get(name, enrichment.get(name, {}))), name
@@ -107,11 +109,11 @@ def test_the_stored_enrichment_carries_the_seeds_keys_and_the_formatters_print_i
 
 
 def test_reid_match_is_on_top_only_for_a_person_seen_before_counting_earlier_sightings(gallery):
-    first = assemble_result(person_records().values(), routed("evt-1"), gallery).enrichment
+    first = assemble_result(person_records().values(), routed("evt-1"), gallery).model_dump(mode="json")["enrichment"]
     assert "reid_match" not in first, "a first sighting matches nobody known"
     assert first["reid"]["reid_match"]["new"] is True
-    second = assemble_result(person_records().values(), routed("evt-2"), gallery).enrichment
-    third = assemble_result(person_records().values(), routed("evt-3"), gallery).enrichment
+    second = assemble_result(person_records().values(), routed("evt-2"), gallery).model_dump(mode="json")["enrichment"]
+    third = assemble_result(person_records().values(), routed("evt-3"), gallery).model_dump(mode="json")["enrichment"]
     identity = first["reid"]["reid_match"]["identity"]
     assert second["reid_match"] == {"identity": identity, "similarity": 1.0, "sighting_count": 1, "name": None}
     assert third["reid_match"]["sighting_count"] == 2 and third["reid"]["reid_match"]["sighting_count"] == 3
@@ -131,17 +133,25 @@ def test_seed_reid_match_shape():
 
 def test_depth_gets_approximate_metres_in_the_cameras_calibrated_range():
     depth = DepthSettings(calibration="front_door=0.8:12", near_m=1.0, far_m=20.0)
-    at_door = assemble_result(person_records().values(), routed("evt-1"), None, depth=depth).enrichment["depth"]
+    at_door = assemble_result(person_records().values(), routed("evt-1"), None,
+                              depth=depth).model_dump(mode="json")["enrichment"]["depth"]
     elsewhere = assemble_result(person_records().values(), routed("evt-2", "garden"), None, depth=depth)
     assert at_door == {"relative_depth": 0.5, "proximity": "medium", "distance_m": 1.5}  # 1 / (0.5/0.8 + 0.5/12)
-    assert elsewhere.enrichment["depth"]["distance_m"] == 1.9  # the default 1-20 m range
+    assert elsewhere.model_dump(mode="json")["enrichment"]["depth"]["distance_m"] == 1.9  # the default 1-20 m range
     assert "medium distance, about 1.5 m (approximate)" in format_depth_context(at_door)
 
 
-def test_a_depth_section_without_a_relative_depth_gets_no_metres():
+def test_a_depth_section_without_a_relative_depth_gets_no_metres_and_is_left_out_as_off_contract():
+    section = {"proximity": "far"}
+    add_distance({"depth": section}, Finishing(camera_id="cam", depth=DepthSettings.model_construct(near_m=1.0, far_m=20.0,
+                                                                                                  calibration={})))
+    assert section == {"proximity": "far"}
     records = {"depth": {"model": "depth", "status": "ok", "data": {"proximity": "far"}}}
     result = assemble_result(records.values(), routed("evt-1", planned=["depth"]), None)
-    assert result.enrichment["depth"] == {"proximity": "far"}
+    assert "depth" not in result.model_dump(mode="json")["enrichment"]
+    assert result.status == "partial"
+    assert result.errors["depth"].startswith("error: its result does not match schema")
+    assert "depth.relative_depth" in result.errors["depth"]
 
 
 @pytest.mark.parametrize(("answer", "expected"), [
@@ -159,7 +169,7 @@ def test_a_depth_section_without_a_relative_depth_gets_no_metres():
 def test_vehicle_type_is_what_the_prompt_names_or_null(answer, expected):
     records = {"vehicle": {"model": "vehicle", "status": "ok", "data": answer}}
     result = assemble_result(records.values(), routed("evt-1", planned=["vehicle"]), None)
-    stored = result.enrichment["vehicle"]
+    stored = result.model_dump(mode="json")["enrichment"]["vehicle"]
     assert stored["vehicle_type"] == expected and stored["label"] == answer["label"]
     line = format_vehicle_context(stored).splitlines()[1]
     assert ("uncertain" in line) == (expected is None)
@@ -173,20 +183,20 @@ def test_pet_type_never_names_a_person():
     records = {"pet": {"model": "pet", "status": "ok",
                        "data": {"label": "Cats", "confidence": 0.9, "top_k": [{"label": "Cats", "score": 0.9}]}}}
     result = assemble_result(records.values(), routed("evt-1", planned=["pet"]), None)
-    assert result.enrichment["pet"]["pet_type"] == "cat"
+    assert result.model_dump(mode="json")["enrichment"]["pet"]["pet_type"] == "cat"
 
 
 def test_scene_anomaly_appears_once_the_camera_has_a_baseline(baseline):
     answers = [assemble_result(person_records(frame_seed=2).values(), routed(f"evt-{i}"), None, baseline)
                for i in range(4)]
-    first, fourth = (a.enrichment["scene"]["clip"]["anomaly"] for a in (answers[0], answers[3]))
+    first, fourth = (a.model_dump(mode="json")["enrichment"]["scene"]["clip"]["anomaly"] for a in (answers[0], answers[3]))
     assert first == {"score": None, "unusual": None, "baseline_count": 0}
     assert fourth == {"score": pytest.approx(0.0, abs=1e-3), "unusual": False, "baseline_count": 3}
     assert "Scene anomaly" not in answers[0].prompt
     assert "typical for this camera (anomaly score 0.00, compared with 3 earlier frames)" in answers[3].prompt
     other = assemble_result(person_records(frame_seed=77).values(), routed("evt-9"), None, baseline)
-    assert other.enrichment["scene"]["clip"]["anomaly"]["unusual"] is True
-    assert "unusual for this camera" in format_clip_scene_context(other.enrichment["scene"])
+    assert other.model_dump(mode="json")["enrichment"]["scene"]["clip"]["anomaly"]["unusual"] is True
+    assert "unusual for this camera" in format_clip_scene_context(other.model_dump(mode="json")["enrichment"]["scene"])
 
 
 def test_a_failing_scene_baseline_is_named_and_makes_the_event_partial(redis_client):
@@ -197,14 +207,15 @@ def test_a_failing_scene_baseline_is_named_and_makes_the_event_partial(redis_cli
     result = assemble_result(person_records().values(), routed("evt-1"), None, Broken(redis_client))
     assert result.status == "partial"
     assert result.errors == {"scene_baseline": "error: redis went away"}
-    assert "anomaly" not in result.enrichment["scene"]["clip"]
+    assert "anomaly" not in result.model_dump(mode="json")["enrichment"]["scene"]["clip"]
     assert '- scene_baseline (whether the scene is unusual for this camera): "error: redis went away"' in result.prompt
 
 
 def test_without_gallery_or_baseline_the_result_has_neither():
     result = assemble_result(person_records().values(), routed("evt-1"), None)
-    assert "reid_match" not in result.enrichment and "reid_match" not in result.enrichment["reid"]
-    assert "anomaly" not in result.enrichment["scene"]["clip"]
+    enrichment = result.model_dump(mode="json")["enrichment"]
+    assert "reid_match" not in enrichment and "reid_match" not in enrichment["reid"]
+    assert "anomaly" not in enrichment["scene"]["clip"]
     assert result.status == "complete"
 
 
@@ -224,7 +235,7 @@ def test_the_callback_reads_the_routed_event_from_the_ledger_and_closes_it(callb
     assemble, ledger, _ = callback
     ledger.open(routed("cb-1", planned=["pose"]).model_copy(update={"group_id": "g-1"}), deadline_seconds=60,
                 ttl_seconds=600)
-    record = {"model": "pose", "status": "ok", "data": {"posture": "standing", "keypoints": []}}
+    record = {"model": "pose", "status": "ok", "data": {"poses": [], "posture": "standing", "keypoints": []}}
     result = assemble.run([record], "cb-1", "g-1")
     assert result["event_id"] == "cb-1" and result["status"] == "complete", result
     assert redis_client.get("ledger:cb-1") is None, "assembly closes the ledger entry"

@@ -146,9 +146,13 @@ def test_submit_no_wait_queues_the_event_and_returns_a_task_id(redis_server, red
     queued = [json.loads(raw) for raw in redis_client.lrange("router", 0, -1)]
     assert [m["headers"]["id"] for m in queued] == [reply["task_id"]]
     assert queued[0]["headers"]["task"] == "enrich_detection"
-    (event,), _, _ = json.loads(base64.b64decode(queued[0]["body"]))
+    assert queued[0]["properties"]["body_encoding"] is None, "the body travels as JSON text, not base64 of it"
+    (event,), _, _ = json.loads(queued[0]["body"])
     assert event["event_id"] == "evt-submit" and event["face_visible"] and event["bbox"] == [4, 4, 40, 40]
-    assert Image.open(io.BytesIO(base64.b64decode(event["image"]))).size == (64, 48)
+    # the frame is carried once: uploaded raw by the client, the event names its key
+    assert "image" not in event and event["image_key"].startswith("frame-upload:")
+    assert Image.open(io.BytesIO(redis_client.get(event["image_key"]))).size == (64, 48)
+    assert 0 < redis_client.ttl(event["image_key"]) <= 900
 
 
 def test_submit_missing_image_is_a_clear_error(redis_server, tmp_path):

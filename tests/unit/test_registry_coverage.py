@@ -1,8 +1,9 @@
 """Every per-model table covers exactly the registered models: a new model missing from one fails here.
 
-The registry (workers/registry.py) is the list of models. Beside it, each model declares its prompt part next
-to its formatter (prompt_formatting), its finisher and family in its own module (workers/models), and its
-random-weights writer in the fixtures (scripts/fixtures/weights). README's model table names each one too.
+The registry (workers/registry.py) is the list of models. Beside it, each model declares its prompt part and its
+result section's shape next to its formatter (prompt_formatting), its finisher and family in its own module
+(workers/models), and its random-weights writer in the fixtures (scripts/fixtures/weights). README's model table
+names each one too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from prompt_formatting.declared import Area
-from prompt_formatting.sections import declared_prompts
+from prompt_formatting.sections import declared_prompts, declared_results
 from scripts.fixtures.weights import writers
 from workers.models.base import ModelFamily
 from workers.registry import ESTIMATE_SOURCES, MODELS, REGISTRY, DirectFile, HubRepo
@@ -70,3 +71,24 @@ def test_estimate_and_download_source_are_declared(name):
 def test_readme_model_table_names_every_model():
     rows = re.findall(r"^\| ([a-z_0-9]+) \| \d+ \|", README.read_text(), flags=re.MULTILINE)
     assert sorted(rows) == NAMES
+
+
+def registry_section_path(name: str) -> tuple[str, ...]:
+    """Where assembly puts a model's result: its registry section, scene models under scene.<name>."""
+    entry = REGISTRY[name]
+    return ("scene", name) if entry.section == "scene" else (entry.section,)
+
+
+def test_every_model_declares_the_shape_of_its_result_section():
+    declared = declared_results()
+    missing = [name for name in NAMES if registry_section_path(name) not in declared]
+    assert not missing, f"no @result_section for the sections of {missing}"
+    wrong = {name: declared[registry_section_path(name)].model for name in NAMES
+             if declared[registry_section_path(name)].model != name}
+    assert not wrong, f"sections declared for another model: {wrong}"
+
+
+def test_every_declared_section_names_a_registered_model_or_none():
+    strays = {".".join(path): s.model for path, s in declared_results().items()
+              if s.model is not None and s.model not in REGISTRY}
+    assert not strays

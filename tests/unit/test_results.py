@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from tasks.results import COMPLETED_CHANNEL, ResultStore, result_key
+from tasks.contract import SCHEMA_VERSION
+from tasks.results import COMPLETED_CHANNEL, COMPLETION_STREAM, ResultStore, result_key
 from tasks.router import rejection, rejection_id
 from tasks.schemas import EnrichmentResult
 
@@ -76,3 +77,47 @@ def test_a_save_in_a_pipeline_costs_no_round_trip_of_its_own(redis_client):
         assert saved(pipe.execute()[0])["status"] == "complete"
     sent = {name.removeprefix("cmdstat_") for name in redis_client.info("commandstats")}
     assert {"multi", "eval", "exec"} <= sent and not [name for name in sent if name.startswith("script")], sent
+
+
+def stream_entries(client) -> list[dict[str, str]]:
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange(COMPLETION_STREAM)]
+
+
+def test_every_stored_result_and_rejection_is_appended_to_the_stream_once_in_the_same_step(redis_client):
+    store = ResultStore(redis_client, ttl_seconds=60)
+    store.save(EnrichmentResult(event_id="s1", status="complete"))
+    store.save(EnrichmentResult(event_id="s1", status="partial"))  # refused: the first stays, nothing announced
+    store.save(rejection({"event_id": "bad id"}, {"event_id": "bad"}, "task-9"))
+    with redis_client.pipeline(transaction=True) as pipe:
+        store.save_in(pipe, EnrichmentResult(event_id="s2", status="partial"))
+        pipe.execute()
+    assert stream_entries(redis_client) == [
+        {"event_id": "s1", "status": "complete", "result_key": "enrichment:s1", "schema_version": SCHEMA_VERSION},
+        {"event_id": "rejected-task-9", "status": "rejected", "result_key": "enrichment:rejected-task-9",
+         "schema_version": SCHEMA_VERSION, "submitted_event_id": "bad id"},
+        {"event_id": "s2", "status": "partial", "result_key": "enrichment:s2", "schema_version": SCHEMA_VERSION},
+    ]
+
+
+def test_the_stream_is_capped_near_its_maxlen(redis_client):
+    store = ResultStore(redis_client, ttl_seconds=60, stream_maxlen=10)
+    for n in range(300):
+        store.save(EnrichmentResult(event_id=f"cap-{n}", status="complete"))
+    kept = redis_client.xlen(COMPLETION_STREAM)
+    assert 10 <= kept < 300, kept  # MAXLEN ~ trims whole radix-tree nodes: about the cap, never below it
+    assert stream_entries(redis_client)[-1]["event_id"] == "cap-299", "the newest entries are the ones kept"
+
+
+def test_the_risk_rewrite_is_announced_as_a_second_revision(redis_client):
+    store = ResultStore(redis_client, ttl_seconds=60)
+    store.save(EnrichmentResult(event_id="r1", status="complete"))
+    store.add_to_own(EnrichmentResult(event_id="r1", status="complete", risk={"risk_score": 10}))
+    store.add_to_own(EnrichmentResult(event_id="gone", status="complete", risk={"risk_score": 10}))
+    assert [(e["event_id"], e.get("revision")) for e in stream_entries(redis_client)] == [("r1", None), ("r1", "2")]
+
+
+def test_stored_results_and_rejections_carry_the_schema_version(redis_client):
+    store = ResultStore(redis_client, ttl_seconds=60)
+    store.save(EnrichmentResult(event_id="v1", status="complete"))
+    store.save(rejection({"event_id": "v2"}, {"bbox": "bad"}, "task-v2"))
+    assert store.get("v1")["schema_version"] == store.get("rejected-task-v2")["schema_version"] == SCHEMA_VERSION
