@@ -78,6 +78,22 @@ def test_a_backend_user_enriches_events_and_reads_results(acl_pool):
         backend.close()
 
 
+def test_a_backend_user_reads_the_completion_stream_with_its_consumer_group(acl_pool):
+    backend = EnrichmentClient(acl_pool.backend_url)  # inline frames go up once, under frame-upload:*
+    try:
+        feed = backend.feed("acl-backend", "consumer-1", start="$")
+        event_id = unique("acl-feed")
+        assert backend.enrich(vehicle_event(event_id), timeout=300)["status"] == "complete"
+        deadline, seen = time.monotonic() + 30, []
+        while time.monotonic() < deadline and event_id not in [c.event_id for c in seen]:
+            seen += feed.read(count=50, block_ms=1000)
+        mine = [c for c in seen if c.event_id == event_id]
+        assert mine and mine[0].status == "complete" and mine[0].result_key == f"enrichment:{event_id}"
+        assert feed.ack(seen) == len(seen) and feed.pending() == 0
+    finally:
+        backend.close()
+
+
 def test_a_backend_app_without_routes_sends_to_the_default_queue(acl_pool):
     app = Celery("backend", broker=acl_pool.backend_url, backend=acl_pool.backend_url)
     try:
@@ -95,6 +111,8 @@ def test_a_backend_app_without_routes_sends_to_the_default_queue(acl_pool):
     ("PUBLISH", "/0.celery.pidbox", "x"), ("PUBLISH", "workers:commands:cpu0@host", "x"),
     ("PUBLISH", "enrichment.completed", "x"), ("EVAL", "return 1", "0"), ("FLUSHALL",), ("KEYS", "*"),
     ("SADD", "_kombu.binding.assemble", "x"), ("ACL", "LIST"),
+    ("XADD", "enrichment.completed", "*", "event_id", "forged"), ("XTRIM", "enrichment.completed", "MAXLEN", "0"),
+    ("DEL", "frame-upload:any"), ("GET", "frame-upload:any"),
 ])
 def test_a_backend_user_cannot_write_internal_queues_nor_delete_or_touch_pool_keys(acl_pool, command):
     backend = redis.Redis.from_url(acl_pool.backend_url)
