@@ -17,6 +17,7 @@ from tasks.metrics import ASSEMBLY_SECONDS, EVENTS
 from tasks.model_task import model_tasks
 from tasks.pipeline import ask_followups, assemble_result, second_round
 from tasks.placement import place_models
+from tasks.redis_retry import until_written
 from tasks.reid_gallery import ReidGallery
 from tasks.scene_baseline import SceneBaseline
 from tasks.scene_context import PictureBaseline
@@ -38,11 +39,15 @@ def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEven
         baseline=SceneBaseline.configured(redis_client(), settings.scene), depth=settings.depth,
         cameras=settings.cameras, pictures=PictureBaseline(redis_client(), settings.cameras),
     )
-    with redis_client().pipeline(transaction=True) as pipe:  # one round trip: store once, clean up, close
-        saved = result_store().save_in(pipe, result)
-        FrameStore(redis_client(), settings.frame_ttl_seconds).delete(routed.owned_keys, pipe)
-        Ledger(redis_client()).close(result.event_id, pipe)
-        payload = saved(pipe.execute()[0])
+
+    def store() -> dict:  # one round trip: store once, clean up, close; run again while Redis refuses it
+        with redis_client().pipeline(transaction=True) as pipe:
+            saved = result_store().save_in(pipe, result)
+            FrameStore(redis_client(), settings.frame_ttl_seconds).delete(routed.owned_keys, pipe)
+            Ledger(redis_client()).close(result.event_id, pipe)
+            return saved(pipe.execute()[0])
+
+    payload = until_written("assemble", store)
     EVENTS.labels(result.status).inc()
     ASSEMBLY_SECONDS.observe(time.time() - routed.routed_at)
     return payload

@@ -40,16 +40,21 @@ class Ledger:
         return bool(self.client.set(ledger_key(routed.event.event_id), routed.model_dump_json(), xx=True,
                                     keepttl=True))
 
-    def claim_unless_stored(self, event_id: str, stored_key: str, ttl_seconds: float) -> tuple[bytes | None, bool]:
-        """(what `stored_key` holds, whether this call took the claim), read and tried at one instant (MULTI).
+    def claim_unless_stored(self, event_id: str, stored_key: str, ttl_seconds: float,
+                            owner: str = "1") -> tuple[bytes | None, bool]:
+        """(what `stored_key` holds, whether `owner` holds the claim), read and tried at one instant (MULTI).
 
         One round trip instead of a look, a claim and a second look: nothing can be stored between them.
-        A caller that finds a stored value and took the claim releases it.
+        The claim holds its owner (the router's task id): a redelivery of the same submission (its router was
+        killed, or its message restored after a Redis restart) finds its own claim and carries on, where any
+        other submission of the id waits for the result. A caller that finds a stored value and holds the claim
+        releases it.
         """
+        key = claim_key(event_id)
         with self.client.pipeline(transaction=True) as pipe:
-            stored, claimed = pipe.get(stored_key).set(claim_key(event_id), "1", nx=True,
-                                                        ex=max(1, int(ttl_seconds))).execute()
-        return stored, bool(claimed)
+            stored, _, holder = pipe.get(stored_key).set(key, owner, nx=True, ex=max(1, int(ttl_seconds))).get(
+                key).execute()
+        return stored, holder is not None and holder.decode(errors="replace") == owner
 
     def claimed(self, event_id: str) -> bool:
         return bool(self.client.exists(claim_key(event_id)))

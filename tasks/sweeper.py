@@ -11,6 +11,7 @@ from tasks.celery import app
 from tasks.connection import redis_client, result_store
 from tasks.ledger import Ledger
 from tasks.schemas import RoutedEvent
+from workers.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,18 @@ def finished_records(routed: RoutedEvent) -> list[dict]:
     return records
 
 
+SWEEP_LOCK = "sweeper:lock"
+
+
 @app.task(name="sweep_stalled_events")
 def sweep_stalled_events(limit: int = 100) -> dict:
-    """Finish every overdue event in the ledger; returns how many were finished and how many were closed."""
+    """Finish every overdue event in the ledger; returns how many were finished and how many were closed.
+
+    One sweep per interval whatever the number of beats: a sweep takes a lock for most of the interval first.
+    """
+    settings = get_settings()
+    if not redis_client().set(SWEEP_LOCK, "1", nx=True, ex=max(1, int(settings.sweep_interval_seconds * 0.9))):
+        return {"finished": [], "closed": [], "skipped": "another sweep ran this interval"}
     ledger = Ledger(redis_client())
     finished, closed = [], []
     for event_id in ledger.overdue(limit=limit):
