@@ -281,6 +281,7 @@ class Drill:
             "recover_seconds": round(last_stored - fault_at, 1) if fault_at and last_stored else None,
             "model_tasks_per_worker": dict(sorted(workers.items())),
             "lost_ids": missing[:5],
+            "left_behind": {event_id: self.left_behind(event_id) for event_id in missing[:3]},
         }
 
     def wait_stored(self, ids: list[str], timeout: float, since: float) -> tuple[dict[str, dict], float | None]:
@@ -301,6 +302,24 @@ class Drill:
                     last = time.monotonic()
             time.sleep(0.25)
         return stored, last
+
+    def left_behind(self, event_id: str) -> dict[str, Any]:
+        """What an event not stored left in Redis (for the report): its claim, ledger entry, chord join."""
+        client = self.server.client()
+        found: dict[str, Any] = {"claim": client.get(f"claim:{event_id}"), "ledger": False}
+        raw = client.get(f"ledger:{event_id}")
+        if raw:
+            routed = json.loads(raw)
+            group = routed.get("group_id")
+            found |= {"ledger": True, "placement": routed.get("placement"),
+                      "joined": client.zcard(f"celery-taskset-meta-{group}.j") if group else None,
+                      "task_ids": routed.get("task_ids")}
+            found["tasks_waiting_or_taken"] = [
+                model for model, task_id in (routed.get("task_ids") or {}).items()
+                if any(task_id.encode() in raw for raw in client.hvals("unacked"))
+                or any(task_id.encode() in raw for q in ("cpu.0", "cpu.1") for raw in client.lrange(q, 0, -1))]
+        found["claim"] = found["claim"].decode() if found["claim"] else None
+        return found
 
     def something_would_store(self, event_id: str) -> bool:
         """A claim, a ledger entry (the sweeper finishes it), or a message naming the event still in Redis."""
@@ -324,7 +343,8 @@ def body_of(raw: bytes) -> bytes:
 
 
 def run_case(case: str, rounds: int, events: int, rate: float, hang_after: float, root: Path,
-             models_dir: Path | None = None, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+             models_dir: Path | None = None, extra_env: dict[str, str] | None = None,
+             keep_logs: Path | None = None) -> dict[str, Any]:
     """Start a drill for `case`, run its rounds, stop it; the per-round counts and their totals."""
     root.mkdir(parents=True, exist_ok=True)
     env = {"SCENE_MODELS": "", "METRICS_PORT_BASE": "0", "SWEEP_INTERVAL_SECONDS": "5", "RESCUE_INTERVAL_SECONDS": "2",
@@ -346,9 +366,14 @@ def run_case(case: str, rounds: int, events: int, rate: float, hang_after: float
             result = drill.round(number, events, rate, hang_after)
             results.append(result)
             print(f"[{case}] round {number}: " + ", ".join(f"{k} {v}" for k, v in result.items()
-                                                          if k not in ("round", "lost_ids")), flush=True)
+                                                          if k not in ("round", "lost_ids") and v), flush=True)
     finally:
         drill.stop()
+        if keep_logs is not None and any(r["lost"] or r["hung"] for r in results):
+            import shutil
+
+            shutil.copytree(root, keep_logs / f"{case}-{int(time.time())}", dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("noop", "*.aof", "appendonly*"))
     totals = {key: sum(r[key] for r in results) for key in
               ("sent", "refused", "stored", "complete", "partial", "lost", "hung", "announced_twice")}
     recover = [r["recover_seconds"] for r in results if r["recover_seconds"] is not None]
@@ -366,6 +391,8 @@ def main() -> int:
     parser.add_argument("--hang-after", type=float, default=180.0, help="seconds after the fault to count as hung")
     parser.add_argument("--models-dir", type=Path, default=None, help="real or tiny weights instead of no-op models")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--keep-logs", type=Path, default=REPO / "var" / "faults" / "logs",
+                        help="where the pool's logs of a case that lost or hung an event are kept")
     args = parser.parse_args()
     cases = CASES if args.case == "all" else (args.case,)
     if any(case not in CASES for case in cases):
@@ -374,7 +401,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="fault-drill-") as tmp:
         for case in cases:
             report["cases"].append(run_case(case, args.rounds, args.events, args.rate, args.hang_after,
-                                            Path(tmp) / case, args.models_dir))
+                                            Path(tmp) / case, args.models_dir, keep_logs=args.keep_logs))
             if args.json:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 args.json.write_text(json.dumps(report, indent=2))
