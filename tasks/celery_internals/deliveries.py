@@ -7,6 +7,11 @@ between the two), kombu raises out of its delivery, the consumer restarts or die
 to Celery, consuming pauses (QoS.can_consume is False while anything is parked), and a thread puts it back on its
 queue where BRPOP takes next, with backoff, as soon as Redis takes the write. A worker killed while it holds a
 parked message still loses it: the window is the time Redis refuses writes, no longer every failed record.
+
+Acknowledging is also kept from failing on a full Redis: kombu removes the acknowledged message from its unacked keys
+in a MULTI, and Redis refuses every command queued in a MULTI while it is over maxmemory (deletions included), so the
+ack raised out of the event loop and ended the worker ("Unrecoverable error: OutOfMemoryError"), with whatever it had
+parked. The same two deletions are then sent outside a transaction, which Redis takes when full.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 
 from tasks.metrics import DELIVERIES_PARKED
 from tasks.redis_retry import MAX_DELAY_SECONDS, refusal
@@ -29,6 +35,8 @@ log = logging.getLogger(__name__)
 _original_append = kombu_redis.QoS.append
 _original_can_consume = kombu_redis.QoS.can_consume
 _original_deliver = kombu_redis.Transport._deliver
+_original_ack = kombu_redis.QoS.ack
+_original_reject = kombu_redis.QoS.reject
 
 
 class NotRecorded(Exception):
@@ -120,13 +128,41 @@ def _deliver(self: Any, message: Any, queue: str) -> None:
         PARKING.park(queue, message, exc)
 
 
+def _ack(self: Any, delivery_tag: str) -> None:
+    try:
+        _original_ack(self, delivery_tag)
+    except Exception as exc:
+        if refusal(exc) != "full":
+            raise
+        with self.channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.unacked_index_key, delivery_tag).hdel(self.unacked_key, delivery_tag).execute()
+        virtual.QoS.ack(self, delivery_tag)
+
+
+def _reject(self: Any, delivery_tag: str, requeue: bool = False) -> None:
+    """A requeue Redis refuses (full) leaves the message in the unacked hash, where the worker's next look for taken
+    messages it does not hold puts it back (tasks/celery_internals/unacked.RestoreTaken)."""
+    try:
+        _original_reject(self, delivery_tag, requeue=requeue)
+    except Exception as exc:
+        if refusal(exc) != "full":
+            raise
+        if not requeue:
+            _ack(self, delivery_tag)
+            return
+        log.warning("Redis is full: message %s stays taken until it can be put back", delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+
 def _can_consume(self: Any) -> bool:
     return not PARKING.holding() and _original_can_consume(self)
 
 
 def install() -> None:
-    """Park messages whose unacked record fails instead of dropping them (idempotent)."""
+    """Park messages whose unacked record fails instead of dropping them; acknowledge on a full Redis (idempotent)."""
     kombu_redis.QoS.append = _append
+    kombu_redis.QoS.ack = _ack
+    kombu_redis.QoS.reject = _reject
     kombu_redis.QoS.can_consume = _can_consume
     kombu_redis.Transport._deliver = _deliver
 

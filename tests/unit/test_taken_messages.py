@@ -130,3 +130,22 @@ def test_chord_ids_are_the_same_for_a_redelivered_submission_only():
     assert len({first[0], *first[1].values()}) == 3
     assert chord_ids("task-b", "e1", ["pose"])[1]["pose"] != first[1]["pose"]
     assert chord_ids("task-a", "e2", ["pose"])[1]["pose"] != first[1]["pose"]
+
+
+def test_acknowledging_works_on_a_full_redis(broker, redis_client):
+    """kombu's ack is a MULTI, which Redis refuses whole at maxmemory; the worker must not die of it."""
+    deliveries.install()
+    publish(broker, "cpu.0", [{"n": 1, "pad": "x" * 200_000}])
+    (message,) = take(broker, "cpu.0", 1)
+    redis_client.set("ballast", b"x" * 1_000_000)
+    used = redis_client.info("memory")["used_memory"]
+    redis_client.config_set("maxmemory-policy", "noeviction")
+    redis_client.config_set("maxmemory", str(used - 500_000))
+    try:
+        with pytest.raises(Exception, match="maxmemory"):
+            redis_client.pipeline().zrem(UNACKED_INDEX_KEY, "x").execute()  # what kombu's own ack meets
+        message.ack()
+    finally:
+        redis_client.config_set("maxmemory", "0")
+    assert not redis_client.hexists(UNACKED_KEY, message.delivery_tag)
+    assert redis_client.zscore(UNACKED_INDEX_KEY, message.delivery_tag) is None
