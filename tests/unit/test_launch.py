@@ -124,7 +124,7 @@ def test_a_taken_metrics_port_is_reported_and_the_worker_runs_on(caplog):
 
 
 # -- the supervisor (issue 27 point 5, issue 28 points 2-4) ----------------------------------------------------------
-def supervised(tmp_path, *commands: str, **settings) -> "Supervisor":
+def supervised(tmp_path, *commands: str, **settings):
     import sys
 
     from workers.__main__ import Supervisor
