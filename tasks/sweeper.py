@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
 from celery.result import AsyncResult
 
 from tasks.assemble import finish_event
 from tasks.celery import app
 from tasks.connection import redis_client, result_store
-from tasks.ledger import Ledger
+from tasks.ledger import DEADLINES_KEY, Ledger
 from tasks.schemas import RoutedEvent
 from workers.settings import get_settings
 
@@ -85,4 +87,28 @@ def sweep_stalled_events(limit: int = 100) -> dict:
         log.warning("event %s missed its deadline; finishing it as partial", event_id)
         finish_event(finished_records(routed), routed)
         finished.append(event_id)
-    return {"finished": finished, "closed": closed}
+    return {"finished": finished, "closed": closed, "assembled": assemble_joined(ledger, settings, limit)}
+
+
+JOINED_GRACE_SECONDS = 10.0  # a chord whose parts have all joined this long ago has lost its callback
+
+
+def assemble_joined(ledger: Ledger, settings: Any, limit: int) -> list[str]:
+    """Assemble now the events whose model records have all joined their chord but whose callback never ran (it
+    was being sent when Redis went down): complete, at the next sweep, not partial at their deadline."""
+    now = time.time()
+    cutoff = now + settings.event_deadline_seconds - JOINED_GRACE_SECONDS  # routed at least the grace ago
+    client = redis_client()
+    candidates = [m.decode() for m in client.zrangebyscore(DEADLINES_KEY, now, cutoff, start=0, num=limit)]
+    assembled = []
+    for event_id in candidates:
+        routed = ledger.routed(event_id)
+        if routed is None or not routed.group_id or result_store().get(event_id) is not None:
+            continue
+        joined = joined_records(routed.group_id)
+        if not set(routed.task_ids.values()) <= set(joined):
+            continue
+        log.warning("event %s: every model record joined but its assembly never ran; assembling it now", event_id)
+        finish_event(finished_records(routed), routed)
+        assembled.append(event_id)
+    return assembled
