@@ -82,8 +82,14 @@ def option(command: list[str], flag: str) -> str:
     return command[command.index(flag) + 1]
 
 
-def worker_services(services: dict) -> dict[str, dict]:
+def pool_services(services: dict) -> dict[str, dict]:
+    """Every service that runs `python -m workers ...`: the workers and beat."""
     return {name: s for name, s in services.items() if s.get("command", [None])[:3] == ["python", "-m", "workers"]}
+
+
+def worker_services(services: dict) -> dict[str, dict]:
+    """The Celery workers (beat consumes no queue and serves no endpoints)."""
+    return {name: s for name, s in pool_services(services).items() if s["command"][3] != "beat"}
 
 
 def gpu_services(services: dict) -> dict[str, dict]:
@@ -217,7 +223,7 @@ def test_beat_runs_in_its_own_service_not_in_the_router(services, tmp_path, monk
     assert option(command, "-n") == f"{environment(services['router'])['WORKER_NODE']}@%h"
     command, env = launched(services["beat"], tmp_path, monkeypatch)
     assert command[command.index("tasks") + 1] == "beat" and env["WORKER_ROLE"] == "beat"
-    beats = [name for name, service in worker_services(services).items() if "beat" in service["command"]]
+    beats = [name for name, service in pool_services(services).items() if "beat" in service["command"]]
     assert beats == ["beat"]
 
 
