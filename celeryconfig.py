@@ -48,8 +48,12 @@ task_routes = {
     "enrich_detection": {"queue": "router"},
     "assemble": {"queue": "assemble"},
     "assess_event_risk": {"queue": "assemble"},
-    "sweep_stalled_events": {"queue": "assemble"},
+    "sweep_stalled_events": {"queue": "assemble"},  # internal: the public queue runs enrich_detection only
+    "rescue_dead_queues": {"queue": "assemble"},
 }
+# A publish rides out a Redis restart (a few seconds, then LOADING while it reads its AOF) instead of failing the task
+# that sends it after Celery's default 0.6 s; past this the pool's own steps try again (tasks/redis_retry.py).
+task_publish_retry_policy = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
 # Celery's own task results (what AsyncResult.get() and the sweeper read) live a day; the enrichment itself stays
 # RESULT_TTL_SECONDS at enrichment:<event_id>.
 result_expires = _settings.task_result_ttl_seconds
@@ -72,7 +76,10 @@ worker_consumer = celery_internals.consumer_class()
 
 worker_hijack_root_logger = False
 
-# The sweeper runs in the router worker's embedded beat (python -m workers router).
+# Beat runs in its own process (python -m workers beat, or the launcher's): the sweeper, and the rescue of dead
+# device workers' queues. Each takes a Redis lock, so a second beat never runs them twice in one interval.
 beat_schedule = {
     "sweep-stalled-events": {"task": "sweep_stalled_events", "schedule": _settings.sweep_interval_seconds},
+    "rescue-dead-queues": {"task": "rescue_dead_queues", "schedule": _settings.rescue_interval_seconds,
+                           "options": {"expires": _settings.rescue_interval_seconds}},
 }

@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -411,6 +412,9 @@ class PoolRun:
             "redis": {"frame_bytes_per_event": round(frames / count)} | traffic_figures(traffic, count, frames) | {
                 "models_per_event": round(sum(len(r.get("models", {})) for r in results) / count, 2)},
             "cache": cache_figures(results),
+            "model_tasks_per_worker": dict(sorted(Counter(
+                (record.get("worker") or "?").split("@")[0] for r in results
+                for record in r.get("models", {}).values()).items())),
             "batching": [{k: s.get(k) for k in ("worker", "batches", "batched_requests", "largest_batch",
                                                 "batch_limit")} for s in self.worker_states()],
         }
@@ -619,7 +623,8 @@ def print_report(report: dict[str, Any]) -> None:
     if direct:
         table.add_row("direct", str(direct["events_per_s"]), *[str(direct["latency_ms"][q]) for q in ("p50", "p95", "p99")],
                       "-", "-", "-", "-", "-")
-    for name in ("pool", "pool_no_events", "unbatched", "prefork", "affinity_on", "affinity_off"):
+    scaled = sorted((k for k in report if k.startswith("workers_")), key=lambda k: int(k.split("_")[1]))
+    for name in ("pool", "pool_no_events", "unbatched", "prefork", "affinity_on", "affinity_off", *scaled):
         run = ok(report, name)
         if run is None:
             continue
@@ -630,6 +635,10 @@ def print_report(report: dict[str, Any]) -> None:
                       str(overhead(direct or {}, run).get("p50", "-")), str(run["cache"]["loads_per_event"]),
                       str(run["cache"]["hit_rate"]), str(run["cache"]["skipped"]), str(run["cache"]["statuses"]["partial"]))
     Console(width=160).print(table)
+    for name in scaled:
+        if ok(report, name):
+            typer.echo(f"{name}: {report[name]['concurrent']['events_per_s']} events/s, model tasks per worker "
+                       f"{report[name]['model_tasks_per_worker']}")
     pool = ok(report, "pool") or {}
     Console().print_json(data={"redis (frames inline)": pool.get("redis"),
                                "redis (frames by image_key)": pool.get("redis_by_key"),
@@ -705,6 +714,13 @@ def pool_phases(noop: bool, env: dict[str, str], gpus: str, concurrency: int, ba
     return phases
 
 
+def scaling_phases(env: dict[str, str], workers: int, batch_size: int, concurrency: int) -> dict[str, PoolPlan]:
+    """`workers_1` .. `workers_N`: the same trace through 1 .. N device workers (cpu.0 .. cpu.N-1 standing in for
+    hosts), to see the work spread (model tasks per worker) and what it gains here."""
+    return {f"workers_{n}": PoolPlan(env, cpu_workers=n, batch_size=batch_size, concurrency=concurrency,
+                                     sequential=False) for n in range(1, workers + 1)}
+
+
 @app.command()
 def main(
     events: int = typer.Option(40, min=1, help="Events in the measured trace"),
@@ -715,6 +731,8 @@ def main(
     compare: bool = typer.Option(True, help="Also run the pool without batching and with the prefork pool"),
     affinity: bool = typer.Option(True, help="Run the two-worker affinity comparison (needs two device workers)"),
     affinity_share_mb: int = typer.Option(4096, help="Memory share of each worker in the affinity runs"),
+    scaling: int = typer.Option(0, min=0, help="Also run the trace through 1 .. N device workers (workers_N phases; "
+                                               "CPU workers standing in for hosts)"),
     gpus: str = typer.Option("none", help="The pool's GPUs, as `python -m workers start --gpus` takes them"),
     device: str = typer.Option("cpu", help="The direct pipeline's device (cpu, cuda, cuda:1)"),
     phase_timeout: float = typer.Option(600.0, min=1, help="Seconds one phase may take before it is abandoned"),
@@ -747,8 +765,9 @@ def main(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     report.phase("direct", lambda: run_direct(trace, env, device))
-    for name, plan in pool_phases(noop, env, gpus, concurrency, batch_size, compare, affinity,
-                                  affinity_share_mb).items():
+    phases = pool_phases(noop, env, gpus, concurrency, batch_size, compare, affinity, affinity_share_mb)
+    phases |= scaling_phases(env, scaling, batch_size, concurrency) if gpus == "none" else {}
+    for name, plan in phases.items():
         log_dir = work / name
         report.phase(name, lambda plan=plan, log_dir=log_dir: run_pool(plan, trace, warmup, models_dir, log_dir,
                                                                       phase_timeout), log_dir)

@@ -17,6 +17,7 @@ from tasks.metrics import ASSEMBLY_SECONDS, EVENTS
 from tasks.model_task import model_tasks
 from tasks.pipeline import ask_followups, assemble_result, second_round
 from tasks.placement import place_models
+from tasks.redis_retry import until_written
 from tasks.reid_gallery import ReidGallery
 from tasks.scene_baseline import SceneBaseline
 from tasks.scene_context import PictureBaseline
@@ -50,14 +51,18 @@ def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEven
         log.exception("event %s could not be assembled; finishing it as partial", routed.event.event_id)
         result = unassembled(routed, exc)
     ledger = Ledger(redis_client())
-    with redis_client().pipeline(transaction=True) as pipe:  # one round trip: store once, clean up, close
-        saved = result_store().save_in(pipe, result)
-        FrameStore(redis_client(), settings.frame_ttl_seconds).delete(routed.owned_keys, pipe)
-        ledger.close(result.event_id, pipe)
-        at = ledger.take_waiters(result.event_id, pipe)
-        answers = pipe.execute()
-        payload = saved(answers[0])
-    answer_duplicates(waiters_in(answers, at), payload)
+
+    def store() -> tuple[dict, list[str]]:  # one round trip: store once, clean up, close; again while Redis refuses
+        with redis_client().pipeline(transaction=True) as pipe:
+            saved = result_store().save_in(pipe, result)
+            FrameStore(redis_client(), settings.frame_ttl_seconds).delete(routed.owned_keys, pipe)
+            ledger.close(result.event_id, pipe)
+            at = ledger.take_waiters(result.event_id, pipe)
+            answers = pipe.execute()
+            return saved(answers[0]), waiters_in(answers, at)
+
+    payload, waiters = until_written("assemble", store)
+    answer_duplicates(waiters, payload)
     EVENTS.labels(result.status).inc()
     ASSEMBLY_SECONDS.observe(time.time() - routed.routed_at)
     return payload

@@ -307,7 +307,7 @@ def device_workers(client: redis.Redis) -> list[str]:
     """Device workers that published their state within three heartbeats."""
     from workers.state import live_workers
 
-    return [state.worker for state in live_workers(client, Settings().heartbeat_seconds * 3)]
+    return [state.worker for state in live_workers(client, Settings().worker_state_max_age_seconds)]
 
 
 def model_command(ctx: typer.Context, action: str, names: list[str], workers: list[str], timeout: float,

@@ -19,11 +19,13 @@ from workers.redis_writes import queued
 DEADLINES_KEY = "ledger:deadlines"
 WAITING_KEY = "ledger:waiting"  # event ids with waiting duplicates, scored by when the sweeper answers them anyway
 
-# The stored result, else the claim, else a place among the waiters: one atomic step.
+# The stored result, else the claim (taken now, or already held by this owner: a redelivered submission), else a
+# place among the waiters: one atomic step.
 CLAIM_OR_WAIT = """
 local stored = redis.call('GET', KEYS[1])
 if stored then return {stored, 0} end
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return {false, 1} end
+if redis.call('SET', KEYS[2], ARGV[5], 'NX', 'EX', ARGV[1]) then return {false, 1} end
+if redis.call('GET', KEYS[2]) == ARGV[5] then return {false, 1} end
 if ARGV[2] ~= '' then
   redis.call('SADD', KEYS[3], ARGV[2])
   redis.call('EXPIRE', KEYS[3], ARGV[1])
@@ -66,12 +68,17 @@ class Ledger:
                                     keepttl=True))
 
     def claim_or_wait(self, event_id: str, stored_key: str, ttl_seconds: float, waiter: str | None = None,
-                      wait_until: float = 0.0) -> tuple[bytes | None, bool]:
-        """(what `stored_key` holds, whether this call took the claim), in one atomic step; when neither, `waiter`
-        (a task id) joins the event's waiters, to be answered when the event finishes (or at `wait_until`)."""
+                      wait_until: float = 0.0, owner: str = "1") -> tuple[bytes | None, bool]:
+        """(what `stored_key` holds, whether `owner` holds the claim), in one atomic step; when neither, `waiter`
+        (a task id) joins the event's waiters, to be answered when the event finishes (or at `wait_until`).
+
+        The claim holds its owner (the router's task id): a redelivery of the same submission (its router was
+        killed, or its message restored after a Redis restart) finds its own claim and carries on, where any
+        other submission of the id waits for the result.
+        """
         keys = [stored_key, claim_key(event_id), waiters_key(event_id), WAITING_KEY]
         stored, claimed = self.client.eval(CLAIM_OR_WAIT, len(keys), *keys, max(1, int(ttl_seconds)), waiter or "",
-                                           wait_until, event_id)
+                                           wait_until, event_id, owner)
         return stored, bool(claimed)
 
     def claimed(self, event_id: str) -> bool:

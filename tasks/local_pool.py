@@ -77,16 +77,43 @@ class RedisServer:
 REPO = Path(__file__).resolve().parents[1]
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc), children first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM a process started with start_new_session and its children; SIGKILL them after `timeout`."""
+    """SIGTERM a process started with start_new_session (the launcher, which stops its workers); after `timeout`,
+    SIGKILL it and every process below it (the launcher gives each worker a process group of its own)."""
     if process.poll() is not None:
         return
+    below = descendants(process.pid)
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
+        below += descendants(process.pid)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+    for pid in below:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 class LocalPool:

@@ -26,7 +26,6 @@ from pydantic import ValidationError
 
 from tasks.celery import app
 from tasks.connection import redis_client
-from tasks.redelivery import restore_unacked
 from workers.frames import DecodedFrames, FrameStore
 from workers.records import ModelRecord, ModelRequest
 from workers.runtime import DeviceRuntime, GpuUnavailable, pick_device
@@ -83,8 +82,8 @@ EXIT_NO_GPU = 3  # a gpu.N worker that cannot use its GPU stops with this code (
 
 @worker_init.connect
 def prepare_device_worker(sender: Any = None, **_: Any) -> None:
-    """Before consuming: a gpu.N worker stops unless it can use its GPU; take back what a dead predecessor left
-    unacknowledged; a threads pool starts its runtime."""
+    """Before consuming: a gpu.N worker stops unless it can use its GPU; a threads pool starts its runtime (what a
+    dead predecessor left unacknowledged is put back by the consumer's RestoreTaken step: tasks/redelivery.py)."""
     settings = get_settings()
     if not settings.is_device_worker:
         return
@@ -93,8 +92,6 @@ def prepare_device_worker(sender: Any = None, **_: Any) -> None:
     except GpuUnavailable as exc:
         log.critical("%s", exc)
         raise SystemExit(EXIT_NO_GPU) from None
-    with sender.app.connection_for_write() as connection:
-        restore_unacked(connection, settings.device_queue)
     if settings.device_pool == "threads":
         runtime()  # this process owns the device: nothing forks after this
 

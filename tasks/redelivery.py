@@ -1,39 +1,29 @@
-"""Giving a dead device worker's tasks back to its queue at once, instead of after the visibility timeout.
+"""Which taken messages a worker puts back at once: its own queues' unacknowledged messages that it does not hold.
 
-kombu's Redis transport keeps every message a worker has taken in the `unacked` hash until it is acknowledged;
-a worker that dies without a warm shutdown leaves them there, and they return only when VISIBILITY_TIMEOUT_SECONDS
-has passed (an hour by default). A device queue (gpu.N, cpu.N) has exactly one consumer, so whatever is unacked
-for it when its worker starts was taken by that worker's dead predecessor: it is restored before consuming starts.
+kombu's Redis transport keeps every message a worker has taken in its `unacked` hash until it is acknowledged, and on
+its own returns them to their queue only after VISIBILITY_TIMEOUT_SECONDS (an hour by default). A device queue
+(gpu.N, cpu.N) has exactly one consumer, its device worker, and the router's queues one router worker per pool: what
+is unacknowledged for them and not held by that worker was taken by a dead predecessor (killed, out of memory, the
+watchdog), or by the worker itself before its connection to Redis dropped (Celery forgets its prefetched messages on
+a reconnect). So the worker puts those back when it starts, after every reconnect, and every
+RestoreTaken.CHECK_SECONDS for any a failed restore left behind (tasks/celery_internals/unacked.py). A dead device
+worker's queue and its taken messages are moved to live workers by tasks/rescue.py.
+
+With Celery's shortcuts off (CELERY_SPEEDUPS=0, or another Celery/kombu version) kombu alone returns them, after
+VISIBILITY_TIMEOUT_SECONDS.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from typing import Any
-
-log = logging.getLogger(__name__)
+from workers.launch import ROUTER_QUEUES
+from workers.settings import get_settings
 
 
-def unacked_for(channel: Any, queue: str) -> list[str]:
-    """Delivery tags of the unacknowledged messages that were routed to `queue`."""
-    tags = []
-    for tag, raw in channel.client.hgetall(channel.unacked_key).items():
-        try:
-            _, exchange, routing_key = json.loads(raw)
-        except (ValueError, TypeError):
-            continue
-        if queue in (routing_key, exchange):
-            tags.append(tag.decode() if isinstance(tag, bytes) else tag)
-    return tags
-
-
-def restore_unacked(connection: Any, queue: str) -> list[str]:
-    """Put the unacknowledged messages of `queue` back at its head; returns their delivery tags."""
-    channel = connection.default_channel
-    tags = unacked_for(channel, queue)
-    for tag in tags:
-        channel.qos.restore_by_tag(tag, leftmost=True)
-    if tags:
-        log.warning("restored %d task(s) a previous worker of %s took and never acknowledged", len(tags), queue)
-    return tags
+def owned_queues() -> list[str]:
+    """The queues this worker consumes alone: its device queue, or the router's queues; none for other processes."""
+    settings = get_settings()
+    if settings.is_device_worker:
+        return [settings.device_queue]
+    if settings.worker_role == "router":
+        return ROUTER_QUEUES.split(",")
+    return []

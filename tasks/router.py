@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import time
+import uuid as uuid_module
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,13 +29,14 @@ from tasks.metrics import EVENTS
 from tasks.model_task import model_tasks
 from tasks.pipeline import frame_keys, plan, route
 from tasks.placement import place_models
+from tasks.redis_retry import until_written
 from tasks.results import result_key
 from tasks.risk_task import assess_event_risk
 from tasks.schemas import CAMERA_ID_PATTERN, REJECTION_PREFIX, EnrichmentResult, RoutedEvent, bounded_errors, echo
 from workers.frames import FrameStore
 from workers.registry import estimated_bytes
 from workers.settings import Settings, get_settings
-from workers.state import live_workers
+from workers.state import live_workers, queue_backlog
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +89,30 @@ def forget_arguments(request: Any, event: Any) -> None:
     request.kwargs = {}
 
 
-def dispatch(admitted: AdmittedEvent, settings: Settings, received_at: float) -> tuple[RoutedEvent, EventWork | None]:
+CHORD_IDS = uuid_module.UUID("5f1c1f2e-8a8b-4f55-9d0c-6a0f2b8e7a31")  # namespace of the ids derived below
+
+
+def chord_ids(submission: str, event_id: str, models: list[str]) -> tuple[str, dict[str, str]]:
+    """The chord's group id and one task id per model, derived from the submission (the router's task id) and the
+    event id: a redelivered submission (its router died after sending, or Redis restarted) sends the same chord
+    again, and Celery's chord join counts each header task once, so the event is assembled once."""
+    def derived(name: str) -> str:
+        return str(uuid_module.uuid5(CHORD_IDS, f"{submission}/{event_id}/{name}"))
+
+    return derived("group"), {model: derived(model) for model in models}
+
+
+def dispatch(admitted: AdmittedEvent, settings: Settings, received_at: float,
+             submission: str | None = None) -> tuple[RoutedEvent, EventWork | None]:
     """Plan and place the models; the routed event and its work (None: no model, and no frame to store)."""
     keys = frame_keys(admitted)
     models = plan(admitted, settings)
-    workers = live_workers(redis_client(), max_age_seconds=settings.heartbeat_seconds * 3)
-    placement = place_models(models, workers, settings.device_queues, estimated_bytes(), settings.affinity_routing)
-    routed, requests = route(admitted, keys, models, placement, {model: uuid() for model in models}, received_at,
-                             group_id=uuid())
+    workers = live_workers(redis_client(), max_age_seconds=settings.worker_state_max_age_seconds)
+    backlog = queue_backlog(redis_client(), [w.queue for w in workers])
+    placement = place_models(models, workers, settings.device_queues, estimated_bytes(), settings.affinity_routing,
+                             backlog)
+    group_id, task_ids = chord_ids(submission or uuid(), admitted.event.event_id, models)
+    routed, requests = route(admitted, keys, models, placement, task_ids, received_at, group_id=group_id)
     if not models:
         return routed, None
     header = model_tasks(requests, placement, routed.task_ids)
@@ -165,32 +183,39 @@ def enrich_detection(self, *args: Any, **kwargs: Any) -> dict | None:
         event = event_argument(args, kwargs)
         detection = parse_event(event)
     except Rejected as exc:
-        return answer(self, reject(event, exc.errors, self.request.id))
+        errors = exc.errors
+        return until_written("answer", lambda: answer(self, reject(event, errors, self.request.id)))
     ledger = Ledger(redis_client())
+    submission = self.request.id or uuid()
     waits = not in_canvas(self.request)  # a chain or chord cannot wait for another submission's answer
-    stored, claimed = ledger.claim_or_wait(
+    stored, claimed = until_written("claim", lambda: ledger.claim_or_wait(
         detection.event_id, result_key(detection.event_id), settings.event_deadline_seconds * 2,
-        waiter=self.request.id if waits else None, wait_until=time.time() + settings.event_deadline_seconds * 2)
+        waiter=self.request.id if waits else None, wait_until=time.time() + settings.event_deadline_seconds * 2,
+        owner=submission))
     if stored is not None:
         log.info("event %s already has a result; returning the stored one", detection.event_id)
-        return answer(self, json.loads(stored))
+        return until_written("answer", lambda: answer(self, json.loads(stored)))
     if not claimed:
         if not waits:
-            return answer(self, reject(event, {"event_id": "a submission of this id is in flight; a duplicate inside "
-                                                           "a chain or chord cannot wait for it"}, self.request.id))
+            return until_written("answer", lambda: answer(self, reject(event, {
+                "event_id": "a submission of this id is in flight; a duplicate inside a chain or chord cannot wait "
+                            "for it"}, self.request.id)))
         log.info("event %s is already in flight; this duplicate waits for its result", detection.event_id)
         return None
-    outcome, work = None, None
-    try:  # every way out but the hand-over releases the claim, before the answer is stored
-        outcome, work = admit_and_dispatch(self, event, detection, settings, received_at)
-        if work is not None:
-            record(work[0], work[1], ledger, settings)
-    finally:
-        if work is None:
-            answer_ended_without_result(detection.event_id, ledger.release(detection.event_id))
-    if work is None:
-        return answer(self, outcome)
-    hand_over_event(self, work[1])
+    # Every step below is run again while Redis refuses it (restarting, or full): the same keys and the same ids
+    # each time, so nothing is written twice, and the message stays unacknowledged until the event is handed on.
+    try:
+        outcome, work = until_written("route", lambda: admit_and_dispatch(
+            self, event, detection, settings, received_at, submission))
+    except Exception:  # a fault of ours, not Redis': a corrected resend must not wait out this claim
+        answer_ended_without_result(detection.event_id, ledger.release(detection.event_id))
+        raise
+    if work is None:  # the router's own answer: release the claim first, so a corrected resend is not kept waiting
+        waiting = until_written("release", lambda: ledger.release(detection.event_id))
+        answer_ended_without_result(detection.event_id, waiting)
+        return until_written("answer", lambda: answer(self, outcome))
+    until_written("record", lambda: record(work[0], work[1], ledger, settings))
+    until_written("send", lambda: hand_over_event(self, work[1]))
     return None
 
 
@@ -218,14 +243,14 @@ def record(routed: RoutedEvent, work: EventWork, ledger: Ledger, settings: Setti
         pipe.execute()
 
 
-def admit_and_dispatch(task: Any, event: Any, detection: Any, settings: Settings,
-                       received_at: float) -> tuple[dict | None, tuple[RoutedEvent, EventWork] | None]:
+def admit_and_dispatch(task: Any, event: Any, detection: Any, settings: Settings, received_at: float,
+                       submission: str | None = None) -> tuple[dict | None, tuple[RoutedEvent, EventWork] | None]:
     """(the router's own answer, None), or (None, (routed event, its chord)) for an event models will enrich."""
     try:
         admitted = admit(detection, settings, read_key=redis_key_reader(redis_client(), settings.max_image_bytes))
     except Rejected as exc:
         return reject(event, exc.errors, task.request.id), None
-    routed, work = dispatch(admitted, settings, received_at)
+    routed, work = dispatch(admitted, settings, received_at, submission)
     if work is None:
         return finish_event([], routed), None
     return None, (routed, work)

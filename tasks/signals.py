@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from typing import Any
 
 import redis
@@ -53,12 +54,31 @@ def serve_endpoints(sender: Any = None, **_: Any) -> int | None:
     return serve(settings.metrics, registry, worker, checks)
 
 
+def router_child_ignores_sigterm(**_: object) -> None:
+    """A router's pool child ignores SIGTERM: its parent's warm shutdown lets it finish the event it holds.
+
+    A SIGTERM sent to every process at once (systemd's KillMode=control-group, `kill -TERM -<pgid>`) would otherwise
+    end the child in the middle of routing an event; Celery's prefork children already ignore SIGINT for the same
+    reason. The parent stops its children itself (and the launcher kills them past its grace).
+    """
+    if get_settings().worker_role == "router":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def connect_worker_signals() -> None:
-    """Serve each worker's endpoints from its parent, drop a finished child's live gauges, quiet per-task log lines."""
-    from celery.signals import after_setup_logger, worker_init, worker_process_shutdown, worker_ready
+    """Serve each worker's endpoints from its parent, drop a finished child's live gauges, quiet per-task log lines,
+    and keep the router's children through a SIGTERM sent to the whole process group."""
+    from celery.signals import (
+        after_setup_logger,
+        worker_init,
+        worker_process_init,
+        worker_process_shutdown,
+        worker_ready,
+    )
 
     after_setup_logger.connect(quiet_task_lines, weak=False)
     worker_ready.connect(lambda **_: log.info(celery_internals.describe()), weak=False)
     worker_init.connect(quiet_task_lines, weak=False)
     worker_init.connect(serve_endpoints, weak=False)
     worker_process_shutdown.connect(lambda **_: mark_child_dead(os.getpid()), weak=False)
+    worker_process_init.connect(router_child_ignores_sigterm, weak=False)

@@ -8,14 +8,17 @@ partial result even when assembly raises), and an entry that cannot even be read
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
 from celery.result import AsyncResult
 
 from tasks.assemble import answer_duplicates, finish_event
 from tasks.celery import app
 from tasks.connection import redis_client, result_store
-from tasks.ledger import Ledger, waiters_in
+from tasks.ledger import DEADLINES_KEY, Ledger, waiters_in
 from tasks.schemas import EnrichmentResult, RoutedEvent
+from workers.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +69,21 @@ def finished_records(routed: RoutedEvent) -> list[dict]:
     return records
 
 
+SWEEP_LOCK = "sweeper:lock"
+
+
 @app.task(name="sweep_stalled_events")
 def sweep_stalled_events(limit: int = 100) -> dict:
-    """Finish every overdue event in the ledger, each on its own; answer duplicates that waited too long.
+    """Finish every overdue event in the ledger, each on its own; answer duplicates that waited too long; assemble
+    events whose records all joined but whose callback was lost.
 
     Returns the events finished, those closed (already finished, or gone), those that failed (closed all the same,
-    named in the log), and the events whose waiting duplicates were answered.
+    named in the log), the events whose waiting duplicates were answered, and those assembled. One sweep per
+    interval whatever the number of beats: a sweep takes a lock for most of the interval first.
     """
+    settings = get_settings()
+    if not redis_client().set(SWEEP_LOCK, "1", nx=True, ex=max(1, int(settings.sweep_interval_seconds * 0.9))):
+        return {"finished": [], "closed": [], "skipped": "another sweep ran this interval"}
     ledger = Ledger(redis_client())
     outcome: dict[str, list[str]] = {"finished": [], "closed": [], "failed": [], "waiters_answered": []}
     for event_id in ledger.overdue(limit=limit):
@@ -88,6 +99,7 @@ def sweep_stalled_events(limit: int = 100) -> dict:
             outcome["waiters_answered"].append(event_id)
         except Exception:
             log.exception("the duplicates waiting for %s could not be answered", event_id)
+    outcome["assembled"] = assemble_joined(ledger, settings, limit)
     return outcome
 
 
@@ -119,3 +131,29 @@ def answer_waiting(ledger: Ledger, event_id: str) -> None:
         event_id=event_id, status="partial", errors={"event_id": "a duplicate of this event never finished"}
     ).model_dump(mode="json")
     answer_duplicates(waiters, answer)
+
+
+JOINED_GRACE_SECONDS = 10.0  # a chord whose parts have all joined this long ago has lost its callback
+
+
+def assemble_joined(ledger: Ledger, settings: Any, limit: int) -> list[str]:
+    """Assemble now the events whose model records have all joined their chord but whose callback never ran (it
+    was being sent when Redis went down): complete, at the next sweep, not partial at their deadline. (A second
+    round's evidence is not asked again here: such an event is finished with the records it has.)"""
+    now = time.time()
+    cutoff = now + settings.event_deadline_seconds - JOINED_GRACE_SECONDS  # routed at least the grace ago
+    client = redis_client()
+    candidates = [m.decode() for m in client.zrangebyscore(DEADLINES_KEY, now, cutoff, start=0, num=limit)]
+    assembled = []
+    for event_id in candidates:
+        routed = ledger.routed(event_id)
+        if routed is None or not routed.group_id or result_store().get(event_id) is not None:
+            continue
+        earlier = {record.get("model") for record in routed.earlier_records}
+        expected = {task_id for model, task_id in routed.task_ids.items() if model not in earlier}
+        if not expected <= set(joined_records(routed.group_id)):
+            continue
+        log.warning("event %s: every model record joined but its assembly never ran; assembling it now", event_id)
+        finish_event(finished_records(routed), routed)
+        assembled.append(event_id)
+    return assembled

@@ -135,15 +135,30 @@ def celery_worker_command(settings: Settings, queues: str, node: str, concurrenc
     ]
 
 
-def router_command(settings: Settings, loglevel: str, concurrency: int = 2, beat: bool = True,
+def router_command(settings: Settings, loglevel: str, concurrency: int = 2,
                    single: bool = False) -> tuple[list[str], dict[str, str]]:
-    """The CPU worker for the router and assemble queues; it runs the sweeper's beat schedule too (single: started
-    on its own, see metrics_environment)."""
+    """The CPU worker for the router and assemble queues (the sweeper's schedule runs in its own beat process;
+    single: started on its own, see metrics_environment)."""
     extra = ["--max-memory-per-child", str(settings.launch.router_max_memory_kb)]
-    if beat:
-        extra += ["-B", "-s", str(settings.launch.beat_schedule_file)]
     command = celery_worker_command(settings, ROUTER_QUEUES, "router@%h", concurrency, loglevel, extra)
     return command, {"WORKER_ROLE": "router", "CUDA_VISIBLE_DEVICES": ""} | metrics_environment(settings, "router", 0, single)
+
+
+def beat_command(settings: Settings, loglevel: str) -> tuple[list[str], dict[str, str]]:
+    """Celery beat, its own process: it sends the sweeper and the rescue on their schedules (one per pool; the
+    sweeper and the rescue also take a Redis lock, so a second beat never runs them twice at once)."""
+    command = [sys.executable, "-m", "celery", "-A", "tasks", "beat", "-s", str(settings.launch.beat_schedule_file),
+               "--loglevel", loglevel]
+    return command, {"WORKER_ROLE": "beat", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def stop_grace_seconds(settings: Settings) -> float:
+    """How long stopping waits for a worker's warm shutdown before killing it: a model task may run up to
+    MODEL_TIME_LIMIT, plus STOP_MARGIN_SECONDS for the rest (compose's stop_grace_period is at least this)."""
+    return settings.model_time_limit + STOP_MARGIN_SECONDS
+
+
+STOP_MARGIN_SECONDS = 30.0
 
 
 BATCH_WINDOW = 8  # model tasks a threads pool holds, per unit of batch size: room for batch_size events' models

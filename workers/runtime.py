@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from workers.models.base import InferenceSkipped, ModelInput
 from workers.records import ModelRecord, ModelRequest
 from workers.registry import MODEL_CODE_LOCK, REGISTRY, ModelEntry
 from workers.settings import Settings
+from workers.state import register_device_queue
 from workers.status import StatusPublisher
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,9 @@ class DeviceRuntime:
             self.run_batch, max_size=settings.model_batch_size, max_wait=settings.model_batch_wait_ms / 1000,
             inline=not self.threaded,
         )
+        self.in_flight = 0  # model tasks being run now (placement weighs it with the queue's backlog)
+        self.task_ms = 0.0  # a moving average of a model task's time here
+        self._in_flight_lock = threading.Lock()
         self.status = StatusPublisher(self.cache, worker, settings.heartbeat_seconds, self.state, client)
         self.crashes = CrashGuard(settings, self.queue, self.threaded)
         self.services = ModelServices(self)
@@ -205,10 +210,19 @@ class DeviceRuntime:
         """Load (or reuse) the model and run it; every failure comes back as a record."""
         record = ModelRecord(model=request.model, status="ok", device=self.device, worker=self.worker)
         entry = REGISTRY.get(request.model)
-        if entry is None:
-            record = record.failed("error", f"unknown model {request.model!r}")
-        else:
-            record = self._run_entry(entry, request, record, task_id)
+        started = time.perf_counter()
+        with self._in_flight_lock:
+            self.in_flight += 1
+        try:
+            if entry is None:
+                record = record.failed("error", f"unknown model {request.model!r}")
+            else:
+                record = self._run_entry(entry, request, record, task_id)
+        finally:
+            with self._in_flight_lock:
+                self.in_flight -= 1
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                self.task_ms = elapsed_ms if self.task_ms == 0 else 0.9 * self.task_ms + 0.1 * elapsed_ms
         MODEL_RECORDS.labels(record.model, record.status).inc()
         if record.status == "ok":
             INFERENCE_SECONDS.labels(record.model).observe(record.infer_ms / 1000)
@@ -268,12 +282,17 @@ class DeviceRuntime:
             "worker": self.worker, "queue": self.queue, "device": self.device,
             "pid": os.getpid(), "updated_at": time.time(), "frame_bytes_read": self.frames.bytes_read,
             "batches": stats.batches, "batched_requests": stats.items, "largest_batch": stats.largest,
-            "batch_limit": self.batcher.max_size,
+            "batch_limit": self.batcher.max_size, "in_flight": self.in_flight, "task_ms": round(self.task_ms, 2),
             "ready": self.services.ready.is_set(), "start_up": self.services.stage,
         }
 
     def start(self) -> DeviceRuntime:
-        """Announce this worker and start its heartbeat (and the watchdog, in a threads pool)."""
+        """Announce this worker and its queue, and start its heartbeat (and the watchdog, in a threads pool)."""
+        if self.client is not None:
+            try:
+                register_device_queue(self.client, self.queue)
+            except redis.RedisError as exc:
+                log.warning("could not register the device queue %s: %s", self.queue, exc)
         self.status.start()
         self.crashes.start()
         return self

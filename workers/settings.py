@@ -227,6 +227,14 @@ class LaunchSettings(BaseSettings):
 
     router_max_memory_kb: int = Field(1048576, description="The router worker's children are replaced above this size")
     beat_schedule_file: Path = Field(Path("/tmp/model-zoo-beat-schedule"), description="The sweeper's beat schedule file")
+    worker_alive_file: Path | None = Field(
+        None, description="A file the worker touches while it consumes (set by the launcher, which restarts a worker "
+                          "whose file goes stale while Redis answers)")
+    worker_stall_seconds: float = Field(
+        60.0, gt=0, description="The launcher restarts a worker that has not shown it consumes for this long while "
+                                "Redis answers")
+    restart_backoff_max_seconds: float = Field(
+        60.0, gt=0, description="The launcher restarts a worker that keeps exiting after 0.5 s, 1 s, 2 s ... up to this")
     visible_device_index: str | None = Field(None, description="CUDA index of a device worker's GPU as it sees it")
     cuda_visible_devices: str | None = Field(None, description="CUDA's own pinning; empty means no GPU for this process")
 
@@ -256,7 +264,9 @@ class Settings(BaseSettings):
     memory_share_mb: int | None = Field(None, description="Model memory budget of this worker; default: 90% of VRAM or 4 GiB RAM")
     idle_evict_seconds: float = Field(900.0, description="Non-resident models idle this long are unloaded")
     preload_models: CommaList = Field([], description="Models a device worker loads when it starts, comma list")
-    heartbeat_seconds: float = Field(10.0, description="How often a device worker republishes its cache state")
+    heartbeat_seconds: float = Field(
+        2.0, gt=0, description="How often a device worker republishes its state; placement drops a worker silent for "
+                               "three heartbeats")
     model_soft_time_limit: float = Field(60.0, description="Soft time limit of one model task (seconds)")
     model_time_limit: float = Field(90.0, description="Hard time limit of one model task; the child is killed")
     task_events: bool = Field(True, description="Workers send task events (Flower needs them); 0 saves their cost")
@@ -298,6 +308,8 @@ class Settings(BaseSettings):
     image_root: Path | None = Field(None, description="image_path must lie under this directory; unset: image_path refused")
     event_deadline_seconds: float = Field(300.0, description="Sweeper finishes events older than this as partial")
     sweep_interval_seconds: float = Field(30.0, description="How often the sweeper looks for overdue events")
+    rescue_interval_seconds: float = Field(
+        5.0, gt=0, description="How often beat moves the work of device queues with no live worker to live ones")
     max_deliveries: int = Field(3, description="A model task redelivered more often (its worker died) gives up")
     visibility_timeout_seconds: int = Field(
         3600, description="Unacknowledged tasks of a vanished worker are redelivered after this; above MODEL_TIME_LIMIT"
@@ -344,6 +356,12 @@ class Settings(BaseSettings):
     @property
     def backend_url(self) -> str:
         return with_password(self.result_backend_url or self.redis_url, self.redis_password)
+
+    @property
+    def worker_state_max_age_seconds(self) -> float:
+        """A device worker silent this long (three heartbeats) is taken for dead: placement stops sending it work,
+        and the rescue moves its queue's work to live workers."""
+        return self.heartbeat_seconds * 3
 
     @property
     def is_device_worker(self) -> bool:

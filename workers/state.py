@@ -10,6 +10,7 @@ import redis
 
 WORKER_STATE_PREFIX = "workers:state:"
 WORKER_INDEX = "workers:index"  # a set of node names, so the router never scans the keyspace for states
+DEVICE_QUEUES_KEY = "workers:queues"  # every device queue a worker has consumed: the rescue looks for dead ones here
 
 
 def publish_state(client: redis.Redis, worker: str, state: str, ttl_seconds: int) -> None:
@@ -24,6 +25,25 @@ def withdraw_state(client: redis.Redis, worker: str) -> None:
         pipe.delete(WORKER_STATE_PREFIX + worker).srem(WORKER_INDEX, worker).execute()
 
 
+def register_device_queue(client: redis.Redis, queue: str) -> None:
+    """Name the queue among the pool's device queues (once, when its worker starts)."""
+    client.sadd(DEVICE_QUEUES_KEY, queue)
+
+
+def device_queues(client: redis.Redis) -> set[str]:
+    return {q.decode() if isinstance(q, bytes) else q for q in client.smembers(DEVICE_QUEUES_KEY)}
+
+
+def queue_backlog(client: redis.Redis, queues: list[str]) -> dict[str, int]:
+    """Messages waiting in each queue (LLEN), in one round trip."""
+    if not queues:
+        return {}
+    with client.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.llen(queue)
+        return dict(zip(queues, pipe.execute()))
+
+
 @dataclass(frozen=True)
 class WorkerState:
     """What a device worker last published about itself."""
@@ -36,6 +56,9 @@ class WorkerState:
     free_bytes: int
     budget_bytes: int
     updated_at: float
+    in_flight: int = 0  # model tasks it is running or holds (published at most a second late)
+    task_ms: float = 0.0  # its recent model task time (load and inference), a moving average
+    load_ms: tuple[tuple[str, float], ...] = ()  # what each model it holds took to load
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> WorkerState:
@@ -45,6 +68,8 @@ class WorkerState:
             models=tuple(m["name"] for m in data.get("models", [])),
             used_bytes=int(data.get("used_bytes", 0)), free_bytes=int(data.get("free_bytes", 0)),
             budget_bytes=int(data.get("budget_bytes", 0)), updated_at=float(data.get("updated_at", 0)),
+            in_flight=int(data.get("in_flight", 0)), task_ms=float(data.get("task_ms", 0.0)),
+            load_ms=tuple((m["name"], float(m.get("load_ms") or 0.0)) for m in data.get("models", [])),
         )
 
 

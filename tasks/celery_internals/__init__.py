@@ -3,16 +3,21 @@
 Each module here leans on code Celery and kombu do not document as API: the chord protocol sent directly
 (`chords`), one Redis client per kombu channel (`redis_clients`), task events flushed in batches (`event_flush`),
 and the trust boundary in kombu's Redis channel (`trusted_transport`: messages signed when sent, screened by
-`message_bounds` before they are decoded). They were written and tested against WRITTEN_FOR. On any other version,
-or with CELERY_SPEEDUPS=0, the pool runs on Celery's stock path instead (the canvas's chord, kombu's own clients and
-transport, Celery's consumer) and says so once in the log: correct, somewhat slower, and without the screening:
-messages are decoded before admission bounds them, internal messages are not signed, and the Redis ACL users
-(README "Security defaults") are what keeps a backend off the internal queues.
+`message_bounds` before they are decoded), messages kept when Redis refuses their unacked record (`deliveries`),
+and taken messages put back at once after a restart or a reconnect, or moved off a dead worker's queue
+(`unacked`). They were written and tested against WRITTEN_FOR. On any other version, or with CELERY_SPEEDUPS=0,
+the pool runs on Celery's stock path instead (the canvas's chord, kombu's own clients and transport, Celery's
+consumer, kombu's own unacked handling) and says so once in the log: correct, somewhat slower, and without these:
+messages are decoded before admission bounds them, internal messages are not signed (the Redis ACL users of
+README "Security defaults" are what keeps a backend off the internal queues), a message whose unacked record Redis
+refuses is lost, and taken messages come back only after VISIBILITY_TIMEOUT_SECONDS (a dead device worker's events
+end partial at their deadline).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import cache
 
 import celery
@@ -58,11 +63,20 @@ def describe() -> str:
 
 
 def install() -> None:
-    """Install the process-wide patch (kombu's channel clients) when the shortcuts are on."""
+    """Install the process-wide patches (kombu's channel clients, parked deliveries) when the shortcuts are on."""
     if enabled():
-        from tasks.celery_internals import redis_clients
+        from tasks.celery_internals import deliveries, redis_clients
 
         redis_clients.install()
+        deliveries.install()
+
+
+def add_consumer_steps(app: celery.Celery, owned_queues: Callable[[], list[str]]) -> None:
+    """Add the consumer step that puts a worker's taken messages back at start and after a reconnect (shortcuts on)."""
+    if enabled():
+        from tasks.celery_internals.unacked import consumer_step
+
+        app.steps["consumer"].add(consumer_step(owned_queues))
 
 
 def consumer_class() -> str:

@@ -82,17 +82,23 @@ def option(command: list[str], flag: str) -> str:
     return command[command.index(flag) + 1]
 
 
-def worker_services(services: dict) -> dict[str, dict]:
+def pool_services(services: dict) -> dict[str, dict]:
+    """Every service that runs `python -m workers ...`: the workers and beat."""
     return {name: s for name, s in services.items() if s.get("command", [None])[:3] == ["python", "-m", "workers"]}
+
+
+def worker_services(services: dict) -> dict[str, dict]:
+    """The Celery workers (beat consumes no queue and serves no endpoints)."""
+    return {name: s for name, s in pool_services(services).items() if s["command"][3] != "beat"}
 
 
 def gpu_services(services: dict) -> dict[str, dict]:
     return {name: s for name, s in worker_services(services).items() if "device" in s["command"]}
 
 
-def test_compose_runs_redis_router_two_gpu_workers_and_flower(services):
+def test_compose_runs_redis_router_beat_two_gpu_workers_and_flower(services):
     always = {name for name, service in services.items() if not service.get("profiles")}
-    assert always == {"redis", "router", "gpu0", "gpu1", "flower"}
+    assert always == {"redis", "router", "beat", "gpu0", "gpu1", "flower"}
     assert set(gpu_services(services)) == {"gpu0", "gpu1"}
 
 
@@ -202,17 +208,48 @@ def test_every_queue_is_consumed_by_some_service(services, tmp_path, monkeypatch
     consumed = set()
     for service in worker_services(services).values():
         command, _ = launched(service, tmp_path, monkeypatch)
-        consumed |= set(option(command, "-Q").split(","))
+        if "-Q" in command:  # beat consumes nothing
+            consumed |= set(option(command, "-Q").split(","))
     routed = {route["queue"] for route in celeryconfig.task_routes.values()}
     static = set(environment(services["router"])["DEVICE_QUEUES"].split(","))
     required = routed | set(ROUTER_QUEUES.split(",")) | static
     assert required <= consumed, f"nobody consumes {sorted(required - consumed)}"
 
 
-def test_router_runs_the_sweepers_beat(services, tmp_path, monkeypatch):
+def test_beat_runs_in_its_own_service_not_in_the_router(services, tmp_path, monkeypatch):
+    """Issue 28, point 3: a killed router leaves no beat behind; one beat owner per pool."""
     command, env = launched(services["router"], tmp_path, monkeypatch)
-    assert "-B" in command and env["WORKER_ROLE"] == "router"
+    assert "-B" not in command and "beat" not in command and env["WORKER_ROLE"] == "router"
     assert option(command, "-n") == f"{environment(services['router'])['WORKER_NODE']}@%h"
+    command, env = launched(services["beat"], tmp_path, monkeypatch)
+    assert command[command.index("tasks") + 1] == "beat" and env["WORKER_ROLE"] == "beat"
+    beats = [name for name, service in pool_services(services).items() if "beat" in service["command"]]
+    assert beats == ["beat"]
+
+
+def seconds(duration: str) -> float:
+    """compose's duration (2m30s, 90s, 1m) in seconds."""
+    parts = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert parts and duration, duration
+    return int(parts.group(1) or 0) * 60 + int(parts.group(2) or 0)
+
+
+def test_compose_waits_at_least_as_long_as_the_launcher_before_killing(services):
+    """Issue 27 point 5 / issue 28 point 4: a warm shutdown gets MODEL_TIME_LIMIT plus a margin in compose too."""
+    from workers.launch import stop_grace_seconds
+    from workers.settings import Settings
+
+    for name, service in worker_services(services).items():
+        if name == "beat":
+            continue
+        limit = float(environment(service).get("MODEL_TIME_LIMIT", Settings().model_time_limit))
+        assert seconds(service["stop_grace_period"]) >= stop_grace_seconds(Settings(model_time_limit=limit)), name
+
+
+def test_redis_keeps_an_append_only_file_written_every_second(services):
+    command = [interpolate(part) for part in services["redis"]["command"]]
+    assert option(command, "--appendonly") == "yes" and option(command, "--appendfsync") == "everysec"
+    assert option(command, "--maxmemory-policy") == "noeviction"
 
 
 def test_each_gpu_service_reserves_its_gpu_and_consumes_its_queue(services, tmp_path, monkeypatch):

@@ -121,3 +121,119 @@ def test_a_taken_metrics_port_is_reported_and_the_worker_runs_on(caplog):
         port = taken.getsockname()[1]
         assert serve(MetricsSettings(port=port), CollectorRegistry(), "router@test", {}) is None
     assert "is taken" in caplog.text and str(port) in caplog.text
+
+
+# -- the supervisor (issue 27 point 5, issue 28 points 2-4) ----------------------------------------------------------
+def supervised(tmp_path, *commands: str, **settings):
+    import sys
+
+    from workers.__main__ import Supervisor
+
+    specs = [([sys.executable, "-c", code, "-n", f"w{n}@%h"], {"WORKER_ROLE": "device"})
+             for n, code in enumerate(commands)]
+    return Supervisor(specs, Settings(metrics={"port_base": None}, **settings), run_dir=tmp_path)
+
+
+def wait_exit(worker) -> None:
+    worker.process.wait(timeout=30)
+
+
+def test_a_worker_that_keeps_exiting_is_restarted_with_growing_pauses(tmp_path, capsys):
+    supervisor = supervised(tmp_path, "raise SystemExit(3)", launch={"restart_backoff_max_seconds": 4})
+    (worker,) = supervisor.workers
+    delays = []
+    now = 1000.0
+    for _ in range(5):
+        supervisor.launch(worker)
+        worker.started_at = now
+        wait_exit(worker)
+        now += 1.0
+        supervisor.exited(worker, now)
+        delays.append(worker.next_start - now)
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert "restarting it in 2.0 s (3 exit(s) in a row)" in capsys.readouterr().out
+    supervisor.launch(worker)
+    worker.started_at = now
+    wait_exit(worker)
+    supervisor.exited(worker, now + supervisor.STABLE_SECONDS)
+    assert worker.next_start == now + supervisor.STABLE_SECONDS, "a worker that ran a while starts again at once"
+
+
+def test_a_dead_workers_children_are_killed(tmp_path, capsys):
+    import time as clock
+
+    from workers.__main__ import group_members
+
+    code = "import subprocess, sys; subprocess.Popen(['sleep', '60']); sys.exit(1)"
+    supervisor = supervised(tmp_path, code)
+    (worker,) = supervisor.workers
+    supervisor.launch(worker)
+    wait_exit(worker)
+    group = worker.process.pid
+    clock.sleep(0.3)
+    assert group_members(group), "the dead worker's child still runs, in the worker's own process group"
+    supervisor.exited(worker, clock.monotonic())
+    assert "left 1 process(es) running" in capsys.readouterr().out
+    deadline = clock.monotonic() + 10
+    while group_members(group) and clock.monotonic() < deadline:
+        clock.sleep(0.1)
+    assert not group_members(group)
+
+
+def test_stopping_waits_model_time_limit_plus_a_margin_then_kills_and_says_what(tmp_path, capsys):
+    from workers.launch import stop_grace_seconds
+
+    assert stop_grace_seconds(Settings(model_time_limit=90)) == 120
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    polite = "import time; time.sleep(60)"
+    supervisor = supervised(tmp_path, stubborn, polite)
+    for worker in supervisor.workers:
+        supervisor.launch(worker)
+    import time as clock
+
+    clock.sleep(0.5)
+    supervisor.stop()
+    started = clock.monotonic()
+    supervisor.wait(2.0)
+    assert clock.monotonic() - started < 10
+    out = capsys.readouterr().out
+    assert "worker w0@%h did not stop within 2 s: killed 1 process(es)" in out
+    assert "worker w1@%h stopped (exit code -15)" in out
+    assert all(w.process.poll() is not None for w in supervisor.workers)
+
+
+def test_a_worker_that_stops_consuming_is_killed_only_while_redis_answers(tmp_path, capsys):
+    supervisor = supervised(tmp_path, "import time; time.sleep(60)", launch={"worker_stall_seconds": 5})
+    (worker,) = supervisor.workers
+    supervisor.launch(worker)
+    now = worker.started_at
+    supervisor.redis_answers = lambda: False
+    supervisor.restart_stalled(now + 30)
+    assert worker.process.poll() is None, "Redis is down: the worker waits for it, it is not stuck"
+    supervisor.redis_answers = lambda: True
+    supervisor.restart_stalled(now + 31)
+    assert worker.process.poll() is None, "Redis has just come back: the worker gets its time to reconnect"
+    worker.alive_file.touch()
+    supervisor.restart_stalled(now + 40)
+    assert worker.process.poll() is None, "it showed it consumes"
+    import os
+    import time as clock
+
+    stale = clock.time() - 30
+    os.utime(worker.alive_file, (stale, stale))
+    worker.started_at -= 100  # started long ago, Redis up all along, last sign 30 s ago
+    supervisor.redis_up_since = worker.started_at
+    supervisor.restart_stalled(clock.monotonic())
+    worker.process.wait(timeout=10)
+    assert "has not consumed for" in capsys.readouterr().out
+
+
+def test_start_runs_beat_as_its_own_process_with_the_router(monkeypatch):
+    import workers.__main__ as launcher
+
+    started = []
+    monkeypatch.setattr(launcher.Supervisor, "run", lambda self: started.append([w.name for w in self.workers]))
+    assert CliRunner().invoke(cli, ["start", "--gpus", "none"], env={"METRICS_PORT_BASE": "0"}).exit_code == 0
+    assert CliRunner().invoke(cli, ["start", "--gpus", "none", "--no-router"],
+                              env={"METRICS_PORT_BASE": "0"}).exit_code == 0
+    assert started == [["router@%h", "beat", "cpu0@%h"], ["cpu0@%h"]]
