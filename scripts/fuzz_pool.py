@@ -48,9 +48,11 @@ from workers.settings import Settings  # noqa: E402
 STATUSES = {"complete", "partial", "rejected"}
 # Keys that hold the pool's or Celery's structure rather than an event, and carry no TTL by design: kombu's
 # bindings, queues and unacked bookkeeping, the workers' index, the sweeper's deadlines, the re-id gallery's index
-# and id counter (identities themselves expire), and the completion stream (capped near COMPLETION_STREAM_MAXLEN).
-STRUCTURAL_PREFIXES = ("_kombu.", "unacked", "workers:index", "ledger:deadlines", "reid:index", "reid:next",
-                       "enrichment.completed")
+# and id counter (identities themselves expire), the completion stream (capped near COMPLETION_STREAM_MAXLEN), the
+# device queues their workers named (workers:queues, for the rescue of a dead worker's queue) and the duplicates'
+# waiting index (ledger:waiting).
+STRUCTURAL_PREFIXES = ("_kombu.", "unacked", "workers:index", "workers:queues", "ledger:deadlines", "ledger:waiting",
+                       "reid:index", "reid:next", "enrichment.completed")
 QUEUE_TYPES = {"list"}  # a queue is a list named after it (router, celery, cpu.0 ...), holding pending messages
 EVENT_KEY_PREFIXES = ("enrichment:", "frame:", "ledger:", "claim:", "celery-task-meta-", "deliveries:")
 

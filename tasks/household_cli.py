@@ -137,25 +137,27 @@ def enrol(
 
 
 def face_from_image(image: Path, face_model: Path | None) -> dict[str, Any]:
-    """The face family's record for a whole photo, run here on the CPU."""
-    from PIL import Image, UnidentifiedImageError
-
+    """The face family's record for a whole photo, run here on the CPU. The photo is read by the pool's own decoder
+    (JPEG, PNG or WebP, bounded, EXIF orientation applied), not by whatever Pillow plugins happen to be loaded."""
+    from workers.images import InputError, decode_image
     from workers.models.face import FaceModel
 
     settings = Settings()
     path = face_model or settings.zoo.model_paths.get("face") or settings.models_dir / "face"
     try:
-        frame = Image.open(image)
-        frame.load()
-    except (OSError, UnidentifiedImageError) as exc:
-        fail(f"{image} is not a readable image ({exc})")
+        data = image.read_bytes()
+        if len(data) > settings.max_image_bytes:
+            raise InputError("image", f"larger than the {settings.max_image_bytes} byte limit (MAX_IMAGE_BYTES)")
+        frame = decode_image("image", data, settings.max_image_pixels)
+    except (OSError, InputError) as exc:
+        fail(f"{image} is not a readable image ({getattr(exc, 'reason', exc)})")
     model = FaceModel(path, "cpu", settings.zoo)
     try:
         model.load()
     except (OSError, ValueError, RuntimeError) as exc:
         fail(f"cannot load the face model at {path}: {exc}")
     try:
-        return model.analyse(frame.convert("RGB"))
+        return model.analyse(frame)
     finally:
         model.unload()
 

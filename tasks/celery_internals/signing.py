@@ -5,7 +5,8 @@ It is computed where kombu's Redis channel has the serialized (and compressed) b
 and checked against the same bytes when a message is taken off an internal queue, before anything in it is decoded.
 The headers are signed in a canonical JSON form (sorted keys), so the task name, id, ETA and time limits are bound
 to the body. A message a worker puts back (redelivery, a dead worker's unacknowledged tasks) keeps its signature:
-kombu restores the envelope as it was received.
+kombu restores the envelope as it was received, adding only its `redelivered` header, which is a fact of delivery
+(not the sender's) and so is left out of what is signed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 from typing import Any
 
 MAC_HEADER = "x-model-zoo-mac"
+UNSIGNED_HEADERS = frozenset({MAC_HEADER, "redelivered"})  # kombu sets "redelivered" when it puts a message back
 
 
 def as_bytes(body: Any) -> bytes:
@@ -25,8 +27,8 @@ def as_bytes(body: Any) -> bytes:
 
 
 def canonical_headers(headers: dict[str, Any]) -> bytes:
-    """The headers as signed: every one but the signature, as sorted, ASCII-only JSON."""
-    signed = {name: value for name, value in headers.items() if name != MAC_HEADER}
+    """The headers as signed: every one but the signature and kombu's redelivered mark, as sorted ASCII-only JSON."""
+    signed = {name: value for name, value in headers.items() if name not in UNSIGNED_HEADERS}
     return json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str).encode()
 
 

@@ -24,7 +24,8 @@ def worker(redis_server, tmp_path: Path, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "workers", "device", "--index", "0"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         env=os.environ | {"REDIS_URL": redis_server.url, "METRICS_PORT_BASE": "0", "MODELS_DIR": str(tmp_path),
-                          "HEARTBEAT_SECONDS": "1", "JOURNAL_DIR": str(tmp_path / "journal")} | env,
+                          "HEARTBEAT_SECONDS": "1", "JOURNAL_DIR": str(tmp_path / "journal"),
+                          "POOL_SIGNING_KEY": "gpu-check-test-key"} | env,
         start_new_session=True)
 
 

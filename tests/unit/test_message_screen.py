@@ -71,6 +71,14 @@ def test_a_tampered_signed_message_is_refused(keyed, redis_client, redis_server,
     assert isinstance(refusal, Refusal) and refusal.reason == "unsigned" and not refusal.answer
 
 
+def test_a_signed_message_kombu_put_back_keeps_its_signature(keyed, redis_client, redis_server):
+    """kombu marks a message it restores (a dead worker's, or after a reconnect) with a `redelivered` header."""
+    envelope = json.loads(sent(redis_client, redis_server.url, "run_model", "cpu.0"))
+    envelope["headers"]["redelivered"] = True
+    envelope["properties"].setdefault("delivery_info", {})["redelivered"] = True
+    assert isinstance(screen(json.dumps(envelope).encode(), "cpu.0", policy()), dict)
+
+
 def test_an_unsigned_message_and_a_wrong_key_are_refused_on_internal_queues(keyed, redis_client, redis_server):
     unsigned = sent(redis_client, redis_server.url, "run_model", "gpu.0", trusted=False)
     assert screen(unsigned, "gpu.0", policy()).reason == "unsigned"
