@@ -64,7 +64,7 @@ lint: setup
 test: setup redis chromium prometheus lint
 	$(PY) -m pytest -ra
 
-test-unit: setup prometheus
+test-unit: setup redis prometheus
 	$(PY) -m pytest -ra -m "not integration"
 
 test-integration: setup redis chromium prometheus

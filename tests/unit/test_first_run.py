@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,12 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
 
 
 def run(*command: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run(list(command), cwd=cwd, capture_output=True, text=True, timeout=60)
+    # Under `make test` (as CI runs it) a nested make prints "Entering directory" lines and inherits the
+    # outer flags; the user typing `make` sees neither, so neither is passed on.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    if command[0] == "make":
+        command = (command[0], "--no-print-directory", *command[1:])
+    return subprocess.run(list(command), cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
 
 
 def fake_python(tmp_path: Path, body: str) -> Path:
