@@ -6,14 +6,30 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from model_cache import ModelSkipped
 from workers import model_commands
-from workers.registry import MODEL_CODE_LOCK, REGISTRY
+from workers.registry import MODEL_CODE_LOCK, REGISTRY, ModelEntry
 
-if TYPE_CHECKING:
-    from workers.runtime import DeviceRuntime
+
+class Runtime(Protocol):
+    """What the model commands need of the device runtime (workers.runtime.DeviceRuntime): its cache, where it
+    runs, and how it finds, checks and describes a registered model's weights. Named here so the services do not
+    import the runtime that owns them."""
+
+    cache: Any
+    client: Any
+    device: str
+    settings: Any
+    status: Any
+    worker: str
+
+    def family_class(self, entry: ModelEntry) -> type: ...
+    def spec_for(self, entry: ModelEntry) -> Any: ...
+    def verify_weights(self, entry: ModelEntry) -> str: ...
+    def weights_path(self, entry: ModelEntry) -> Path: ...
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +41,7 @@ def unknown_model(name: str) -> str:
 class ModelServices:
     """Preload, unload and warm-up over one runtime's cache, and the commands that ask for them."""
 
-    def __init__(self, runtime: DeviceRuntime) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.cache = runtime.cache
         self._started = False
