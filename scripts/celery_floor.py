@@ -33,6 +33,7 @@ sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 from celery import Celery  # noqa: E402
 
 from tasks.celery_internals import redis_clients as kombu_clients  # noqa: E402
+from tasks.local_pool import cpu_seconds, descendants  # noqa: E402
 
 kombu_clients.install()
 
@@ -67,14 +68,6 @@ def floor_route(self: Any, event_id: str, models: int) -> None:
                root_id=self.request.root_id or self.request.id, parent_id=self.request.id)
 
 
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_of(processes: dict[str, list[int]]) -> dict[str, float]:
     """CPU seconds so far of each named group of processes."""
     return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in processes.items()}
@@ -82,21 +75,6 @@ def cpu_of(processes: dict[str, list[int]]) -> dict[str, float]:
 
 def per_event_ms(before: dict[str, float], after: dict[str, float], events: int) -> dict[str, float]:
     return {name: round((after[name] - before[name]) * 1000 / events, 2) for name in before}
-
-
-def descendants(root: int) -> list[int]:
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.split()
-    parent = {int(out[i]): int(out[i + 1]) for i in range(0, len(out), 2)}
-    found = []
-    for pid in parent:
-        if pid == root:
-            continue
-        node = pid
-        while node in parent and node != root:
-            node = parent[node]
-        if node == root:
-            found.append(pid)
-    return found
 
 
 def main(events: int = 200, models: int = 7, concurrency: int = 8, task_events: bool = True,

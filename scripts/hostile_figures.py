@@ -35,24 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # -- /proc -----------------------------------------------------------------------------------------------
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (from /proc/*/stat parent ids)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -62,6 +44,8 @@ def cmdline(pid: int) -> str:
 
 def worker_processes(pool_pid: int) -> dict[str, list[int]]:
     """The router worker's processes (parent, prefork children, beat) and the device worker's, by node name."""
+    from tasks.local_pool import descendants
+
     groups: dict[str, list[int]] = {"router": [], "device": []}
     for pid in descendants(pool_pid):
         line = cmdline(pid)
@@ -81,14 +65,6 @@ def status_kb(pid: int, field: str) -> int:
     return 0
 
 
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def reset_peaks(pool_pid: int) -> None:
     """Start every worker process's peak resident size (VmHWM) afresh from its current size (clear_refs 5)."""
     for pids in worker_processes(pool_pid).values():
@@ -101,6 +77,8 @@ def reset_peaks(pool_pid: int) -> None:
 
 def snapshot(pool_pid: int, peak: bool = True) -> dict[str, dict[int, tuple[int, float]]]:
     """Per group, per process: (peak resident KB, or the current one with peak=False; CPU seconds)."""
+    from tasks.local_pool import cpu_seconds
+
     field = "VmHWM" if peak else "VmRSS"
     return {name: {pid: (status_kb(pid, field), cpu_seconds(pid)) for pid in pids}
             for name, pids in worker_processes(pool_pid).items()}

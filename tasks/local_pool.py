@@ -96,6 +96,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds `pid` has used so far (Linux /proc); 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
     """SIGTERM a process started with start_new_session (the launcher, which stops its workers); after `timeout`,
     SIGKILL it and every process below it (the launcher gives each worker a process group of its own)."""

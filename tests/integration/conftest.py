@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
 import pytest
 
 from tasks.local_pool import LocalPool, RedisServer, free_port
@@ -25,6 +30,25 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+@contextlib.contextmanager
+def started_pool(models_dir: Path, logs: Path, env: dict[str, str] | None = None,
+                 url_of: Callable[[RedisServer], str] | None = None) -> Iterator[LocalPool]:
+    """A redis-server of its own and a pool on it (metrics on a free port block), stopped and removed afterwards.
+    `url_of` names the pool's Redis URL when it is not the server's own (an ACL user); `pool.metrics_base` is set."""
+    server = RedisServer().start()
+    base = free_port_block(200)
+    running = LocalPool(url_of(server) if url_of else server.url, models_dir, logs,
+                        env={"METRICS_PORT_BASE": str(base), **(env or {})})
+    running.server, running.metrics_base = server, base
+    try:
+        running.start()
+        yield running
+    finally:
+        gc.collect()  # AsyncResults caught in reference cycles unsubscribe now, while this pool's Redis still answers
+        running.stop()
+        server.cleanup()
 
 
 # Cameras the scene-context tests use: one with a place (Berlin), and a short picture baseline.

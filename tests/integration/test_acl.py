@@ -4,7 +4,6 @@ delete, overwrite or read the pool's own keys."""
 
 from __future__ import annotations
 
-import gc
 import json
 import time
 import uuid
@@ -15,9 +14,8 @@ from celery import Celery
 
 from scripts.fixtures.sample_events import bus_photo, vehicle_event
 from tasks.client import EnrichmentClient
-from tasks.local_pool import LocalPool, RedisServer
 from tasks.trust import acl_rules
-from tests.integration.conftest import free_port_block
+from tests.integration.conftest import started_pool
 
 pytestmark = pytest.mark.integration
 
@@ -26,21 +24,16 @@ POOL_PASSWORD, BACKEND_PASSWORD = "pool-" + uuid.uuid4().hex, "backend-" + uuid.
 
 @pytest.fixture(scope="module")
 def acl_pool(pool_models_dir, tmp_path_factory):
-    server = RedisServer().start()
-    admin = server.client()
-    for rule in acl_rules(POOL_PASSWORD, BACKEND_PASSWORD):
-        admin.execute_command(*rule)
-    admin.close()
-    running = LocalPool(f"redis://pool:{POOL_PASSWORD}@127.0.0.1:{server.port}/0", pool_models_dir,
-                        tmp_path_factory.mktemp("acl-logs"), env={"METRICS_PORT_BASE": str(free_port_block(200))})
-    running.backend_url = f"redis://backend:{BACKEND_PASSWORD}@127.0.0.1:{server.port}/0"
-    try:
-        running.start()
+    def pool_user(server):
+        admin = server.client()
+        for rule in acl_rules(POOL_PASSWORD, BACKEND_PASSWORD):
+            admin.execute_command(*rule)
+        admin.close()
+        return f"redis://pool:{POOL_PASSWORD}@127.0.0.1:{server.port}/0"
+
+    with started_pool(pool_models_dir, tmp_path_factory.mktemp("acl-logs"), url_of=pool_user) as running:
+        running.backend_url = f"redis://backend:{BACKEND_PASSWORD}@127.0.0.1:{running.server.port}/0"
         yield running
-    finally:
-        gc.collect()  # AsyncResults caught in reference cycles unsubscribe now, while this pool's Redis still answers
-        running.stop()
-        server.cleanup()
 
 
 def unique(prefix: str) -> str:

@@ -6,25 +6,16 @@ from __future__ import annotations
 import pytest
 
 from scripts.fixtures.sample_events import person_event
-from tasks.local_pool import LocalPool, RedisServer
-from tests.integration.conftest import free_port_block
+from tests.integration.conftest import started_pool
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def crouching_pool(pool_models_dir, tmp_path_factory):
-    server = RedisServer().start()
-    running = LocalPool(server.url, pool_models_dir, tmp_path_factory.mktemp("evidence-logs"), env={
-        "POSE_MODEL_FAMILY": "tests.stand_in_models:CrouchingPoseModel",
-        "METRICS_PORT_BASE": str(free_port_block(200)),
-    })
-    try:
-        running.start()
+    with started_pool(pool_models_dir, tmp_path_factory.mktemp("evidence-logs"),
+                      {"POSE_MODEL_FAMILY": "tests.stand_in_models:CrouchingPoseModel"}) as running:
         yield running
-    finally:
-        running.stop()
-        server.cleanup()
 
 
 def test_a_crouching_posture_asks_for_action_recognition(crouching_pool):

@@ -6,23 +6,15 @@ from __future__ import annotations
 import pytest
 
 from scripts.fixtures.sample_events import animal_event, person_event
-from tasks.local_pool import LocalPool, RedisServer
-from tests.integration.conftest import free_port_block
+from tests.integration.conftest import started_pool
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def stock_pool(pool_models_dir, tmp_path_factory):
-    server = RedisServer().start()
-    running = LocalPool(server.url, pool_models_dir, tmp_path_factory.mktemp("stock-logs"),
-                        env={"CELERY_SPEEDUPS": "0", "METRICS_PORT_BASE": str(free_port_block(200))})
-    try:
-        running.start()
+    with started_pool(pool_models_dir, tmp_path_factory.mktemp("stock-logs"), {"CELERY_SPEEDUPS": "0"}) as running:
         yield running
-    finally:
-        running.stop()
-        server.cleanup()
 
 
 def test_events_are_enriched_on_the_stock_path(stock_pool):

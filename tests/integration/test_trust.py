@@ -6,7 +6,6 @@ nothing while they wait. Tests are named after the point they hold (test_point1_
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import json
 import re
 import statistics
@@ -22,8 +21,7 @@ from celery.result import AsyncResult
 from scripts.fixtures.sample_events import b64, person_event, vehicle_event
 from scripts.hostile_figures import big_jpeg, publish_raw, reset_peaks, snapshot, task_headers, v2_body, worker_processes
 from tasks.celery_internals import TRUSTED_TRANSPORT
-from tasks.local_pool import LocalPool, RedisServer
-from tests.integration.conftest import free_port_block
+from tests.integration.conftest import started_pool
 from workers.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -33,19 +31,10 @@ KEY = "d3f1c0ffee" * 6  # the pool's POOL_SIGNING_KEY in this module (a test pla
 
 @pytest.fixture(scope="module")
 def trusted_pool(pool_models_dir, tmp_path_factory):
-    server = RedisServer().start()
-    base = free_port_block(200)
-    running = LocalPool(server.url, pool_models_dir, tmp_path_factory.mktemp("trust-logs"),
-                        env={"POOL_SIGNING_KEY": KEY, "SWEEP_INTERVAL_SECONDS": "2", "METRICS_PORT_BASE": str(base)})
-    try:
-        running.start()
-        running.metrics_base = base
+    with started_pool(pool_models_dir, tmp_path_factory.mktemp("trust-logs"),
+                      {"POOL_SIGNING_KEY": KEY, "SWEEP_INTERVAL_SECONDS": "2"}) as running:
         assert running.client.enrich(vehicle_event(unique("warm-up")), timeout=300)["status"] == "complete"
         yield running
-    finally:
-        gc.collect()  # AsyncResults caught in reference cycles unsubscribe now, while this pool's Redis still answers
-        running.stop()
-        server.cleanup()
 
 
 def unique(prefix: str) -> str:
