@@ -57,14 +57,15 @@ FULL_MAXMEMORY = 50 * 1024 * 1024
 
 
 def noop_environment(root: Path) -> dict[str, str]:
-    """Every model swapped for the no-op family: delivery, not models, is under test."""
+    """Every model swapped for the no-op family (each answering the smallest result its section accepts): delivery,
+    not models, is under test."""
     from scripts.fixtures.noop import write_noop
 
-    write_noop(root / "noop")
     env = {}
-    for entry in MODELS:
+    for entry in MODELS:  # one directory per model: the no-op answers the section its directory names
+        write_noop(root / "noop" / entry.name)
         env[entry.family_env] = "scripts.fixtures.noop:NoopModel"
-        env[entry.path_env] = str(root / "noop")
+        env[entry.path_env] = str(root / "noop" / entry.name)
     return env
 
 
