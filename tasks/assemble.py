@@ -17,7 +17,7 @@ from tasks.metrics import ASSEMBLY_SECONDS, EVENTS
 from tasks.model_task import model_tasks
 from tasks.pipeline import ask_followups, assemble_result, second_round
 from tasks.placement import place_models
-from tasks.redis_retry import until_written
+from tasks.redis_retry import refusal, until_written
 from tasks.reid_gallery import ReidGallery
 from tasks.scene_baseline import SceneBaseline
 from tasks.scene_context import PictureBaseline
@@ -48,6 +48,8 @@ def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEven
             cameras=settings.cameras, pictures=PictureBaseline(redis_client(), settings.cameras),
         )
     except Exception as exc:  # one event that cannot be assembled must not stay open (nor stop the sweeper)
+        if refusal(exc) is not None:
+            raise  # Redis refused a read or a write, not the event: the caller runs the assembly again
         log.exception("event %s could not be assembled; finishing it as partial", routed.event.event_id)
         result = unassembled(routed, exc)
     ledger = Ledger(redis_client())
@@ -125,6 +127,13 @@ def assemble(self: Any, records: list[dict], event: str, chord_group: str | None
     if not isinstance(event, str):
         log.warning("assemble refused: its event argument is a %s, not an event id", type(event).__name__)
         return {"error": "assemble takes an event id; the event itself is read from the ledger"}
+    # Run again with backoff while Redis refuses a read or a write (restarting, or full): an assembly that raised
+    # was acknowledged all the same, and its event waited for the sweeper (issue 28). Storing is SET NX: once.
+    return until_written("assemble", lambda: assemble_event(self, records, event, chord_group))
+
+
+def assemble_event(self: Any, records: list[dict], event: str, chord_group: str | None) -> dict:
+    """One try of the assembly of `event` (see assemble)."""
     routed = Ledger(redis_client()).routed(event)
     if routed is None or routed.group_id != chord_group:
         # the sweeper finished the event first (and closed its entry), the entry expired, or this is not its chord

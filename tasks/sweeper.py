@@ -17,6 +17,7 @@ from tasks.assemble import answer_duplicates, finish_event
 from tasks.celery import app
 from tasks.connection import redis_client, result_store
 from tasks.ledger import DEADLINES_KEY, Ledger, waiters_in
+from tasks.redis_retry import refusal
 from tasks.schemas import EnrichmentResult, RoutedEvent
 from workers.settings import get_settings
 
@@ -89,7 +90,11 @@ def sweep_stalled_events(limit: int = 100) -> dict:
     for event_id in ledger.overdue(limit=limit):
         try:
             outcome[sweep_one(ledger, event_id)].append(event_id)
-        except Exception:
+        except Exception as exc:
+            if refusal(exc) is not None:  # Redis, not the event: the entry stays for the next sweep
+                log.warning("Redis refused sweeping %s (%s): left for the next sweep", event_id, str(exc)[:200])
+                outcome.setdefault("left", []).append(event_id)
+                break
             log.exception("event %s could not be swept; closing its ledger entry", event_id)
             outcome["failed"].append(event_id)
             close_quietly(ledger, event_id)
