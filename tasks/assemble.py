@@ -13,7 +13,7 @@ from kombu.utils.uuid import uuid
 from tasks.celery import app
 from tasks.connection import redis_client, result_store
 from tasks.ledger import Ledger, waiters_in
-from tasks.metrics import ASSEMBLY_SECONDS, EVENTS
+from tasks.metrics import ASSEMBLY_SECONDS, EVENTS, EVENTS_REFUSED_FULL
 from tasks.model_task import model_tasks
 from tasks.pipeline import ask_followups, assemble_result, second_round
 from tasks.placement import place_models
@@ -52,22 +52,57 @@ def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEven
             raise  # Redis refused a read or a write, not the event: the caller runs the assembly again
         log.exception("event %s could not be assembled; finishing it as partial", routed.event.event_id)
         result = unassembled(routed, exc)
-    ledger = Ledger(redis_client())
-
-    def store() -> tuple[dict, list[str]]:  # one round trip: store once, clean up, close; again while Redis refuses
-        with redis_client().pipeline(transaction=True) as pipe:
-            saved = result_store().save_in(pipe, result)
-            FrameStore(redis_client(), settings.frame_ttl_seconds).delete(routed.owned_keys, pipe)
-            ledger.close(result.event_id, pipe)
-            at = ledger.take_waiters(result.event_id, pipe)
-            answers = pipe.execute()
-            return saved(answers[0]), waiters_in(answers, at)
-
-    payload, waiters = until_written("assemble", store)
-    answer_duplicates(waiters, payload)
-    EVENTS.labels(result.status).inc()
+    payload = store_final(result, routed, "assemble")
     ASSEMBLY_SECONDS.observe(time.time() - routed.routed_at)
     return payload
+
+
+def store_final(result: EnrichmentResult, routed: RoutedEvent, step: str) -> dict:
+    """Store the event's result once, delete its frames, close its ledger entry and answer its waiting duplicates,
+    in one round trip, run again while Redis refuses it. On a full Redis the frames (read by every model by now, or
+    never to be read) are deleted first, on their own: deletions are what Redis takes over maxmemory, and they make
+    the room the result needs (a transaction holding a write is refused whole)."""
+    settings = get_settings()
+    ledger = Ledger(redis_client())
+    frames = FrameStore(redis_client(), settings.frame_ttl_seconds)
+
+    def store() -> tuple[dict, list[str]]:
+        try:
+            with redis_client().pipeline(transaction=True) as pipe:
+                saved = result_store().save_in(pipe, result)
+                frames.delete(routed.owned_keys, pipe)
+                ledger.close(result.event_id, pipe)
+                at = ledger.take_waiters(result.event_id, pipe)
+                answers = pipe.execute()
+                return saved(answers[0]), waiters_in(answers, at)
+        except Exception as exc:
+            if refusal(exc) == "full":
+                frames.delete(routed.owned_keys)
+            raise
+
+    payload, waiters = until_written(step, store)
+    answer_duplicates(waiters, payload)
+    EVENTS.labels(result.status).inc()
+    return payload
+
+
+def finish_unwritten(routed: RoutedEvent, step: str, exc: BaseException) -> dict:
+    """The router's answer for an event Redis was too full to take (its frames and ledger entry, or its model
+    tasks, refused with OOM at maxmemory): partial, no model run, the reason in `errors.storage`; whatever of it was
+    written is deleted. Stored once like any result, so the backend hears at once instead of the pool stalling."""
+    event = routed.event
+    result = EnrichmentResult(
+        event_id=event.event_id, status="partial", camera_id=event.camera_id, detection_type=event.detection_type,
+        errors={"storage": f"Redis was full (maxmemory) when the event's {STORAGE_STEPS.get(step, step)} were to be "
+                           f"written ({str(exc)[:120]}); no model ran: send the event again once Redis has room"},
+    )
+    log.warning("event %s: Redis is full, its %s were refused; answered partial without models", event.event_id,
+                STORAGE_STEPS.get(step, step))
+    EVENTS_REFUSED_FULL.labels(step).inc()
+    return store_final(result, routed, "answer_full")
+
+
+STORAGE_STEPS = {"record": "frames and ledger entry", "send": "model tasks"}
 
 
 def send_followups(task: Any, routed: RoutedEvent, records: list[dict], requests: list[ModelRequest],

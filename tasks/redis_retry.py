@@ -41,9 +41,10 @@ def refusal(exc: BaseException) -> str | None:
 
 
 def until_written(step: str, write: Callable[[], T], give_up_after: float | None = None,
-                  sleep: Callable[[float], None] = time.sleep) -> T:
+                  sleep: Callable[[float], None] = time.sleep, full_for: float | None = None) -> T:
     """`write()`, run again with backoff while Redis refuses it; raises only past `give_up_after` seconds
-    (never, when None) or on an error that is not a refusal."""
+    (never, when None), once Redis has answered "full" for `full_for` seconds (a caller that answers the event
+    itself rather than wait for room), or on an error that is not a refusal."""
     started = time.monotonic()
     delay = FIRST_DELAY_SECONDS
     attempts = 0
@@ -56,6 +57,9 @@ def until_written(step: str, write: Callable[[], T], give_up_after: float | None
                 raise
             attempts += 1
             REDIS_WRITE_RETRIES.labels(step, reason).inc()
+            if reason == "full" and full_for is not None and time.monotonic() - started + delay > full_for:
+                log.warning("%s: Redis is still full after %d attempts (%s)", step, attempts, str(exc)[:200])
+                raise
             if give_up_after is not None and time.monotonic() - started + delay > give_up_after:
                 log.error("%s: Redis still refuses the write after %d attempts (%s): giving up", step, attempts, exc)
                 raise
