@@ -1,0 +1,144 @@
+"""Issue 28: what Redis refuses (down, restarting, full) is run again or answered, never acknowledged away.
+
+A model record's chord join and an assembly that Redis refused used to be acknowledged all the same, leaving their
+event for the sweeper; an event whose frames a full Redis refused held a router process until Redis had room (the
+pool stalled). Against a real redis-server at maxmemory where it matters.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from tasks import assemble as assembly
+from tasks.celery_internals import chord_join
+from tasks.ledger import DEADLINES_KEY, Ledger
+from tasks.metrics import EVENTS_REFUSED_FULL, REDIS_WRITE_RETRIES
+from tasks.redis_retry import until_written
+from tasks.results import ResultStore
+from tests.unit.test_assembly import routed
+
+OOM = "OOM command not allowed when used memory > 'maxmemory'."
+
+
+def test_a_full_redis_is_waited_out_only_as_long_as_the_caller_says(monkeypatch):
+    clock = [0.0]
+    calls = []
+
+    def write():
+        calls.append(clock[0])
+        raise redis.exceptions.OutOfMemoryError(OOM)
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    monkeypatch.setattr("tasks.redis_retry.time.monotonic", lambda: clock[0])
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        until_written("test-full", write, sleep=sleep, full_for=2.0)
+    assert 1.0 <= clock[0] <= 2.0 and len(calls) >= 4
+
+
+def test_an_unreachable_redis_is_still_waited_out_when_full_is_not():
+    errors = [redis.ConnectionError("down")] * 12
+    pauses: list[float] = []
+
+    def write() -> str:
+        if errors:
+            raise errors.pop(0)
+        return "written"
+
+    assert until_written("test-down", write, sleep=pauses.append, full_for=0.0) == "written"
+    assert len(pauses) == 12
+
+
+def test_a_chord_join_redis_refused_is_run_again(monkeypatch):
+    answers: list[object] = [redis.ConnectionError("Connection reset by peer"),
+                             redis.exceptions.OutOfMemoryError(OOM), "joined"]
+    seen = []
+
+    def original(self, request, state, result, propagate=None, **kwargs):
+        seen.append((request, state, result))
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(chord_join, "_original_on_chord_part_return", original)
+    monkeypatch.setattr("tasks.redis_retry.time.sleep", lambda _: None)
+    before = REDIS_WRITE_RETRIES.labels("chord_join", "unreachable")._value.get()
+    assert chord_join._on_chord_part_return(object(), "request", "SUCCESS", {"model": "pose"}) == "joined"
+    assert len(seen) == 3 and all(call == ("request", "SUCCESS", {"model": "pose"}) for call in seen)
+    assert REDIS_WRITE_RETRIES.labels("chord_join", "unreachable")._value.get() - before == 1
+
+
+def test_the_chord_join_retry_is_installed_with_the_shortcuts():
+    import tasks.celery  # noqa: F401 - installs the shortcuts
+    from tasks import celery_internals
+
+    assert chord_join.installed() == celery_internals.enabled()
+
+
+def test_an_assembly_redis_refused_raises_instead_of_storing_a_partial(monkeypatch):
+    """The assembly is run again (assemble's until_written), not finished as 'could not be assembled'."""
+    monkeypatch.setattr(assembly, "result_store", lambda: type("Empty", (), {"get": lambda self, _: None})())
+
+    def refused(*args, **kwargs):
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(assembly, "assemble_result", refused)
+    monkeypatch.setattr(assembly, "redis_client", lambda: None)
+    monkeypatch.setattr(assembly.ReidGallery, "configured", staticmethod(lambda *a, **k: None))
+    monkeypatch.setattr(assembly.SceneBaseline, "configured", staticmethod(lambda *a, **k: None))
+    monkeypatch.setattr(assembly, "PictureBaseline", lambda *a, **k: None)
+    with pytest.raises(redis.ConnectionError):
+        assembly.finish_event([], routed("evt-refused", planned=["pose"]))
+
+
+@pytest.fixture
+def full_redis(redis_client, monkeypatch):
+    """The stores on the test's redis-server; call it to put Redis over maxmemory (noeviction) with ballast."""
+    monkeypatch.setattr(assembly, "redis_client", lambda: redis_client)
+    monkeypatch.setattr(assembly, "result_store", lambda: ResultStore(redis_client, 3600))
+
+    def fill() -> None:
+        redis_client.set("ballast", b"x" * 1_000_000)
+        redis_client.config_set("maxmemory-policy", "noeviction")
+        redis_client.config_set("maxmemory", str(redis_client.info("memory")["used_memory"] - 10_000))
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            redis_client.set("one-more", "x")
+
+    yield fill
+    redis_client.config_set("maxmemory", "0")
+
+
+def test_an_event_a_full_redis_refused_is_answered_with_the_reason_and_its_keys_removed(full_redis, redis_client):
+    event = routed("evt-full", planned=["pose"])
+    event.owned_keys = ["frame:evt-full:full"]
+    redis_client.set("frame:evt-full:full", b"j" * 600_000)  # written before Redis filled up: the assembly frees it
+    Ledger(redis_client).open(event, 300, 3600)
+    redis_client.set("claim:evt-full", "router-task")
+    full_redis()
+    before = EVENTS_REFUSED_FULL.labels("send")._value.get()
+    answer = assembly.finish_unwritten(event, "send", redis.exceptions.OutOfMemoryError(OOM))
+    assert answer["status"] == "partial" and not answer["models"]
+    assert "Redis was full" in answer["errors"]["storage"] and "model tasks" in answer["errors"]["storage"]
+    stored = json.loads(redis_client.get("enrichment:evt-full"))
+    assert stored["status"] == "partial" and stored["errors"] == answer["errors"]
+    assert not redis_client.exists("frame:evt-full:full", "ledger:evt-full", "claim:evt-full")
+    assert redis_client.zscore(DEADLINES_KEY, "evt-full") is None
+    assert EVENTS_REFUSED_FULL.labels("send")._value.get() - before == 1
+
+
+def test_an_assembly_on_a_full_redis_frees_its_frames_to_store_its_result(full_redis, redis_client):
+    event = routed("evt-assembled", planned=["pose"])
+    event.owned_keys = ["frame:evt-assembled:full"]
+    redis_client.set("frame:evt-assembled:full", b"j" * 600_000)
+    Ledger(redis_client).open(event, 300, 3600)
+    full_redis()
+    result = assembly.unassembled(event, RuntimeError("test"))
+    payload = assembly.store_final(result, event, "assemble")
+    assert payload["event_id"] == "evt-assembled"
+    assert json.loads(redis_client.get("enrichment:evt-assembled"))["status"] == "partial"
+    assert not redis_client.exists("frame:evt-assembled:full", "ledger:evt-assembled")
