@@ -30,6 +30,7 @@ import io
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -376,7 +377,10 @@ def run_case(case: str, rounds: int, events: int, rate: float, hang_after: float
     """Start a drill for `case`, run its rounds, stop it; the per-round counts and their totals."""
     root.mkdir(parents=True, exist_ok=True)
     env = {"SCENE_MODELS": "", "METRICS_PORT_BASE": "0", "SWEEP_INTERVAL_SECONDS": "5", "RESCUE_INTERVAL_SECONDS": "2",
-           "EVENT_DEADLINE_SECONDS": "300", "MODEL_TIME_LIMIT": "30", "MODEL_SOFT_TIME_LIMIT": "20"}
+           "EVENT_DEADLINE_SECONDS": "300", "MODEL_TIME_LIMIT": "30", "MODEL_SOFT_TIME_LIMIT": "20",
+           # one key for every start of the pool, as compose requires: a pool restarted with a key of its own refuses
+           # the internal messages its predecessor left queued (the group-term and launcher-term cases restart it)
+           "POOL_SIGNING_KEY": secrets.token_hex(32)}
     env |= ({"DEVICE_QUEUES": "cpu.0,cpu.1"} if case in ("host-kill", "second-host") else {})
     if models_dir is None:
         env |= noop_environment(root)
