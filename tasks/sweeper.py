@@ -18,6 +18,7 @@ from tasks.celery import app
 from tasks.connection import redis_client, result_store
 from tasks.ledger import DEADLINES_KEY, Ledger, waiters_in
 from tasks.redis_retry import refusal
+from tasks.resend import resend_lost_tasks
 from tasks.schemas import EnrichmentResult, RoutedEvent
 from workers.settings import get_settings
 
@@ -76,7 +77,8 @@ SWEEP_LOCK = "sweeper:lock"
 @app.task(name="sweep_stalled_events")
 def sweep_stalled_events(limit: int = 100) -> dict:
     """Finish every overdue event in the ledger, each on its own; answer duplicates that waited too long; assemble
-    events whose records all joined but whose callback was lost.
+    events whose records all joined but whose callback was lost; send again model tasks found nowhere
+    (tasks/resend.py).
 
     Returns the events finished, those closed (already finished, or gone), those that failed (closed all the same,
     named in the log), the events whose waiting duplicates were answered, and those assembled. One sweep per
@@ -105,6 +107,10 @@ def sweep_stalled_events(limit: int = 100) -> dict:
         except Exception:
             log.exception("the duplicates waiting for %s could not be answered", event_id)
     outcome["assembled"] = assemble_joined(ledger, settings, limit)
+    try:
+        outcome["resent"] = resend_lost_tasks(ledger, settings, limit)
+    except Exception as exc:  # the next sweep looks again
+        log.warning("could not look for lost model tasks (%s): again next sweep", str(exc)[:200])
     return outcome
 
 

@@ -142,3 +142,46 @@ def test_an_assembly_on_a_full_redis_frees_its_frames_to_store_its_result(full_r
     assert payload["event_id"] == "evt-assembled"
     assert json.loads(redis_client.get("enrichment:evt-assembled"))["status"] == "partial"
     assert not redis_client.exists("frame:evt-assembled:full", "ledger:evt-assembled")
+
+
+def test_a_model_task_found_nowhere_is_found_and_only_it(redis_client, monkeypatch):
+    """Joined, waiting and taken tasks are accounted for; the one in none of those places is lost (tasks/resend.py)."""
+    from tasks import resend
+    from workers.settings import get_settings
+
+    event = routed("evt-lost", planned=["pose", "threat", "depth", "reid"])
+    event.group_id = "group-1"
+    event.placement = {"pose": "cpu.1", "threat": "cpu.1", "depth": "cpu.0", "reid": "cpu.1"}
+    event.task_ids = {"pose": "task-pose", "threat": "task-threat", "depth": "task-depth", "reid": "task-reid"}
+    monkeypatch.setattr(resend, "redis_client", lambda: redis_client)
+    monkeypatch.setattr(resend, "chord_done", lambda group_id: False)
+    monkeypatch.setattr(resend, "joined_task_ids", lambda group_id: {"task-pose"})
+    settings = get_settings()
+    ledger = Ledger(redis_client)
+    ledger.open(event, settings.event_deadline_seconds - resend.LOST_AFTER_SECONDS - 5, 3600)  # routed 35 s ago
+    redis_client.set("claim:evt-lost", "router-task-id")
+    redis_client.lpush("cpu.0", json.dumps({"headers": {"id": "task-depth"}}))
+    redis_client.hset("unacked", "tag-1", json.dumps([{"headers": {"id": "task-threat"}}, "cpu.1", "cpu.1"]))
+    lost = resend.lost_tasks(ledger, settings)
+    assert [(r.event.event_id, model, submission) for r, model, submission in lost] == [
+        ("evt-lost", "reid", "router-task-id")]
+    ledger.open(event, settings.event_deadline_seconds, 3600)  # routed just now: not looked at yet
+    assert resend.lost_tasks(ledger, settings) == []
+
+
+def test_a_lost_model_task_is_sent_as_the_router_sent_it(monkeypatch):
+    """Same task id, group, index and chord body (the router's task id, which the claim holds) on the given queue."""
+    from tasks import resend
+    from workers.settings import get_settings
+
+    event = routed("evt-resend", planned=["pose", "threat"])
+    event.group_id = "group-2"
+    event.task_ids = {"pose": "task-pose", "threat": "task-threat"}
+    sent = {}
+    monkeypatch.setattr(resend.run_model, "apply_async", lambda args, **options: sent.update(args=args, **options))
+    resend.resend(event, "threat", "router-task-id", "cpu.0", get_settings())
+    assert sent["task_id"] == "task-threat" and sent["queue"] == "cpu.0" and sent["group_id"] == "group-2"
+    assert sent["group_index"] == 1 and sent["root_id"] == "router-task-id"
+    assert sent["args"][0]["model"] == "threat" and sent["args"][0]["event_id"] == "evt-resend"
+    body = sent["chord"]
+    assert body.id == "router-task-id" and body.task == "assemble" and tuple(body.args) == ("evt-resend", "group-2")
