@@ -185,3 +185,26 @@ def test_a_lost_model_task_is_sent_as_the_router_sent_it(monkeypatch):
     assert sent["args"][0]["model"] == "threat" and sent["args"][0]["event_id"] == "evt-resend"
     body = sent["chord"]
     assert body.id == "router-task-id" and body.task == "assemble" and tuple(body.args) == ("evt-resend", "group-2")
+
+
+def test_the_picture_baseline_waits_out_a_restart_but_names_a_full_redis():
+    """A restarting Redis is the assembly's to wait out (it runs again); a full one is noted and the event says so."""
+    from datetime import UTC, datetime
+
+    from tasks.scene_context import describe_scene
+    from tests.unit.test_scene_context import event
+    from workers.settings import CameraSettings
+
+    class Baseline:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        def compare_and_learn(self, *args: object) -> list[str]:
+            raise self.error
+
+    detection = event("garden", datetime(2026, 1, 19, 12, 0, tzinfo=UTC))
+    with pytest.raises(redis.ConnectionError):
+        describe_scene(detection, None, CameraSettings(), Baseline(redis.ConnectionError("reset")), {})
+    unavailable: dict[str, str] = {}
+    describe_scene(detection, None, CameraSettings(), Baseline(redis.exceptions.OutOfMemoryError(OOM)), unavailable)
+    assert "OOM" in unavailable["picture_baseline"]
