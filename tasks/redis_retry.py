@@ -29,11 +29,14 @@ MAX_DELAY_SECONDS = 5.0
 # OperationalError), or full (OOM under noeviction). Anything else is a real error and is raised.
 UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OperationalError, ConnectionError)
 FULL = (redis.exceptions.OutOfMemoryError,)
+# the reply's text, when another error carries it (EXECABORT of a transaction; kombu's OperationalError of a publish,
+# where redis-py has already taken the "OOM" prefix off)
+FULL_SIGNS = ("OOM command not allowed", "used memory > 'maxmemory'")
 
 
 def refusal(exc: BaseException) -> str | None:
     """'full' or 'unreachable' when `exc` says Redis did not take a write (worth retrying), else None."""
-    if isinstance(exc, FULL) or "OOM command not allowed" in str(exc):
+    if isinstance(exc, FULL) or any(sign in str(exc) for sign in FULL_SIGNS):
         return "full"
     if isinstance(exc, UNREACHABLE):
         return "unreachable"

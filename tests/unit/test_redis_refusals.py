@@ -208,3 +208,12 @@ def test_the_picture_baseline_waits_out_a_restart_but_names_a_full_redis():
     unavailable: dict[str, str] = {}
     describe_scene(detection, None, CameraSettings(), Baseline(redis.exceptions.OutOfMemoryError(OOM)), unavailable)
     assert "OOM" in unavailable["picture_baseline"]
+
+
+def test_a_full_redis_wrapped_by_kombu_is_still_full():
+    from kombu.exceptions import OperationalError
+
+    from tasks.redis_retry import refusal
+
+    assert refusal(OperationalError("command not allowed when used memory > 'maxmemory'.")) == "full"
+    assert refusal(OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")) == "unreachable"
