@@ -34,24 +34,38 @@ log = logging.getLogger(__name__)
 def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEvent) -> dict:
     """Build, store and announce the EnrichmentResult of one routed event; delete its frames; close its ledger;
     answer the duplicates waiting for it. An event that already has a result is left as it is (that result is
-    returned); an assembly that raises still finishes the event, as partial with the reason (no prompt)."""
+    returned); an assembly that raises still finishes the event, as partial with the reason (no prompt), but for a
+    Redis that is restarting (raised: the caller runs the assembly again) or full (its frames deleted to make room,
+    and one more try)."""
     stored = result_store().get(routed.event.event_id)
     if stored is not None:
         return stored
     settings = get_settings()
     planned = set(routed.planned)  # a record for a model the router did not plan is not this event's
     records = [r for r in records if isinstance(r, Mapping) and r.get("model") in planned]
-    try:
-        result = assemble_result(
+
+    def build() -> EnrichmentResult:
+        return assemble_result(
             records, routed, ReidGallery.configured(redis_client(), settings.reid),
             baseline=SceneBaseline.configured(redis_client(), settings.scene), depth=settings.depth,
             cameras=settings.cameras, pictures=PictureBaseline(redis_client(), settings.cameras),
         )
+
+    try:
+        result = build()
     except Exception as exc:  # one event that cannot be assembled must not stay open (nor stop the sweeper)
-        if refusal(exc) is not None:
-            raise  # Redis refused a read or a write, not the event: the caller runs the assembly again
-        log.exception("event %s could not be assembled; finishing it as partial", routed.event.event_id)
-        result = unassembled(routed, exc)
+        if refusal(exc) == "unreachable":
+            raise  # Redis restarting, not the event: the caller runs the assembly again
+        if refusal(exc) != "full":
+            result = unassembled(routed, exc, logged=True)
+        else:  # a gallery's or a baseline's write on a full Redis: room made with the event's frames, one more try
+            FrameStore(redis_client(), settings.frame_ttl_seconds).delete(routed.owned_keys)
+            try:
+                result = build()
+            except Exception as again:
+                if refusal(again) == "unreachable":
+                    raise
+                result = unassembled(routed, again, logged=True)
     payload = store_final(result, routed, "assemble")
     ASSEMBLY_SECONDS.observe(time.time() - routed.routed_at)
     return payload
@@ -128,9 +142,11 @@ def send_followups(task: Any, routed: RoutedEvent, records: list[dict], requests
     raise task.replace(work)
 
 
-def unassembled(routed: RoutedEvent, exc: Exception) -> EnrichmentResult:
+def unassembled(routed: RoutedEvent, exc: Exception, logged: bool = False) -> EnrichmentResult:
     """The partial result of an event whose records could not be assembled: its facts, the reason, no prompt."""
     event = routed.event
+    if logged:
+        log.error("event %s could not be assembled; finishing it as partial", event.event_id, exc_info=exc)
     return EnrichmentResult(
         event_id=event.event_id, status="partial", camera_id=event.camera_id, detection_type=event.detection_type,
         errors={"assembly": f"the event could not be assembled ({type(exc).__name__}: {str(exc)[:200]})"},

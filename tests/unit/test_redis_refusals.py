@@ -217,3 +217,35 @@ def test_a_full_redis_wrapped_by_kombu_is_still_full():
 
     assert refusal(OperationalError("command not allowed when used memory > 'maxmemory'.")) == "full"
     assert refusal(OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")) == "unreachable"
+
+
+def refused_then_built(refusals: int, tries: list[int]):
+    """An assemble_result whose first `refusals` calls a full Redis refuses."""
+    def build(records, routed_event, *args, **kwargs):
+        tries.append(1)
+        if len(tries) <= refusals:
+            raise redis.exceptions.OutOfMemoryError(OOM)
+        return assembly.EnrichmentResult(event_id=routed_event.event.event_id, status="complete")
+    return build
+
+
+def test_an_assembly_whose_own_write_a_full_redis_refuses_makes_room_and_tries_once_more(full_redis, redis_client,
+                                                                                          monkeypatch):
+    """A gallery's or baseline's write refused on a full Redis: the frames go, the assembly runs again; refused
+    again, the event ends partial naming why (never an assembly retried for as long as Redis stays full)."""
+    for event_id, refusals in (("evt-room", 1), ("evt-no-room", 2)):
+        event = routed(event_id, planned=["pose"])
+        event.owned_keys = [f"frame:{event_id}:full"]
+        redis_client.config_set("maxmemory", "0")
+        redis_client.set(f"frame:{event_id}:full", b"j" * 600_000)
+        Ledger(redis_client).open(event, 300, 3600)
+        full_redis()
+        tries: list[int] = []
+        monkeypatch.setattr(assembly, "assemble_result", refused_then_built(refusals, tries))
+        payload = assembly.finish_event([], event)
+        assert len(tries) == 2 and not redis_client.exists(f"frame:{event_id}:full")
+        if refusals == 1:
+            assert payload["status"] == "complete"
+        else:
+            assert payload["status"] == "partial" and "OutOfMemoryError" in payload["errors"]["assembly"]
+        redis_client.delete("ballast")
