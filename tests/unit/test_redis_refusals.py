@@ -249,3 +249,28 @@ def test_an_assembly_whose_own_write_a_full_redis_refuses_makes_room_and_tries_o
         else:
             assert payload["status"] == "partial" and "OutOfMemoryError" in payload["errors"]["assembly"]
         redis_client.delete("ballast")
+
+
+def test_a_model_task_reads_its_frame_again_while_redis_restarts(monkeypatch):
+    """A frame read that meets a restarting Redis is read again (it ended the model's record "frame unavailable")."""
+    from types import SimpleNamespace
+
+    from workers.runtime import DeviceRuntime
+
+    answers: list[object] = [redis.ConnectionError("Connection refused"),
+                             redis.exceptions.BusyLoadingError("LOADING Redis is loading the dataset"), "inputs"]
+
+    def inputs_for(request, with_buffer=True):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr("workers.runtime.time.sleep", lambda _: None)
+    runtime = SimpleNamespace(settings=SimpleNamespace(model_soft_time_limit=20.0), inputs_for=inputs_for)
+    request = SimpleNamespace(event_id="evt-frame")
+    assert DeviceRuntime.inputs_waiting_for_redis(runtime, request) == "inputs"
+    gone = SimpleNamespace(settings=SimpleNamespace(model_soft_time_limit=20.0),
+                           inputs_for=lambda request, with_buffer=True: (_ for _ in ()).throw(LookupError("gone")))
+    with pytest.raises(LookupError):  # an expired frame is not waited for
+        DeviceRuntime.inputs_waiting_for_redis(gone, request)
