@@ -7,7 +7,9 @@ waited for the sweeper and ended partial at EVENT_DEADLINE_SECONDS (issue 28, th
 cases). The sweeper (beat) looks, for the events routed at least LOST_AFTER_SECONDS ago, for model tasks whose
 record has not joined and whose message is in no queue and no worker's unacked record, and sends each again: the
 same task id, chord and index, rebuilt from the ledger entry and the claim (the chord's body id is the router's task
-id, the claim's owner), on its queue or a live one. A task that was only slow to show (in a worker's hands between
+id, the claim's owner), on its queue or a live one. When the chord's join is done but its callback, the assembly,
+is found nowhere (a BRPOP of the assemble queue whose reply a Redis shutdown cut off), the records went with it:
+the chord's join is reset and every model task sent again. A task that was only slow to show (in a worker's hands between
 its BRPOP and its record) runs twice and is counted once by the chord's join (Celery keys it on task id and index).
 """
 
@@ -58,31 +60,39 @@ def messages_blob(client: redis.Redis, queues: set[str]) -> bytes:
     return b"\n".join(raw for answer in answers for raw in answer)
 
 
-def lost_tasks(ledger: Ledger, settings: Settings, limit: int = 100) -> list[tuple[RoutedEvent, str, str]]:
+ROUTER_QUEUES = ("router", "assemble", "celery")  # where a chord's callback (assemble) waits
+
+
+def lost_tasks(ledger: Ledger, settings: Settings, limit: int = 100) -> list[tuple[RoutedEvent, str | None, str]]:
     """(routed event, model, submission) for each first-round model task found nowhere: not joined, not waiting,
-    not taken, its chord not done, in events routed at least LOST_AFTER_SECONDS ago and not yet overdue."""
+    not taken, its chord not done, in events routed at least LOST_AFTER_SECONDS ago and not yet overdue; and, with
+    model None, each event whose chord is done but whose callback (the assembly, under the submission's id) is found
+    nowhere either: its records went with that message, so the whole chord runs again."""
     client = redis_client()
     now = time.time()
     cutoff = now + settings.event_deadline_seconds - LOST_AFTER_SECONDS
     candidates = [m.decode() for m in client.zrangebyscore(DEADLINES_KEY, now, cutoff, start=0, num=limit)]
-    unjoined: list[tuple[RoutedEvent, str, str]] = []
+    unjoined: list[tuple[RoutedEvent, str | None, str]] = []
     for event_id in candidates:
         routed = ledger.routed(event_id)
         submission = client.get(claim_key(event_id))
         if routed is None or not routed.group_id or routed.stage != 1 or submission is None:
             continue
-        if client.exists(result_key(event_id)) or chord_done(routed.group_id):
+        if client.exists(result_key(event_id)):
+            continue
+        if chord_done(routed.group_id):
+            unjoined.append((routed, None, submission.decode()))
             continue
         joined = joined_task_ids(routed.group_id)
         unjoined += [(routed, model, submission.decode()) for model, task_id in routed.task_ids.items()
                      if task_id not in joined]
     if not unjoined:
         return []
-    queues = set(settings.device_queues) | device_queues(client) | {queue for r, _, _ in unjoined
-                                                                    for queue in r.placement.values()}
+    queues = set(settings.device_queues) | device_queues(client) | set(ROUTER_QUEUES) | {
+        queue for r, _, _ in unjoined for queue in r.placement.values()}
     blob = messages_blob(client, queues)
     return [(routed, model, submission) for routed, model, submission in unjoined
-            if routed.task_ids[model].encode() not in blob]
+            if (routed.task_ids[model] if model else submission).encode() not in blob]
 
 
 def resend(routed: RoutedEvent, model: str, submission: str, queue: str, settings: Settings) -> None:
@@ -116,7 +126,17 @@ def resend_lost_tasks(ledger: Ledger, settings: Settings, limit: int = 100) -> l
     backlog = queue_backlog(client, sorted(live_queues))
     sent: dict[str, int] = {}
     resent = []
+    expanded: list[tuple[RoutedEvent, str, str]] = []
     for routed, model, submission in lost:
+        if model is not None:
+            expanded.append((routed, model, submission))
+            continue
+        log.warning("event %s: its chord joined but its assembly (%s) is in no queue and taken by no worker: running "
+                    "the chord again", routed.event.event_id, submission)
+        client.delete(app.backend.get_key_for_group(routed.group_id, ".c"))  # the done marker: the join counts again
+        app.backend.set_chord_size(routed.group_id, len(routed.task_ids))
+        expanded += [(routed, name, submission) for name in routed.task_ids]
+    for routed, model, submission in expanded:
         queue = routed.placement.get(model)
         if queue not in live_queues:
             queue = choose_queue(model, live, [], reserved=sent, backlog=backlog, affinity=True)

@@ -274,3 +274,23 @@ def test_a_model_task_reads_its_frame_again_while_redis_restarts(monkeypatch):
                            inputs_for=lambda request, with_buffer=True: (_ for _ in ()).throw(LookupError("gone")))
     with pytest.raises(LookupError):  # an expired frame is not waited for
         DeviceRuntime.inputs_waiting_for_redis(gone, request)
+
+
+def test_a_chord_whose_assembly_message_is_found_nowhere_runs_again(redis_client, monkeypatch):
+    """Its join is done (the records left with the callback's message) and no queue or worker holds the assembly."""
+    from tasks import resend
+    from workers.settings import get_settings
+
+    event = routed("evt-callback", planned=["pose"])
+    event.group_id, event.task_ids, event.placement = "group-3", {"pose": "task-pose"}, {"pose": "cpu.0"}
+    monkeypatch.setattr(resend, "redis_client", lambda: redis_client)
+    monkeypatch.setattr(resend, "chord_done", lambda group_id: True)
+    settings = get_settings()
+    ledger = Ledger(redis_client)
+    ledger.open(event, settings.event_deadline_seconds - resend.LOST_AFTER_SECONDS - 5, 3600)
+    redis_client.set("claim:evt-callback", "router-task-id")
+    redis_client.lpush("assemble", json.dumps({"headers": {"id": "router-task-id"}}))
+    assert resend.lost_tasks(ledger, settings) == []  # its assembly waits in the assemble queue
+    redis_client.delete("assemble")
+    assert [(model, submission) for _, model, submission in resend.lost_tasks(ledger, settings)] == [
+        (None, "router-task-id")]
