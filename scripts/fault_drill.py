@@ -285,6 +285,8 @@ class Drill:
             "complete": statuses.get("complete", 0), "partial": statuses.get("partial", 0),
             "lost": len(missing) - len(pending), "hung": len(pending),
             "unexplained": reasons.get("(none)", 0), "partial_reasons": dict(sorted(reasons.items())), **after,
+            "partial_examples": dict([(event_id, result.get("errors")) for event_id, result in stored.items()
+                                      if result["status"] != "complete"][:2]),
             "announced_twice": sum(1 for n in announcements.counts.values() if n > 1),
             "recover_seconds": round(last_stored - fault_at, 1) if fault_at and last_stored else None,
             "model_tasks_per_worker": dict(sorted(workers.items())),
