@@ -294,3 +294,4 @@ def test_a_chord_whose_assembly_message_is_found_nowhere_runs_again(redis_client
     redis_client.delete("assemble")
     assert [(model, submission) for _, model, submission in resend.lost_tasks(ledger, settings)] == [
         (None, "router-task-id")]
+
