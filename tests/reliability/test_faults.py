@@ -34,7 +34,7 @@ CASES = [
 ]
 # The CI-sized version in `make test`: one round each, fewer events; only the cases that passed every measured run.
 # router-kill is left to the long version: a router killed -9 between kombu's BRPOP of an event and its unacked record
-# loses that event (1 lost in 1 of 9 rounds measured on 2026-12-04; README "Reliability").
+# loses that event (1 lost in 1 of 16 rounds measured on 2026-12-04; README "Reliability").
 CI_CASES = [
     ("redis-kill", 1, 30),
     ("redis-shutdown", 1, 30),
