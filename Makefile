@@ -15,7 +15,7 @@ help:
 	@echo "  test              set up, then ruff and every test (unit, integration with real redis-server and workers)"
 	@echo "  test-unit         the tests that need no redis-server or worker processes"
 	@echo "  test-integration  the tests that start a real redis-server and real workers"
-	@echo "  test-faults       the fault suite: Redis, routers and hosts killed mid-burst (about 12 minutes)"
+	@echo "  test-faults       the fault suite's long version: Redis killed and full, routers and hosts killed mid-burst"
 	@echo "  lint              ruff check ."
 	@echo "  fuzz              10,000 seeded valid and hostile events through a real pool"
 	@echo "  tiny-models       write the tiny random models tests and the demo use (var/tiny-models)"
@@ -70,8 +70,8 @@ test-unit: setup redis prometheus
 test-integration: setup redis chromium prometheus
 	$(PY) -m pytest -ra -m "integration and not faults"
 
-# The fault suite (Redis, routers and hosts killed mid-burst; about 12 minutes): not in `make test` while some rounds
-# still leave an event for the sweeper (README "Reliability").
+# The fault suite, long version (Redis killed, shut down and full, routers and hosts killed mid-burst; more rounds and
+# events per case). `make test` runs its CI-sized version: each case once, small (README "Reliability").
 test-faults: setup redis
 	$(PY) -m pytest -ra -s -m faults
 

@@ -21,7 +21,13 @@ SEARCH_CONTAINER_LIMIT = 32
 
 
 def _torch() -> Any | None:
-    return sys.modules.get("torch")
+    """torch when it is imported, else None; None too while another thread is still importing it (a device worker's
+    warm-up, as the first tasks after a restart load their models): its half-made module has no `nn` yet, and the
+    loads measured meanwhile failed with AttributeError (issue 28, group-term case)."""
+    torch = sys.modules.get("torch")
+    if torch is None or getattr(getattr(torch, "__spec__", None), "_initializing", False):
+        return None
+    return torch
 
 
 def _is_module(obj: Any) -> bool:

@@ -7,7 +7,9 @@ third of the way in, and a wait of up to --hang-after seconds for every accepted
 enrichment:<event_id>. Per round it counts: sent (accepted by Redis), refused (the send itself failed: Redis down or
 full), stored (complete / partial), lost (not stored, and nothing left that would store it: no claim, no ledger
 entry, no message), hung (not stored within --hang-after, but something left that would), announced more than once,
-and the time to recover (from the fault to the last result stored).
+and the time to recover (from the fault to the last result stored). A result not complete must name its reason in
+`errors` (counted `unexplained` otherwise); in the redis-full case ten ordinary events sent after each burst must
+end complete (`after_sent`, `after_complete`: a pool that stalled on the full Redis does not store them).
 
     python scripts/fault_drill.py --case redis-kill --rounds 10 --events 200 --json var/faults/redis-kill.json
     python scripts/fault_drill.py --case all --rounds 10 --json var/faults/report.json
@@ -17,7 +19,7 @@ restarted), redis-full (maxmemory 50 MB, noeviction, 2 MB frames), router-kill (
 group-term (SIGTERM to every process of the pool at once, as systemd's KillMode=control-group does, then started
 again), launcher-term (SIGTERM to the launcher, then started again), host-kill (a second host's device worker, sharing
 the work, killed -9), second-host (no fault: how the model tasks spread over two hosts). Exit code 1 when an event
-was lost or hung, or announced twice.
+was lost or hung, announced twice, or not complete without a reason, or when the pool stalled after a full Redis.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import io
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -57,14 +60,15 @@ FULL_MAXMEMORY = 50 * 1024 * 1024
 
 
 def noop_environment(root: Path) -> dict[str, str]:
-    """Every model swapped for the no-op family: delivery, not models, is under test."""
+    """Every model swapped for the no-op family (each answering the smallest result its section accepts): delivery,
+    not models, is under test."""
     from scripts.fixtures.noop import write_noop
 
-    write_noop(root / "noop")
     env = {}
-    for entry in MODELS:
+    for entry in MODELS:  # one directory per model: the no-op answers the section its directory names
+        write_noop(root / "noop" / entry.name)
         env[entry.family_env] = "scripts.fixtures.noop:NoopModel"
-        env[entry.path_env] = str(root / "noop")
+        env[entry.path_env] = str(root / "noop" / entry.name)
     return env
 
 
@@ -271,18 +275,32 @@ class Drill:
         missing = [event_id for event_id in sent if event_id not in stored]
         pending = [event_id for event_id in missing if self.something_would_store(event_id)]
         statuses = Counter(result["status"] for result in stored.values())
+        reasons = Counter(key for result in stored.values() if result["status"] != "complete"
+                          for key in (result.get("errors") or {"(none)": ""}))
+        after = self.after_burst() if self.case == "redis-full" else {}
         workers = Counter(record.get("worker", "?").split("@")[0] for result in stored.values()
                           for record in result.get("models", {}).values())
         return {
             "round": round_number, "sent": len(sent), "refused": refused, "stored": len(stored),
             "complete": statuses.get("complete", 0), "partial": statuses.get("partial", 0),
             "lost": len(missing) - len(pending), "hung": len(pending),
+            "unexplained": reasons.get("(none)", 0), "partial_reasons": dict(sorted(reasons.items())), **after,
+            "partial_examples": dict([(event_id, result.get("errors")) for event_id, result in stored.items()
+                                      if result["status"] != "complete"][:2]),
             "announced_twice": sum(1 for n in announcements.counts.values() if n > 1),
             "recover_seconds": round(last_stored - fault_at, 1) if fault_at and last_stored else None,
             "model_tasks_per_worker": dict(sorted(workers.items())),
             "lost_ids": missing[:5],
             "left_behind": {event_id: self.left_behind(event_id) for event_id in missing[:3]},
         }
+
+    def after_burst(self, count: int = 10, timeout: float = 60.0) -> dict[str, int]:
+        """Ordinary events (~70 KB frames) sent once the burst is over: a pool that stalled does not store them."""
+        ids = [f"{self.case}-after-{int(time.time() * 1000) % 10**8}-{n}" for n in range(count)]
+        for event_id in ids:
+            until_sent(lambda event_id=event_id: self.pool.client.submit(person_event(event_id)))
+        stored, _ = self.wait_stored(ids, timeout, time.monotonic())
+        return {"after_sent": count, "after_complete": sum(r["status"] == "complete" for r in stored.values())}
 
     def wait_stored(self, ids: list[str], timeout: float, since: float) -> tuple[dict[str, dict], float | None]:
         deadline = since + timeout
@@ -333,6 +351,19 @@ class Drill:
         return any(needle in raw or needle in body_of(raw) for raw in client.hvals("unacked"))
 
 
+def until_sent(send: Callable[[], Any], timeout: float = 30.0) -> None:
+    """Send, again every 0.5 s while Redis refuses it (still full from the burst), for up to `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            send()
+            return
+        except Exception:  # noqa: BLE001 - full or down: try again until the deadline
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def body_of(raw: bytes) -> bytes:
     try:
         data = json.loads(raw)
@@ -348,7 +379,10 @@ def run_case(case: str, rounds: int, events: int, rate: float, hang_after: float
     """Start a drill for `case`, run its rounds, stop it; the per-round counts and their totals."""
     root.mkdir(parents=True, exist_ok=True)
     env = {"SCENE_MODELS": "", "METRICS_PORT_BASE": "0", "SWEEP_INTERVAL_SECONDS": "5", "RESCUE_INTERVAL_SECONDS": "2",
-           "EVENT_DEADLINE_SECONDS": "300", "MODEL_TIME_LIMIT": "30", "MODEL_SOFT_TIME_LIMIT": "20"}
+           "EVENT_DEADLINE_SECONDS": "300", "MODEL_TIME_LIMIT": "30", "MODEL_SOFT_TIME_LIMIT": "20",
+           # one key for every start of the pool, as compose requires: a pool restarted with a key of its own refuses
+           # the internal messages its predecessor left queued (the group-term and launcher-term cases restart it)
+           "POOL_SIGNING_KEY": secrets.token_hex(32)}
     env |= ({"DEVICE_QUEUES": "cpu.0,cpu.1"} if case in ("host-kill", "second-host") else {})
     if models_dir is None:
         env |= noop_environment(root)
@@ -374,8 +408,9 @@ def run_case(case: str, rounds: int, events: int, rate: float, hang_after: float
 
             shutil.copytree(root, keep_logs / f"{case}-{int(time.time())}", dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("noop", "*.aof", "appendonly*"))
-    totals = {key: sum(r[key] for r in results) for key in
-              ("sent", "refused", "stored", "complete", "partial", "lost", "hung", "announced_twice")}
+    totals = {key: sum(r.get(key, 0) for r in results) for key in
+              ("sent", "refused", "stored", "complete", "partial", "lost", "hung", "announced_twice", "unexplained",
+               "after_sent", "after_complete")}
     recover = [r["recover_seconds"] for r in results if r["recover_seconds"] is not None]
     totals["recover_seconds_max"] = max(recover) if recover else None
     totals["rounds"] = len(results)
@@ -412,7 +447,8 @@ def main() -> int:
         print(f"{entry['case']:<15} {t['rounds']:>6} {t['sent']:>5} {t['refused']:>8} {t['stored']:>7} "
               f"{t['complete']:>9} {t['partial']:>8} {t['lost']:>5} {t['hung']:>5} {t['announced_twice']:>6} "
               f"{t['recover_seconds_max'] if t['recover_seconds_max'] is not None else '-':>14}")
-        bad |= bool(t["lost"] or t["hung"] or t["announced_twice"])
+        bad |= bool(t["lost"] or t["hung"] or t["announced_twice"] or t["unexplained"]
+                    or t["after_complete"] < t["after_sent"])
     return 1 if bad else 0
 
 

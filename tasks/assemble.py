@@ -13,11 +13,11 @@ from kombu.utils.uuid import uuid
 from tasks.celery import app
 from tasks.connection import redis_client, result_store
 from tasks.ledger import Ledger, waiters_in
-from tasks.metrics import ASSEMBLY_SECONDS, EVENTS
+from tasks.metrics import ASSEMBLY_SECONDS, EVENTS, EVENTS_REFUSED_FULL
 from tasks.model_task import model_tasks
 from tasks.pipeline import ask_followups, assemble_result, second_round
 from tasks.placement import place_models
-from tasks.redis_retry import until_written
+from tasks.redis_retry import refusal, until_written
 from tasks.reid_gallery import ReidGallery
 from tasks.scene_baseline import SceneBaseline
 from tasks.scene_context import PictureBaseline
@@ -34,38 +34,89 @@ log = logging.getLogger(__name__)
 def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEvent) -> dict:
     """Build, store and announce the EnrichmentResult of one routed event; delete its frames; close its ledger;
     answer the duplicates waiting for it. An event that already has a result is left as it is (that result is
-    returned); an assembly that raises still finishes the event, as partial with the reason (no prompt)."""
+    returned); an assembly that raises still finishes the event, as partial with the reason (no prompt), but for a
+    Redis that is restarting (raised: the caller runs the assembly again) or full (its frames deleted to make room,
+    and one more try)."""
     stored = result_store().get(routed.event.event_id)
     if stored is not None:
         return stored
     settings = get_settings()
     planned = set(routed.planned)  # a record for a model the router did not plan is not this event's
     records = [r for r in records if isinstance(r, Mapping) and r.get("model") in planned]
-    try:
-        result = assemble_result(
+
+    def build() -> EnrichmentResult:
+        return assemble_result(
             records, routed, ReidGallery.configured(redis_client(), settings.reid),
             baseline=SceneBaseline.configured(redis_client(), settings.scene), depth=settings.depth,
             cameras=settings.cameras, pictures=PictureBaseline(redis_client(), settings.cameras),
         )
+
+    try:
+        result = build()
     except Exception as exc:  # one event that cannot be assembled must not stay open (nor stop the sweeper)
-        log.exception("event %s could not be assembled; finishing it as partial", routed.event.event_id)
-        result = unassembled(routed, exc)
-    ledger = Ledger(redis_client())
-
-    def store() -> tuple[dict, list[str]]:  # one round trip: store once, clean up, close; again while Redis refuses
-        with redis_client().pipeline(transaction=True) as pipe:
-            saved = result_store().save_in(pipe, result)
-            FrameStore(redis_client(), settings.frame_ttl_seconds).delete(routed.owned_keys, pipe)
-            ledger.close(result.event_id, pipe)
-            at = ledger.take_waiters(result.event_id, pipe)
-            answers = pipe.execute()
-            return saved(answers[0]), waiters_in(answers, at)
-
-    payload, waiters = until_written("assemble", store)
-    answer_duplicates(waiters, payload)
-    EVENTS.labels(result.status).inc()
+        if refusal(exc) == "unreachable":
+            raise  # Redis restarting, not the event: the caller runs the assembly again
+        if refusal(exc) != "full":
+            result = unassembled(routed, exc, logged=True)
+        else:  # a gallery's or a baseline's write on a full Redis: room made with the event's frames, one more try
+            FrameStore(redis_client(), settings.frame_ttl_seconds).delete(routed.owned_keys)
+            try:
+                result = build()
+            except Exception as again:
+                if refusal(again) == "unreachable":
+                    raise
+                result = unassembled(routed, again, logged=True)
+    payload = store_final(result, routed, "assemble")
     ASSEMBLY_SECONDS.observe(time.time() - routed.routed_at)
     return payload
+
+
+def store_final(result: EnrichmentResult, routed: RoutedEvent, step: str) -> dict:
+    """Store the event's result once, delete its frames, close its ledger entry and answer its waiting duplicates,
+    in one round trip, run again while Redis refuses it. On a full Redis the frames (read by every model by now, or
+    never to be read) are deleted first, on their own: deletions are what Redis takes over maxmemory, and they make
+    the room the result needs (a transaction holding a write is refused whole)."""
+    settings = get_settings()
+    ledger = Ledger(redis_client())
+    frames = FrameStore(redis_client(), settings.frame_ttl_seconds)
+
+    def store() -> tuple[dict, list[str]]:
+        try:
+            with redis_client().pipeline(transaction=True) as pipe:
+                saved = result_store().save_in(pipe, result)
+                frames.delete(routed.owned_keys, pipe)
+                ledger.close(result.event_id, pipe)
+                at = ledger.take_waiters(result.event_id, pipe)
+                answers = pipe.execute()
+                return saved(answers[0]), waiters_in(answers, at)
+        except Exception as exc:
+            if refusal(exc) == "full":
+                frames.delete(routed.owned_keys)
+            raise
+
+    payload, waiters = until_written(step, store)
+    answer_duplicates(waiters, payload)
+    EVENTS.labels(result.status).inc()
+    return payload
+
+
+def finish_unwritten(routed: RoutedEvent, step: str, exc: BaseException) -> dict:
+    """The router's answer for an event Redis was too full to take (its frames and ledger entry, or its model
+    tasks, refused with OOM at maxmemory): partial, no model run, the reason in `errors.storage`; whatever of it was
+    written is deleted. Stored once like any result, so the backend hears at once instead of the pool stalling."""
+    event = routed.event
+    result = EnrichmentResult(
+        event_id=event.event_id, status="partial", camera_id=event.camera_id, detection_type=event.detection_type,
+        errors={"storage": f"Redis was full (maxmemory) when the event's {STORAGE_STEPS.get(step, step)} were to be "
+                           f"written ({str(exc)[:120]}); no model ran: send the event again once Redis has room"},
+    )
+    log.warning("event %s: Redis is full, its %s were refused; answered partial without models", event.event_id,
+                STORAGE_STEPS.get(step, step))
+    EVENTS_REFUSED_FULL.labels(step).inc()
+    return store_final(result, routed, "answer_full")
+
+
+STORAGE_STEPS = {"record": "frames and ledger entry", "send": "model tasks"}
 
 
 def send_followups(task: Any, routed: RoutedEvent, records: list[dict], requests: list[ModelRequest],
@@ -91,9 +142,11 @@ def send_followups(task: Any, routed: RoutedEvent, records: list[dict], requests
     raise task.replace(work)
 
 
-def unassembled(routed: RoutedEvent, exc: Exception) -> EnrichmentResult:
+def unassembled(routed: RoutedEvent, exc: Exception, logged: bool = False) -> EnrichmentResult:
     """The partial result of an event whose records could not be assembled: its facts, the reason, no prompt."""
     event = routed.event
+    if logged:
+        log.error("event %s could not be assembled; finishing it as partial", event.event_id, exc_info=exc)
     return EnrichmentResult(
         event_id=event.event_id, status="partial", camera_id=event.camera_id, detection_type=event.detection_type,
         errors={"assembly": f"the event could not be assembled ({type(exc).__name__}: {str(exc)[:200]})"},
@@ -125,6 +178,13 @@ def assemble(self: Any, records: list[dict], event: str, chord_group: str | None
     if not isinstance(event, str):
         log.warning("assemble refused: its event argument is a %s, not an event id", type(event).__name__)
         return {"error": "assemble takes an event id; the event itself is read from the ledger"}
+    # Run again with backoff while Redis refuses a read or a write (restarting, or full): an assembly that raised
+    # was acknowledged all the same, and its event waited for the sweeper (issue 28). Storing is SET NX: once.
+    return until_written("assemble", lambda: assemble_event(self, records, event, chord_group))
+
+
+def assemble_event(self: Any, records: list[dict], event: str, chord_group: str | None) -> dict:
+    """One try of the assembly of `event` (see assemble)."""
     routed = Ledger(redis_client()).routed(event)
     if routed is None or routed.group_id != chord_group:
         # the sweeper finished the event first (and closed its entry), the entry expired, or this is not its chord

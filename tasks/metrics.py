@@ -29,3 +29,8 @@ TAKEN_RESTORED = Counter(
     "Unacknowledged messages put back on a queue at once: a worker's own after a reconnect or a restart, or a dead "
     "device worker's moved to a live one", ["queue", "why"],
 )
+EVENTS_REFUSED_FULL = Counter(
+    "model_zoo_events_refused_full_total",
+    "Events the router answered at once (partial, errors.storage) because Redis was full (OOM at maxmemory) when "
+    "their frames and ledger entry, or their model tasks, were to be written; by step (record, send)", ["step"],
+)

@@ -29,11 +29,14 @@ MAX_DELAY_SECONDS = 5.0
 # OperationalError), or full (OOM under noeviction). Anything else is a real error and is raised.
 UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OperationalError, ConnectionError)
 FULL = (redis.exceptions.OutOfMemoryError,)
+# the reply's text, when another error carries it (EXECABORT of a transaction; kombu's OperationalError of a publish,
+# where redis-py has already taken the "OOM" prefix off)
+FULL_SIGNS = ("OOM command not allowed", "used memory > 'maxmemory'")
 
 
 def refusal(exc: BaseException) -> str | None:
     """'full' or 'unreachable' when `exc` says Redis did not take a write (worth retrying), else None."""
-    if isinstance(exc, FULL) or "OOM command not allowed" in str(exc):
+    if isinstance(exc, FULL) or any(sign in str(exc) for sign in FULL_SIGNS):
         return "full"
     if isinstance(exc, UNREACHABLE):
         return "unreachable"
@@ -41,9 +44,10 @@ def refusal(exc: BaseException) -> str | None:
 
 
 def until_written(step: str, write: Callable[[], T], give_up_after: float | None = None,
-                  sleep: Callable[[float], None] = time.sleep) -> T:
+                  sleep: Callable[[float], None] = time.sleep, full_for: float | None = None) -> T:
     """`write()`, run again with backoff while Redis refuses it; raises only past `give_up_after` seconds
-    (never, when None) or on an error that is not a refusal."""
+    (never, when None), once Redis has answered "full" for `full_for` seconds (a caller that answers the event
+    itself rather than wait for room), or on an error that is not a refusal."""
     started = time.monotonic()
     delay = FIRST_DELAY_SECONDS
     attempts = 0
@@ -56,6 +60,9 @@ def until_written(step: str, write: Callable[[], T], give_up_after: float | None
                 raise
             attempts += 1
             REDIS_WRITE_RETRIES.labels(step, reason).inc()
+            if reason == "full" and full_for is not None and time.monotonic() - started + delay > full_for:
+                log.warning("%s: Redis is still full after %d attempts (%s)", step, attempts, str(exc)[:200])
+                raise
             if give_up_after is not None and time.monotonic() - started + delay > give_up_after:
                 log.error("%s: Redis still refuses the write after %d attempts (%s): giving up", step, attempts, exc)
                 raise

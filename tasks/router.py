@@ -20,7 +20,7 @@ from celery import chord, group
 from kombu.utils.uuid import uuid
 
 from tasks.admission import AdmittedEvent, Rejected, admit, parse_event, redis_key_reader, uploads_of
-from tasks.assemble import answer_duplicates, assemble, finish_event
+from tasks.assemble import answer_duplicates, assemble, finish_event, finish_unwritten
 from tasks.celery import app
 from tasks.celery_internals import send_chord
 from tasks.connection import redis_client, result_store
@@ -29,7 +29,7 @@ from tasks.metrics import EVENTS
 from tasks.model_task import model_tasks
 from tasks.pipeline import frame_keys, plan, route
 from tasks.placement import place_models
-from tasks.redis_retry import until_written
+from tasks.redis_retry import refusal, until_written
 from tasks.results import result_key
 from tasks.risk_task import assess_event_risk
 from tasks.schemas import CAMERA_ID_PATTERN, REJECTION_PREFIX, EnrichmentResult, RoutedEvent, bounded_errors, echo
@@ -214,9 +214,24 @@ def enrich_detection(self, *args: Any, **kwargs: Any) -> dict | None:
         waiting = until_written("release", lambda: ledger.release(detection.event_id))
         answer_ended_without_result(detection.event_id, waiting)
         return until_written("answer", lambda: answer(self, outcome))
-    until_written("record", lambda: record(work[0], work[1], ledger, settings))
-    until_written("send", lambda: hand_over_event(self, work[1]))
+    routed, event_work = work
+    step = "record"
+    try:  # a full Redis is waited out a moment, not until it has room for the frames: the event is answered instead
+        until_written(step, lambda: record(routed, event_work, ledger, settings), full_for=ROOM_WAIT_SECONDS)
+        step = "send"
+        until_written(step, lambda: hand_over_event(self, event_work), full_for=ROOM_WAIT_SECONDS)
+    except Exception as exc:
+        if refusal(exc) != "full":
+            raise
+        payload = finish_unwritten(routed, step, exc)
+        return until_written("answer", lambda: answer(self, payload))
     return None
+
+
+# How long the router waits for a full Redis (OOM at maxmemory) to take an event's frames and ledger entry, or its
+# model tasks, before it answers the event partial with the reason: room comes back only as events finish, and
+# waiting longer holds a router process the assemblies that free it need (the stall issue 28 measured).
+ROOM_WAIT_SECONDS = 2.0
 
 
 def answer_ended_without_result(event_id: str, waiters: list[str]) -> None:

@@ -13,6 +13,7 @@ import redis
 from astral import Observer
 from astral.sun import elevation
 
+from tasks.redis_retry import refusal
 from workers.frame_quality import FrameQuality
 from workers.settings import CameraPlace, CameraSettings
 
@@ -162,7 +163,9 @@ def describe_scene(event: Any, clip: Any, settings: CameraSettings, baseline: Pi
             try:
                 signs = baseline.compare_and_learn(event.camera_id, event.quality, event.timestamp)
             except redis.RedisError as exc:
-                log.warning("picture baseline unavailable: %s", exc)
+                if refusal(exc) == "unreachable":
+                    raise  # Redis restarting, not the baseline: the assembly is run again (tasks/assemble.py)
+                log.warning("picture baseline unavailable: %s", exc)  # full, or broken: the event says so
                 unavailable["picture_baseline"] = f"error: {exc}"
             else:
                 context["tampering"] = {"suspected": bool(signs), "signs": signs}

@@ -17,6 +17,8 @@ from tasks.assemble import answer_duplicates, finish_event
 from tasks.celery import app
 from tasks.connection import redis_client, result_store
 from tasks.ledger import DEADLINES_KEY, Ledger, waiters_in
+from tasks.redis_retry import refusal
+from tasks.resend import resend_lost_tasks
 from tasks.schemas import EnrichmentResult, RoutedEvent
 from workers.settings import get_settings
 
@@ -75,7 +77,8 @@ SWEEP_LOCK = "sweeper:lock"
 @app.task(name="sweep_stalled_events")
 def sweep_stalled_events(limit: int = 100) -> dict:
     """Finish every overdue event in the ledger, each on its own; answer duplicates that waited too long; assemble
-    events whose records all joined but whose callback was lost.
+    events whose records all joined but whose callback was lost; send again model tasks found nowhere
+    (tasks/resend.py).
 
     Returns the events finished, those closed (already finished, or gone), those that failed (closed all the same,
     named in the log), the events whose waiting duplicates were answered, and those assembled. One sweep per
@@ -89,7 +92,11 @@ def sweep_stalled_events(limit: int = 100) -> dict:
     for event_id in ledger.overdue(limit=limit):
         try:
             outcome[sweep_one(ledger, event_id)].append(event_id)
-        except Exception:
+        except Exception as exc:
+            if refusal(exc) is not None:  # Redis, not the event: the entry stays for the next sweep
+                log.warning("Redis refused sweeping %s (%s): left for the next sweep", event_id, str(exc)[:200])
+                outcome.setdefault("left", []).append(event_id)
+                break
             log.exception("event %s could not be swept; closing its ledger entry", event_id)
             outcome["failed"].append(event_id)
             close_quietly(ledger, event_id)
@@ -100,6 +107,10 @@ def sweep_stalled_events(limit: int = 100) -> dict:
         except Exception:
             log.exception("the duplicates waiting for %s could not be answered", event_id)
     outcome["assembled"] = assemble_joined(ledger, settings, limit)
+    try:
+        outcome["resent"] = resend_lost_tasks(ledger, settings, limit)
+    except Exception as exc:  # the next sweep looks again
+        log.warning("could not look for lost model tasks (%s): again next sweep", str(exc)[:200])
     return outcome
 
 

@@ -51,7 +51,8 @@ def share_signing_key(settings: Settings) -> None:
     if settings.pool_signing_key is None:
         os.environ.update(POOL_SIGNING_KEY=secrets.token_hex(32))
         typer.echo("POOL_SIGNING_KEY unset: generated one for the workers this launcher starts (workers started "
-                   "elsewhere need the same key: set POOL_SIGNING_KEY)")
+                   "elsewhere need the same key, and a restart makes another one, with which the pool refuses the "
+                   "internal messages it left queued: set POOL_SIGNING_KEY)")
 
 
 def exec_worker(command: list[str], env: dict[str, str]) -> None:

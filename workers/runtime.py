@@ -206,6 +206,22 @@ class DeviceRuntime:
             frames=[self.frames.get(key) for key in request.buffer_keys] if with_buffer else [],
         )
 
+    def inputs_waiting_for_redis(self, request: ModelRequest, with_buffer: bool = True) -> ModelInput:
+        """inputs_for, read again with backoff while Redis is unreachable (restarting), up to the soft time limit: a
+        restart is not the frame's fault (it made the event partial, "frame unavailable", issue 28)."""
+        deadline = time.monotonic() + self.settings.model_soft_time_limit
+        delay = 0.1
+        while True:
+            try:
+                return self.inputs_for(request, with_buffer=with_buffer)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:  # LOADING is a ConnectionError too
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("frame of %s: Redis is unreachable (%s); reading again in %.1f s", request.event_id,
+                            str(exc)[:160], delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     def run(self, request: ModelRequest, task_id: str | None = None) -> ModelRecord:
         """Load (or reuse) the model and run it; every failure comes back as a record."""
         record = ModelRecord(model=request.model, status="ok", device=self.device, worker=self.worker)
@@ -231,8 +247,8 @@ class DeviceRuntime:
     def _run_entry(self, entry: ModelEntry, request: ModelRequest, record: ModelRecord,
                    task_id: str | None) -> ModelRecord:
         try:
-            inputs = self.inputs_for(request, with_buffer=entry.needs_frames)
-        except Exception as exc:  # the frame expired or cannot be decoded
+            inputs = self.inputs_waiting_for_redis(request, with_buffer=entry.needs_frames)
+        except Exception as exc:  # the frame expired or cannot be decoded, or Redis stayed away
             return record.failed("error", f"frame unavailable: {exc}")
         try:
             loaded = self.cache.get(self.spec_for(entry))

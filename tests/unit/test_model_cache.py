@@ -708,3 +708,17 @@ def test_cache_works_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_torch_still_being_imported_by_another_thread_is_not_used_to_measure(monkeypatch):
+    """A model measured while the warm-up thread imports torch: the half-made module is left alone."""
+    import sys
+    from types import ModuleType, SimpleNamespace
+
+    from model_cache import footprint
+
+    half_made = ModuleType("torch")
+    half_made.__spec__ = SimpleNamespace(_initializing=True)
+    monkeypatch.setitem(sys.modules, "torch", half_made)
+    assert footprint._torch() is None
+    assert footprint._is_module(object()) is False  # no AttributeError: 'torch' has no attribute 'nn'
