@@ -12,6 +12,7 @@ from kombu.utils.uuid import uuid
 
 from tasks.celery import app
 from tasks.connection import redis_client, result_store
+from tasks.household import Household
 from tasks.ledger import Ledger, waiters_in
 from tasks.metrics import ASSEMBLY_SECONDS, EVENTS
 from tasks.model_task import model_tasks
@@ -46,6 +47,7 @@ def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEven
             records, routed, ReidGallery.configured(redis_client(), settings.reid),
             baseline=SceneBaseline.configured(redis_client(), settings.scene), depth=settings.depth,
             cameras=settings.cameras, pictures=PictureBaseline(redis_client(), settings.cameras),
+            household=Household(redis_client()),
         )
     except Exception as exc:  # one event that cannot be assembled must not stay open (nor stop the sweeper)
         log.exception("event %s could not be assembled; finishing it as partial", routed.event.event_id)
