@@ -104,8 +104,10 @@ def household_section(household: Any) -> Section:
     lines: list[FactLine] = []
     visible = household.get("face_visible")
     if isinstance(visible, bool):
-        source = ("found by face detection" if household.get("face_visible_source") == "face detection"
-                  else "the camera's own flag, a hint: no face detection ran")
+        if household.get("face_visible_source") == "face detection":
+            source = "face detection found one" if visible else "face detection found none in the head region"
+        else:
+            source = "the camera's own flag, a hint: no face detection ran"
         lines.append(FactLine(f"- **Face visible**: {'yes' if visible else 'no'} ({source})"))
     if (line := face_line(household.get("face_match"))) is not None:
         lines.append(line)

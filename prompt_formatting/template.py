@@ -111,7 +111,7 @@ DETECTION_FIELDS: tuple[tuple[str, str, Callable[[Any], str | None], str | None]
     ("Detection type", "detection_type", _shown_detection_type, None),
     ("Detector confidence", "confidence", percent, None),
     ("Bounding box (pixels, x1 y1 x2 y2)", "bbox", box, None),
-    ("Face visible", "face_visible", yes_no, "person"),
+    ("Face visible (the camera's flag, a hint)", "face_visible", yes_no, "person"),
     ("Upstream suspicion score", "suspicious_score", out_of_100, None),
 )
 
