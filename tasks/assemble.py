@@ -47,7 +47,7 @@ def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEven
             records, routed, ReidGallery.configured(redis_client(), settings.reid),
             baseline=SceneBaseline.configured(redis_client(), settings.scene), depth=settings.depth,
             cameras=settings.cameras, pictures=PictureBaseline(redis_client(), settings.cameras),
-            household=Household(redis_client()),
+            household=Household(redis_client()), face_retention_seconds=settings.unknown_face_retention_seconds,
         )
     except Exception as exc:  # one event that cannot be assembled must not stay open (nor stop the sweeper)
         log.exception("event %s could not be assembled; finishing it as partial", routed.event.event_id)

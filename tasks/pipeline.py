@@ -165,7 +165,8 @@ def camera_time(event: Any, cameras: CameraSettings) -> datetime | None:
 def assemble_result(records: Iterable[ModelRecord | Mapping[str, Any] | None], routed: RoutedEvent,
                     gallery: ReidGallery | None, baseline: SceneBaseline | None = None,
                     depth: DepthSettings = DEFAULT_DEPTH, cameras: CameraSettings = DEFAULT_CAMERAS,
-                    pictures: PictureBaseline | None = None, household: HouseholdStore | None = None) -> EnrichmentResult:
+                    pictures: PictureBaseline | None = None, household: HouseholdStore | None = None,
+                    face_retention_seconds: int = 0) -> EnrichmentResult:
     """Merge the records of one routed event, finish their shapes, and write the prompt.
 
     Each model's finisher (the registry's) completes its section: the person is matched against the re-ID
@@ -175,7 +176,8 @@ def assemble_result(records: Iterable[ModelRecord | Mapping[str, Any] | None], r
     event = routed.event
     enrichment, models = merge_records([*routed.earlier_records, *records], routed.planned)
     finishing = Finishing(camera_id=event.camera_id, depth=depth, gallery=gallery, baseline=baseline,
-                          household=household, event=event, local_time=camera_time(event, cameras))
+                          household=household, event=event, local_time=camera_time(event, cameras),
+                          face_retention_seconds=face_retention_seconds)
     for entry in MODELS:
         finish = entry.finisher()
         if finish is not None:

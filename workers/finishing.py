@@ -32,6 +32,8 @@ class HouseholdStore(Protocol):
 
     def identity_member(self, identity: str) -> Any: ...
 
+    def remember_face(self, event_id: str, embedding: Any, model_id: str, seconds: int) -> None: ...
+
 
 @dataclass
 class Finishing:
@@ -44,6 +46,7 @@ class Finishing:
     household: HouseholdStore | None = None
     event: Any = None  # the DetectionEvent: its box, time and the backend's face_visible hint
     local_time: datetime | None = None  # the event's time at the camera (a member's schedule is read in it)
+    face_retention_seconds: int = 0  # how long an event's face vector is kept for enrolment from the event
     unavailable: dict[str, str] = field(default_factory=dict)
 
 

@@ -147,3 +147,22 @@ def test_plates_are_read_only_on_vehicle_events_and_only_inside_the_box(househol
     enrichment = florence_reading(("ABC 123", SIGN_QUAD))
     read_plates(enrichment, finishing(household, vehicle()))
     assert "household" not in enrichment
+
+
+def test_an_unknown_face_is_kept_only_for_the_configured_retention_and_a_member_s_not_at_all(household):
+    dana = face(1)
+    household.add_member("Dana", "resident")
+    household.enrol_face("Dana", dana, FACENET)
+    event = SimpleNamespace(**vars(person()), event_id="evt-stranger")
+    done = Finishing(camera_id="front_door", depth=DepthSettings(), household=household, event=event,
+                     face_retention_seconds=3600)
+    recognise_household({"face": face_section(face(9))}, done)
+    assert 3500 < household.client.ttl("face-recent:evt-stranger") <= 3600
+    assert household.recent_face("evt-stranger")[0] == FACENET
+    known = SimpleNamespace(**vars(person()), event_id="evt-dana")
+    recognise_household({"face": face_section(near(dana, 5))}, Finishing(
+        camera_id="front_door", depth=DepthSettings(), household=household, event=known, face_retention_seconds=3600))
+    assert household.recent_face("evt-dana") is None
+    no_retention = SimpleNamespace(**vars(person()), event_id="evt-none")
+    recognise_household({"face": face_section(face(9))}, finishing(household, no_retention))
+    assert household.recent_face("evt-none") is None

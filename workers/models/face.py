@@ -443,6 +443,8 @@ def recognise_household(enrichment: dict[str, Any], finishing: Finishing) -> Non
     try:
         if embedding and model_id:
             household["face_match"] = store.match_face(embedding, model_id, finishing.local_time)
+            if household["face_match"]["outcome"] != "match" and finishing.face_retention_seconds > 0:
+                store.remember_face(event.event_id, embedding, model_id, finishing.face_retention_seconds)
         reid_match = (enrichment.get("reid") or {}).get("reid_match") or {}
         identity = reid_match.get("identity")
         member = store.identity_member(identity) if identity else None
