@@ -330,7 +330,7 @@ class FaceModel(ModelFamily):
         try:
             embedder = [embedder_file(path)]
         except FileNotFoundError:
-            embedder = []
+            return []  # no model without its embedder: the shipped MTCNN alone is not this model's weights
         try:
             folder = mtcnn_dir(path)
         except FileNotFoundError:
