@@ -16,7 +16,7 @@ from scripts.fixtures.sample_events import animal_event, b64, bus_photo, person_
 
 pytestmark = pytest.mark.integration
 
-PERSON_MODELS = {"clothing", "pose", "threat", "reid", "depth", "florence", "clip"}
+PERSON_MODELS = {"clothing", "pose", "threat", "reid", "depth", "face", "florence", "clip"}
 
 
 def check_records(result: dict, expected: set[str]) -> None:

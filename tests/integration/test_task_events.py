@@ -12,7 +12,7 @@ from scripts.fixtures.sample_events import person_event
 
 pytestmark = pytest.mark.integration
 
-PERSON_MODELS = {"clothing", "pose", "threat", "reid", "depth", "florence", "clip"}
+PERSON_MODELS = {"clothing", "pose", "threat", "reid", "depth", "face", "florence", "clip"}
 
 
 class Listener:
