@@ -9,6 +9,7 @@ from typing import Any
 
 from prompt_formatting.declared import Area
 from prompt_formatting.facts import join_sections
+from prompt_formatting.household import calibration_household
 from prompt_formatting.scene_context import calibration_light
 from prompt_formatting.sections import build_sections, purposes
 from prompt_formatting.untrusted import clean_text, quote, quoted
@@ -110,7 +111,7 @@ DETECTION_FIELDS: tuple[tuple[str, str, Callable[[Any], str | None], str | None]
     ("Detection type", "detection_type", _shown_detection_type, None),
     ("Detector confidence", "confidence", percent, None),
     ("Bounding box (pixels, x1 y1 x2 y2)", "bbox", box, None),
-    ("Face visible", "face_visible", yes_no, "person"),
+    ("Face visible (the camera's flag, a hint)", "face_visible", yes_no, "person"),
     ("Upstream suspicion score", "suspicious_score", out_of_100, None),
 )
 
@@ -120,6 +121,7 @@ ASSEMBLY_PURPOSES: dict[str, str] = {
     "reid_gallery": "matching against previously seen people",
     "scene_baseline": "whether the scene is unusual for this camera",
     "picture_baseline": "whether the camera's picture changed suddenly (tampering)",
+    "household": "recognising household members and registered vehicles",
 }
 
 
@@ -152,6 +154,14 @@ def _fill(section: Template, key: str, body: str) -> str:
     return section.substitute({key: body}) if body else ""
 
 
+def calibration_preamble(enrichment: dict) -> str:
+    """The calibration's first lines: the light at the camera, then what the household evidence asks for."""
+    context = mapping(enrichment.get("scene_context"))
+    lines = [line] if (line := calibration_light(context)) else []
+    lines += calibration_household(enrichment.get("household"), context.get("light"))
+    return "".join(f"{line}\n" for line in lines)
+
+
 def build_risk_prompt(event: dict, enrichment: dict, unavailable: dict[str, str]) -> str:
     """The full Nemotron prompt; empty sections are left out and unavailable models are named."""
     text = RISK_ANALYSIS_TEMPLATE.substitute(
@@ -161,7 +171,7 @@ def build_risk_prompt(event: dict, enrichment: dict, unavailable: dict[str, str]
             ONDEMAND_ENRICHMENT_SECTION, "ondemand_context", join_sections(build_sections(Area.ONDEMAND, enrichment))
         ),
         calibration_section=CALIBRATION_SECTION.substitute(
-            light=f"{line}\n" if (line := calibration_light(mapping(enrichment).get("scene_context"))) else "",
+            light=calibration_preamble(mapping(enrichment)),
             notes="\n".join(f"- {n}" for n in CALIBRATION_NOTES)),
         unavailable_section=_fill(UNAVAILABLE_SECTION, "unavailable", _unavailable_lines(unavailable)),
     )

@@ -12,6 +12,7 @@ from kombu.utils.uuid import uuid
 
 from tasks.celery import app
 from tasks.connection import redis_client, result_store
+from tasks.household import Household
 from tasks.ledger import Ledger, waiters_in
 from tasks.metrics import ASSEMBLY_SECONDS, EVENTS, EVENTS_REFUSED_FULL
 from tasks.model_task import model_tasks
@@ -49,6 +50,7 @@ def finish_event(records: Iterable[Mapping[str, Any] | None], routed: RoutedEven
             records, routed, ReidGallery.configured(redis_client(), settings.reid),
             baseline=SceneBaseline.configured(redis_client(), settings.scene), depth=settings.depth,
             cameras=settings.cameras, pictures=PictureBaseline(redis_client(), settings.cameras),
+            household=Household(redis_client()), face_retention_seconds=settings.unknown_face_retention_seconds,
         )
 
     try:

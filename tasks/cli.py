@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from tasks.household_cli import household_app
 from tasks.results import COMPLETED_CHANNEL
 from workers.settings import Settings, with_password
 
@@ -41,6 +42,7 @@ DEMO_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Submit events to the Model Zoo pool and read results.")
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
+app.add_typer(household_app, name="household")  # members, faces, vehicles, named identities (tasks/household_cli.py)
 
 
 # -- values ---------------------------------------------------------------------------------------------

@@ -22,7 +22,17 @@ from typing import Any, Literal, Protocol
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tasks.matching import Gallery, GalleryError, GalleryIndex, Match, check_model_id, shared_index, unit_vector
+from tasks.matching import (
+    Gallery,
+    GalleryError,
+    GalleryIndex,
+    Match,
+    check_model_id,
+    pack_entry,
+    shared_index,
+    unit_vector,
+    unpack_entry,
+)
 from workers.plate_text import normalise_plate
 
 Role = Literal["resident", "family", "service_worker", "frequent_visitor"]
@@ -304,6 +314,21 @@ class Household:
         found = self.faces_index.match(embedding, model_id, self.face_threshold)
         member = self.member(found.identity) if found.outcome == "match" and found.identity else None
         return match_answer(found, member, when)
+
+    def remember_face(self, event_id: str, embedding: Any, model_id: str, seconds: int) -> None:
+        """Keep an event's face vector for `seconds` (face-recent:<event_id>, apart from the household, with a TTL),
+        so that an operator may enrol the face from the event; 0 keeps nothing."""
+        if seconds > 0:
+            self.client.set(f"face-recent:{event_id}", pack_entry(event_id, check_model_id(model_id),
+                                                                  unit_vector(embedding)), ex=seconds)
+
+    def recent_face(self, event_id: str) -> tuple[str, list[float]] | None:
+        """(embedder id, vector) of an event's face while it is kept, else None."""
+        raw = self.client.get(f"face-recent:{event_id}")
+        if raw is None:
+            return None
+        _, model_id, vector = unpack_entry(raw)
+        return model_id, vector.tolist()
 
     # -- vehicles -----------------------------------------------------------------------------------------
     def add_vehicle(self, plate: str, description: str, embedding: Any = None, model_id: str | None = None) -> Vehicle:

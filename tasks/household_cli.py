@@ -163,17 +163,22 @@ def face_from_image(image: Path, face_model: Path | None) -> dict[str, Any]:
 
 
 def face_from_event(store: Household, event_id: str) -> dict[str, Any]:
-    """The face record of a stored result (its `face` section), as the pool wrote it."""
+    """The face record of a stored result (its `face` section) with the face vector the pool kept apart from it
+    (face-recent:<event_id>, for UNKNOWN_FACE_RETENTION_SECONDS; a stored result never holds the vector)."""
     from tasks.results import ResultStore
 
     result = ResultStore(store.client, ttl_seconds=0).get(event_id)
     if result is None:
         fail(f"no result stored for event {event_id!r}")
-    found = (result.get("enrichment") or {}).get("face")
-    if not found or "face_count" not in found:
+    found = dict((result.get("enrichment") or {}).get("face") or {})
+    if "face_count" not in found:
         fail(f"event {event_id} has no face record (the face model did not run on it)")
-    if found["face_count"] == 1 and not found.get("embedding"):
-        fail(f"event {event_id}'s face record holds no embedding")
+    kept = store.recent_face(event_id)
+    if found["face_count"] == 1:
+        if kept is None:
+            fail(f"event {event_id}'s face vector is no longer kept (UNKNOWN_FACE_RETENTION_SECONDS), or it matched "
+                 "a member already; enrol from a photo")
+        found["embedding_model"], found["embedding"] = kept
     return found
 
 

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from prompt_formatting import build_risk_prompt, count_context_attributes
@@ -21,9 +22,9 @@ from tasks.admission import AdmittedEvent, admit, parse_event
 from tasks.contract import UPLOAD_KEY_PREFIX, conforming_sections
 from tasks.reid_gallery import ReidGallery
 from tasks.scene_baseline import SceneBaseline
-from tasks.scene_context import PictureBaseline, describe_scene
+from tasks.scene_context import PictureBaseline, describe_scene, local_moment
 from tasks.schemas import EnrichmentResult, FollowUp, RoutedEvent
-from workers.finishing import Finishing
+from workers.finishing import Finishing, HouseholdStore
 from workers.frames import buffer_key, frame_key
 from workers.records import ModelRecord, ModelRequest
 from workers.registry import MODELS, REGISTRY, followup_candidates, plan_models
@@ -153,10 +154,19 @@ def unavailable_models(models: Mapping[str, ModelRecord]) -> dict[str, str]:
     }
 
 
+def camera_time(event: Any, cameras: CameraSettings) -> datetime | None:
+    """The event's instant in its camera's time zone (UTC when none is set); None at the calendar's edge."""
+    try:
+        return local_moment(event.timestamp, cameras.place(event.camera_id).timezone or "UTC")
+    except (OverflowError, ValueError):
+        return None
+
+
 def assemble_result(records: Iterable[ModelRecord | Mapping[str, Any] | None], routed: RoutedEvent,
                     gallery: ReidGallery | None, baseline: SceneBaseline | None = None,
                     depth: DepthSettings = DEFAULT_DEPTH, cameras: CameraSettings = DEFAULT_CAMERAS,
-                    pictures: PictureBaseline | None = None) -> EnrichmentResult:
+                    pictures: PictureBaseline | None = None, household: HouseholdStore | None = None,
+                    face_retention_seconds: int = 0) -> EnrichmentResult:
     """Merge the records of one routed event, finish their shapes, and write the prompt.
 
     Each model's finisher (the registry's) completes its section: the person is matched against the re-ID
@@ -165,7 +175,9 @@ def assemble_result(records: Iterable[ModelRecord | Mapping[str, Any] | None], r
     """
     event = routed.event
     enrichment, models = merge_records([*routed.earlier_records, *records], routed.planned)
-    finishing = Finishing(camera_id=event.camera_id, depth=depth, gallery=gallery, baseline=baseline)
+    finishing = Finishing(camera_id=event.camera_id, depth=depth, gallery=gallery, baseline=baseline,
+                          household=household, event=event, local_time=camera_time(event, cameras),
+                          face_retention_seconds=face_retention_seconds)
     for entry in MODELS:
         finish = entry.finisher()
         if finish is not None:

@@ -29,3 +29,17 @@ class CrouchingPoseModel(_StandIn):
         x1, y1, x2, y2 = inputs.bbox
         points = [[x1 + u * (x2 - x1), y1 + v * (y2 - y1), 0.9] for u, v in CROUCHING_UNIT]
         return pose_result(inputs.bbox, [inputs.bbox], [points])
+
+
+class PlateReadingFlorenceModel(_StandIn):
+    """Florence that reads one licence plate, "ABC-123", low in the middle of the detection box (tiny random
+    Florence reads nothing)."""
+
+    plate_text = "ABC-123"
+
+    def infer(self, inputs: ModelInput) -> dict:
+        x1, y1, x2, y2 = inputs.bbox
+        cx, low = (x1 + x2) / 2.0, y1 + 0.85 * (y2 - y1)
+        quad = [cx - 40, low - 12, cx + 40, low - 12, cx + 40, low + 12, cx - 40, low + 12]
+        return {"scene": "A vehicle in a driveway.", "security_objects": {"labels": [], "bboxes": []},
+                "text_regions": {"labels": [self.plate_text], "quad_boxes": [quad]}}

@@ -169,6 +169,8 @@ ESTIMATE_SOURCES: dict[str, str] = {
                     "(workers.model_files, exact to 0.1 MB where the H100 measured the same dtype); the H100 "
                     "measured it in float32 on 2026-11-27: threat 12, pose 13, clothing 573, age_gender 329, "
                     "vehicle 327, pet 43, action 650 MB",
+    "weights-fp32": "the full-size weights' tensors at float32, as the family runs them (workers.model_files): "
+                    "face = FaceNet InceptionResnetV1 23.5 M parameters (89.7 MB) + MTCNN 1.9 MB",
 }
 FP16 = "weights-fp16"
 
@@ -183,7 +185,8 @@ MODELS: tuple[ModelEntry, ...] = (
     ModelEntry("clothing", "clothing:ClothingModel", HubRepo("Marqo/marqo-fashionCLIP"), 286, Priority.HIGH, PERSON,
                "clothing", estimate_source=FP16),
     ModelEntry("age_gender", "age_gender:AgeGenderModel", HubRepo("abhilash88/age-gender-prediction"), 165,
-               Priority.HIGH, PERSON, "demographics", condition=Condition.FACE_VISIBLE, estimate_source=FP16),
+               Priority.HIGH, PERSON, "demographics", condition=Condition.FACE_VISIBLE, estimate_source=FP16,
+               follows="age_gender:asked_by_face"),
     ModelEntry("vehicle", "vehicle:VehicleModel", HubRepo("lxyuan/vit-base-patch16-224-vehicle-segment-classification"),
                164, Priority.MEDIUM, VEHICLE, "vehicle", estimate_source=FP16, finish="vehicle:name_vehicle_type"),
     ModelEntry("pet", "pet:PetModel", HubRepo("hilmansw/resnet18-catdog-classifier"), 22, Priority.MEDIUM, ANIMAL, "pet",
@@ -193,6 +196,12 @@ MODELS: tuple[ModelEntry, ...] = (
                DirectFile("https://drive.google.com/uc?id=1rb8UN5ZzPKRc_xvtHlyDh-cSz88YX9hs",
                           "osnet_x0_25_imagenet.pth", via="gdrive"),
                1, Priority.MEDIUM, PERSON, "reid", finish="reid:match_identity"),
+    # facenet-pytorch's VGGFace2 embedder (the file its InceptionResnetV1(pretrained="vggface2") downloads); MTCNN's
+    # weights ship in the facenet-pytorch wheel. Runs on every person event: face_visible comes from its evidence.
+    ModelEntry("face", "face:FaceModel",
+               DirectFile("https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+                          "20180402-114759-vggface2.pt"),
+               92, Priority.HIGH, PERSON, "face", estimate_source="weights-fp32", finish="face:recognise_household"),
     ModelEntry("depth", "depth:DepthModel",
                HubRepo("depth-anything/Depth-Anything-V2-Small-hf", "5426e4f0f36572d16453bbda7a8389317b1bef99"), 48,
                Priority.LOW, ANY, "depth", finish="depth:add_distance"),
@@ -201,7 +210,7 @@ MODELS: tuple[ModelEntry, ...] = (
                follows="action:asked_by_evidence"),
     ModelEntry("florence", "florence:FlorenceModel",
                HubRepo("florence-community/Florence-2-large", "4271c66b88cdbc05735372ec13b2360108de5317"), 1469,
-               Priority.RESIDENT, PERSON, "scene", scene=True),
+               Priority.RESIDENT, PERSON | VEHICLE, "scene", scene=True, finish="florence:read_plates"),
     ModelEntry("clip", "clip:ClipModel", HubRepo("openai/clip-vit-large-patch14", "32bd64288804d66eefd0ccbe215aa642df71cc41"),
                581, Priority.RESIDENT, PERSON,
                "scene", scene=True, finish="clip:score_scene"),

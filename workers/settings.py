@@ -250,6 +250,9 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models"), description="Where model weights live, one entry per model name")
     result_ttl_seconds: int = Field(7 * 24 * 3600, description="TTL of enrichment:<event_id>")
     frame_ttl_seconds: int = Field(900, description="TTL of frame:<event_id>:* (frames are deleted on assembly)")
+    unknown_face_retention_seconds: int = Field(
+        24 * 3600, ge=0, description="How long an event's face vector is kept (face-recent:<event_id>) so that "
+        "`household enrol --event` can use it; 0 keeps none")
     completion_stream_maxlen: int = Field(
         100_000, ge=1, description="Entries the enrichment.completed stream keeps, about (XADD MAXLEN ~): how far back "
                                    "a backend away from its consumer group can catch up")

@@ -16,7 +16,7 @@ from scripts.fixtures.sample_events import animal_event, b64, bus_photo, person_
 
 pytestmark = pytest.mark.integration
 
-PERSON_MODELS = {"clothing", "pose", "threat", "reid", "depth", "florence", "clip"}
+PERSON_MODELS = {"clothing", "pose", "threat", "reid", "depth", "face", "florence", "clip"}
 
 
 def check_records(result: dict, expected: set[str]) -> None:
@@ -32,7 +32,11 @@ def check_records(result: dict, expected: set[str]) -> None:
 def test_person_event_is_enriched_and_stored(pool):
     result = pool.client.enrich(person_event("it-person"), timeout=300)
     assert result["status"] == "complete", result["errors"]
-    check_records(result, PERSON_MODELS)
+    # the backend said no face; face detection (MTCNN's real weights) finds one in the photo, which asks for
+    # age and gender on its box in a second round
+    check_records(result, PERSON_MODELS | {"age_gender"})
+    assert result["follow_ups"]["age_gender"]["asked_by"] == "a face found by face detection"
+    assert result["enrichment"]["demographics"]["face_source"] == "face_bbox"
     assert set(result["enrichment"]) >= {"clothing", "pose", "threat", "reid", "depth", "scene"}
     assert "front_door" in result["prompt"]
     assert pool.client.stored("it-person") == result

@@ -12,7 +12,8 @@ from scripts.fixtures.sample_events import person_event
 
 pytestmark = pytest.mark.integration
 
-PERSON_MODELS = {"clothing", "pose", "threat", "reid", "depth", "florence", "clip"}
+PERSON_MODELS = {"clothing", "pose", "threat", "reid", "depth", "face", "florence", "clip",
+                 "age_gender"}  # age_gender: the face found by face detection asks for it in a second round
 
 
 class Listener:

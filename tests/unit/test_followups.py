@@ -82,3 +82,26 @@ def test_the_second_round_keeps_the_first_records_and_assembles_them_all():
     assert set(result.models) == {"pose", "threat", "action"} and result.status == "complete"
     assert result.follow_ups["action"].ran
     assert "a person climbing a fence" in result.prompt
+
+
+FACE_BOX = [120.0, 40.0, 170.0, 100.0]
+
+
+def face_record(found: bool) -> dict:
+    best = {"box": FACE_BOX, "score": 0.99, "landmarks": [], "quality": 0.8} if found else None
+    return {"model": "face", "status": "ok", "data": {"face_visible": found, "face_count": int(found),
+                                                       "faces": [best] if found else [], "best": best}}
+
+
+def test_a_face_found_by_face_detection_asks_for_age_and_gender_on_its_box():
+    routed_event = person("f-face", frame_count=0)
+    assert "age_gender" in routed_event.followups
+    requests, asked = ask_followups(routed_event, [*first_round(UPRIGHT), face_record(True)])
+    assert [r.model for r in requests] == ["age_gender"]
+    assert list(requests[0].face_bbox) == FACE_BOX, "the detected face, not the top-quarter guess"
+    assert asked["age_gender"].asked_by == "a face found by face detection"
+
+
+def test_no_face_found_asks_for_no_age_and_gender():
+    requests, asked = ask_followups(person("f-noface", frame_count=0), [*first_round(UPRIGHT), face_record(False)])
+    assert requests == [] and "age_gender" not in asked

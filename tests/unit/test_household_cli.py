@@ -190,9 +190,11 @@ def test_mounted_on_the_main_command_it_uses_its_redis_url(redis_server, redis_c
 def test_enrol_from_a_stored_events_face_record(household, redis_client):
     from tasks.results import result_key
 
-    face = {"face_visible": True, "face_count": 1, "best": {"quality": 0.8},
-            "embedding": np.random.default_rng(4).standard_normal(512).tolist(),
-            "embedding_model": "facenet.pt:0123456789ab"}
+    # the stored result holds no vector: the pool kept it apart, with a TTL (face-recent:<event_id>)
+    face = {"face_visible": True, "face_count": 1, "best": {"quality": 0.8}, "embedding_model": "facenet.pt:0123456789ab"}
+    Household(redis_client).remember_face("evt-1", np.random.default_rng(4).standard_normal(512),
+                                          "facenet.pt:0123456789ab", 60)
+    assert 0 < redis_client.ttl("face-recent:evt-1") <= 60
     redis_client.set(result_key("evt-1"), json.dumps({"event_id": "evt-1", "enrichment": {"face": face}}))
     redis_client.set(result_key("evt-2"), json.dumps({"event_id": "evt-2", "enrichment": {"pose": {}}}))
     household("add-member", "Dana")
@@ -201,3 +203,5 @@ def test_enrol_from_a_stored_events_face_record(household, redis_client):
     assert "no face record" in household("enrol", "Dana", "--event", "evt-2").stderr
     assert "no result stored" in household("enrol", "Dana", "--event", "evt-3").stderr
     assert vector_keys(redis_client) == 1
+    redis_client.delete("face-recent:evt-1")
+    assert "no longer kept" in household("enrol", "Dana", "--event", "evt-1").stderr

@@ -59,7 +59,7 @@ def test_family_estimate_from_disk_matches_what_the_cache_measures_on_a_cpu(tiny
         assert estimate == pytest.approx(measured, rel=0.01, abs=64 * 1024)
 
 
-@pytest.mark.parametrize("name", [n for n in REGISTRY if n != "reid"])
+@pytest.mark.parametrize("name", [n for n in REGISTRY if n not in ("reid", "face")])  # these two run float32 everywhere
 def test_float16_families_are_estimated_at_half_the_bytes_on_a_gpu(tiny_model, name):
     family = REGISTRY[name].load_class()
     path = tiny_model(name)

@@ -156,9 +156,10 @@ def test_float16_on_a_gpu_float32_on_a_cpu_per_kind(family, cuda_bytes):
     assert family.bytes_per_float("cpu") == 4
 
 
-def test_every_registry_family_runs_in_half_on_a_gpu_but_reid():
+def test_every_registry_family_runs_in_half_on_a_gpu_but_reid_and_face():
     halves = {name: entry.load_class().bytes_per_float("cuda") == 2 for name, entry in REGISTRY.items()}
-    assert [name for name, half in halves.items() if not half] == ["reid"]
+    # face: FaceNet's embeddings are compared across enrolment and events; it stays float32 (92 MB) for now
+    assert [name for name, half in halves.items() if not half] == ["reid", "face"]
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))

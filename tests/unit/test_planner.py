@@ -18,17 +18,18 @@ def event(detection_type="person", face_visible=False, suspicious_score=0.0, fra
     )
 
 
-def test_person_without_face_gets_clothing_pose_threat_reid_depth():
-    assert set(plan_models(event())) == {"clothing", "pose", "threat", "reid", "depth"}
+def test_person_without_face_gets_clothing_pose_threat_reid_depth_face():
+    assert set(plan_models(event())) == {"clothing", "pose", "threat", "reid", "depth", "face"}
 
 
 def test_person_with_face_adds_age_gender():
-    assert set(plan_models(event(face_visible=True))) == {"clothing", "pose", "threat", "reid", "depth", "age_gender"}
+    assert set(plan_models(event(face_visible=True))) == {"clothing", "pose", "threat", "reid", "depth", "face",
+                                                          "age_gender"}
 
 
 def test_suspicious_person_with_frames_adds_action():
     assert set(plan_models(event(suspicious_score=75, frames=8))) == {
-        "clothing", "pose", "threat", "reid", "depth", "action"
+        "clothing", "pose", "threat", "reid", "depth", "face", "action"
     }
 
 
@@ -61,9 +62,10 @@ def test_plan_is_in_priority_order_threat_first():
 
 def test_scene_models_join_only_when_configured():
     assert set(plan_models(event(), scene_models=["florence", "clip"])) == {
-        "clothing", "pose", "threat", "reid", "depth", "florence", "clip"
+        "clothing", "pose", "threat", "reid", "depth", "face", "florence", "clip"
     }
-    assert set(plan_models(event("car"), scene_models=["florence"])) == {"vehicle", "depth"}
+    # Florence reads plates on vehicles (when SCENE_DETECTION_TYPES names vehicle); CLIP's scene is for people only
+    assert set(plan_models(event("car"), scene_models=["florence", "clip"])) == {"vehicle", "depth", "florence"}
 
 
 def test_unknown_scene_model_is_refused():

@@ -20,6 +20,7 @@ from typing import Any
 
 from prompt_formatting import describe_age
 from prompt_formatting.vocabulary import AGE_GROUP_WORDS as PROMPT_AGE_GROUPS
+from workers.followups import Ask
 from workers.models.base import ModelInput
 from workers.models.hf_family import ImageClassifierFamily
 
@@ -207,3 +208,13 @@ class AgeGenderModel(ImageClassifierFamily):
     def infer(self, inputs: ModelInput) -> dict:
         face_source = "face_bbox" if inputs.face_bbox is not None else "person_top_quarter"
         return {**self.predict(inputs.face_crop()), "face_source": face_source}
+
+
+def asked_by_face(enrichment: dict[str, Any], event: Any) -> Ask | None:
+    """The registry's follow rule: when the backend said no face (so age and gender were not planned) but face
+    detection found one, estimate them from the face detection's box, not the top-quarter guess."""
+    face = enrichment.get("face")
+    best = face.get("best") if isinstance(face, dict) and face.get("face_visible") else None
+    if not isinstance(best, dict) or not best.get("box"):
+        return None
+    return Ask("a face found by face detection", request={"face_bbox": [float(v) for v in best["box"]]})

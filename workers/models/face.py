@@ -21,6 +21,7 @@ Roll is removed by the alignment and not scored; pitch is not scored (MTCNN's la
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +31,10 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from workers.finishing import Finishing
 from workers.models.base import ModelFamily, ModelInput, clamp_box, find_weights_file
+
+log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
 Point = tuple[float, float]
@@ -326,7 +330,7 @@ class FaceModel(ModelFamily):
         try:
             embedder = [embedder_file(path)]
         except FileNotFoundError:
-            embedder = []
+            return []  # no model without its embedder: the shipped MTCNN alone is not this model's weights
         try:
             folder = mtcnn_dir(path)
         except FileNotFoundError:
@@ -413,3 +417,43 @@ def eye_angle_degrees(landmarks: Sequence[Point]) -> float:
     """The eye line's angle from horizontal in degrees (positive: the second eye lower), for tests and logs."""
     _, unit, _ = eye_frame(landmarks)
     return math.degrees(math.atan2(unit[1], unit[0]))
+
+
+# -- finishing: who is it -----------------------------------------------------------------------------------
+def recognise_household(enrichment: dict[str, Any], finishing: Finishing) -> None:
+    """The household section of a person event: whether a face was seen and by whom (face detection, or the
+    backend's hint when no face model ran), the face matched against the household's enrolled faces, the re-ID
+    identity's name. The face vector leaves the enrichment here: it is never stored, prompted or announced."""
+    event = finishing.event
+    if event is None or event.detection_type != "person":
+        return
+    face = enrichment.get("face")
+    household: dict[str, Any] = enrichment.setdefault("household", {})
+    if isinstance(face, dict):
+        household["face_visible"] = bool(face.get("face_visible"))
+        household["face_visible_source"] = "face detection"
+        embedding, model_id = face.pop("embedding", None), face.get("embedding_model")
+    else:
+        household["face_visible"] = bool(event.face_visible)
+        household["face_visible_source"] = "backend hint"
+        embedding, model_id = None, None
+    store = finishing.household
+    if store is None:
+        return
+    try:
+        if embedding and model_id:
+            household["face_match"] = store.match_face(embedding, model_id, finishing.local_time)
+            if household["face_match"]["outcome"] != "match" and finishing.face_retention_seconds > 0:
+                store.remember_face(event.event_id, embedding, model_id, finishing.face_retention_seconds)
+        reid_match = (enrichment.get("reid") or {}).get("reid_match") or {}
+        identity = reid_match.get("identity")
+        member = store.identity_member(identity) if identity else None
+    except Exception as exc:
+        log.warning("household unavailable: %s", type(exc).__name__)
+        finishing.unavailable["household"] = f"error: {type(exc).__name__}"
+        return
+    if member is not None:
+        reid_match["name"] = member.name
+        if isinstance(enrichment.get("reid_match"), dict):
+            enrichment["reid_match"]["name"] = member.name
+        household["identity"] = {"identity": identity, "member": member.public()}

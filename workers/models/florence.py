@@ -7,8 +7,10 @@ from typing import Any
 
 from PIL import Image
 
+from workers.finishing import Finishing
 from workers.models.base import ModelInput
 from workers.models.hf_family import HuggingFaceFamily
+from workers.plate_text import plates_in_text_regions
 
 # Open-vocabulary detection query (seed, section 1.1): objects that matter on a security camera.
 SECURITY_OBJECTS = (
@@ -124,3 +126,30 @@ class FlorenceModel(HuggingFaceFamily):
     def infer_batch(self, batch: list[ModelInput]) -> list[dict]:
         """The scene tasks for each event's frame, all in one generate call."""
         return self.extract_security_context_many([inputs.frame for inputs in batch])
+
+
+def read_plates(enrichment: dict[str, Any], finishing: Finishing) -> None:
+    """A vehicle event's plate: Florence's OCR reads inside the vehicle's box that normalise to a plate (the resident
+    scene model reads the frame's text already, so no plate model is loaded), matched exactly against the
+    household's registered vehicles. Florence gives no per-read confidence: none is claimed."""
+    event = finishing.event
+    florence = (enrichment.get("scene") or {}).get("florence")
+    if event is None or event.detection_type != "vehicle" or not isinstance(florence, dict):
+        return
+    reads = plates_in_text_regions(florence.get("text_regions"), tuple(event.bbox))
+    if not reads:
+        return
+    plate: dict[str, Any] = {"text": reads[0]["plate"], "read_as": reads[0]["text"], "source": "florence_ocr",
+                             "confidence": None, "registered": None}
+    household = enrichment.setdefault("household", {})
+    household["plate"] = plate
+    if finishing.household is None:
+        return
+    try:
+        vehicle = finishing.household.match_plate(plate["text"])
+    except Exception as exc:
+        finishing.unavailable["household"] = f"error: {type(exc).__name__}"
+        return
+    plate["registered"] = vehicle is not None
+    if vehicle is not None:
+        plate["vehicle"] = {"plate": vehicle.plate, "description": vehicle.description}
