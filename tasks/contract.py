@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from prompt_formatting.sections import declared_results
 from workers.records import ModelRecord
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 SCHEMA_FILE = Path(__file__).with_name("enrichment_result.schema.json")
 SCHEMA_ID = "https://model-zoo-enrichment/schema/enrichment-result.schema.json"
 

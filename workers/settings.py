@@ -255,6 +255,10 @@ class Settings(BaseSettings):
                                    "a backend away from its consumer group can catch up")
     scene_models: CommaList = Field(["florence", "clip"], description="Scene models run per event, comma list")
     scene_detection_types: CommaList = Field(["person"], description="Detection types scene models run for")
+    min_detection_confidence: float | None = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Detections whose detector confidence is below this get a short 'below threshold' result and no "
+                    "model (the seed's 0.5); empty or off: every detection runs the zoo")
     device_queues: CommaList = Field(["cpu.0"], description="Static placement when no worker has reported yet")
     device_queue: str = Field("cpu.0", description="The queue this device worker consumes (set by the launcher)")
     worker_role: str | None = Field(None, description="device or router (set by the launcher)")
@@ -336,6 +340,11 @@ class Settings(BaseSettings):
     @classmethod
     def empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("min_detection_confidence", mode="before")
+    @classmethod
+    def off_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "off", "none") else value
 
     @model_validator(mode="after")
     def redelivery_after_time_limit(self) -> Settings:
