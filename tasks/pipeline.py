@@ -96,12 +96,26 @@ def route(admitted: AdmittedEvent, keys: FrameKeys, models: list[str], placement
     return routed, [model_request(routed, model) for model in models]
 
 
+def frame_identity(routed: RoutedEvent) -> str | None:
+    """What makes two events' frames the same frame: the digest of its bytes (measured at admission, so the same
+    image_key, or the same bytes sent inline twice, match), else the backend's own image_key."""
+    quality = routed.event.quality
+    if quality is not None and quality.fingerprint:
+        return f"bytes:{quality.fingerprint}"
+    if routed.frame_key != frame_key(routed.event.event_id):  # the backend's key, not one the router wrote per event
+        return f"key:{routed.frame_key}"
+    return None
+
+
 def model_request(routed: RoutedEvent, model: str, changes: Mapping[str, Any] | None = None) -> ModelRequest:
-    """One model's request on a routed event (with a follow-up's changes, such as the face box it found)."""
+    """One model's request on a routed event (with a follow-up's changes, such as the face box it found); models
+    whose answer is shared per frame carry the frame's identity."""
     event = routed.event
+    entry = REGISTRY.get(model)
     fields = {"event_id": event.event_id, "model": model, "frame_key": routed.frame_key,
               "buffer_keys": routed.buffer_keys, "bbox": event.bbox, "face_bbox": event.face_bbox,
-              "detection_type": event.detection_type, "camera_id": event.camera_id}
+              "detection_type": event.detection_type, "camera_id": event.camera_id,
+              "frame_id": frame_identity(routed) if entry is not None and entry.shared_per_frame else None}
     return ModelRequest(**(fields | dict(changes or {})))
 
 
