@@ -69,8 +69,8 @@ def runtime() -> DeviceRuntime:
 def scene_sharing() -> SceneSharing:
     """Single flight of scene models per frame (SCENE_SHARE_TTL_SECONDS, SCENE_SHARE_WAIT_SECONDS)."""
     settings = get_settings()
-    return SceneSharing(redis_client(), settings.scene_share_ttl_seconds, settings.scene_share_wait_seconds,
-                        claim_seconds=settings.model_time_limit)
+    wait = min(settings.scene_share_wait_seconds, settings.model_soft_time_limit / 2)  # time left to run it here
+    return SceneSharing(redis_client(), settings.scene_share_ttl_seconds, wait, claim_seconds=settings.model_time_limit)
 
 
 def count_crashes(task_ids: list[str]) -> None:

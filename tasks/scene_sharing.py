@@ -45,7 +45,7 @@ class SceneSharing:
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self.client = client
         self.ledger = Ledger(client)
-        self.ttl_seconds = max(1, int(ttl_seconds))
+        self.ttl_seconds = int(ttl_seconds)  # 0: nothing shared
         self.wait_seconds = wait_seconds
         self.claim_seconds = claim_seconds
         self.clock = clock
@@ -56,7 +56,7 @@ class SceneSharing:
         """The request's record: computed here (compute(None)), or built from the frame outputs another event's run
         stored (compute(shared) for the per-event part, or none when the whole answer is the frame's)."""
         entry = REGISTRY.get(request.model)
-        if request.frame_id is None or entry is None or not entry.shared_per_frame:
+        if request.frame_id is None or entry is None or not entry.shared_per_frame or self.ttl_seconds <= 0:
             return compute(None)
         name, key = shared_name(request.model, request.frame_id), shared_key(request.model, request.frame_id)
         owner = task_id or f"{request.event_id}/{request.model}"

@@ -100,3 +100,10 @@ def test_the_wait_is_bounded_when_the_first_run_never_answers(redis_client):
     started = time.monotonic()
     record = sharing.run(request("late"), "t-late", florence)
     assert 0.3 <= time.monotonic() - started < 2 and record.status == "ok" and florence.runs == [None]
+
+
+def test_a_ttl_of_zero_shares_nothing(redis_client):
+    sharing = SceneSharing(redis_client, ttl_seconds=0, wait_seconds=5, claim_seconds=90)
+    florence = CountingModel("florence", FLORENCE, seconds=0.1)
+    run_together(sharing, florence, ["z1", "z2"])
+    assert florence.runs == [None, None] and not redis_client.keys("scene:*")
