@@ -273,7 +273,10 @@ class Settings(BaseSettings):
         False, description="A gpu.N worker whose GPU cannot be used runs on the CPU instead of stopping with an error")
     memory_share_mb: int | None = Field(None, description="Model memory budget of this worker; default: 90% of VRAM or 4 GiB RAM")
     idle_evict_seconds: float = Field(900.0, description="Non-resident models idle this long are unloaded")
-    preload_models: CommaList = Field([], description="Models a device worker loads when it starts, comma list")
+    preload_models: CommaList = Field(
+        ["residents"], description="Models a device worker loads when it starts, comma list; `residents`: the resident "
+                                   "scene models of SCENE_MODELS whose weights are present, when they fit in half the "
+                                   "worker's memory share; empty: none")
     heartbeat_seconds: float = Field(
         2.0, gt=0, description="How often a device worker republishes its state; placement drops a worker silent for "
                                "three heartbeats")
