@@ -207,6 +207,11 @@ def model_ms(result: dict[str, Any]) -> float:
 def cache_figures(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Model runs, loads and hit rate over the ok records; skipped and failed records counted beside them."""
     every = [r for result in results for r in result.get("models", {}).values()]
+    # a record answered whole from another event's run on its frame never asked the cache
+    from workers.registry import REGISTRY
+
+    every = [r for r in every if not (r.get("shared_from") and getattr(REGISTRY.get(r.get("model")), "frame_outputs",
+                                                                       ()) == "all")]
     records = [r for r in every if r.get("status") == "ok"]
     loads = sum(1 for r in records if not r.get("cache_hit"))
     return {

@@ -47,6 +47,18 @@ def check_one_run_shared(results: list[dict], model: str) -> str:
     return ran[0]
 
 
+def test_the_device_worker_preloads_the_resident_models_by_default(pool):
+    """PRELOAD_MODELS' default (residents): florence and clip are loaded as the worker starts, before any event."""
+    import time
+
+    deadline = time.monotonic() + 120
+    while "preloaded on start" not in pool.log_path.read_text(errors="replace") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    log = pool.log_path.read_text(errors="replace")
+    line = next(line for line in log.splitlines() if "preloaded on start" in line)
+    assert "florence loaded" in line and "clip loaded" in line, line
+
+
 def test_two_events_on_one_frame_run_florence_once_and_both_carry_it(pool):
     key = f"backend:scene-frame:{uuid.uuid4().hex}"
     pool.client.redis.set(key, unique_frame(), ex=300)
