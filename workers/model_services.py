@@ -170,7 +170,9 @@ class ModelServices:
                 if wanted and not self._stop.is_set():
                     self.stage = "preloading " + ",".join(wanted)
                     outcomes = self.preload(wanted)
-                    log.info("preloaded on start: %s", ", ".join(f"{o['model']} {o['status']}" for o in outcomes))
+                    log.info("preloaded on start: %s", ", ".join(
+                        f"{o['model']} {o['status']}" + (f" in {o['load_ms']:.0f} ms" if "load_ms" in o else "")
+                        for o in outcomes))
             finally:  # done, whatever each step's outcome (a failed load is in the logs and `loaded_models`)
                 self.stage = "done"
                 self.ready.set()
