@@ -1,7 +1,7 @@
 """Scene models once per frame: events on one frame share each scene model's frame outputs (single flight).
 
 The first run_model for (model, frame) takes a claim with the ledger's own claim-or-wait script (the claim at
-claim:scene:<model>:<frame>, owned by its task id, for MODEL_TIME_LIMIT) and runs the model; its frame outputs are
+claim:scene=<model>:<frame>, owned by its task id, for MODEL_TIME_LIMIT) and runs the model; its frame outputs are
 stored at scene:shared:<model>:<frame> for SCENE_SHARE_TTL_SECONDS and the claim dropped, in one transaction.
 Another event's run_model for the same frame finds them stored, or the claim held and waits for them (polling, at
 most SCENE_SHARE_WAIT_SECONDS); when the wait runs out, or the first run failed, it runs the model itself. A model
@@ -30,8 +30,9 @@ POLL_SECONDS = (0.005, 0.01, 0.02, 0.05)  # the waits between looks, then the la
 
 
 def shared_name(model: str, frame_id: str) -> str:
-    """The claim's name (the ledger puts it under claim:) and the tail of the shared key."""
-    return f"scene:{model}:{frame_id}"
+    """The claim's name (the ledger puts it under claim:): its '=' is in no event id (EVENT_ID_PATTERN), so an
+    event can neither hold a frame's claim nor find its own id claimed by one."""
+    return f"scene={model}:{frame_id}"
 
 
 def shared_key(model: str, frame_id: str) -> str:

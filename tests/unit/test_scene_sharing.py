@@ -102,6 +102,14 @@ def test_the_wait_is_bounded_when_the_first_run_never_answers(redis_client):
     assert 0.3 <= time.monotonic() - started < 2 and record.status == "ok" and florence.runs == [None]
 
 
+def test_no_event_id_can_name_a_frames_claim():
+    import re
+
+    from tasks.schemas import EVENT_ID_PATTERN
+
+    assert not re.fullmatch(EVENT_ID_PATTERN, shared_name("florence", "bytes:0123456789abcdef"))
+
+
 def test_a_ttl_of_zero_shares_nothing(redis_client):
     sharing = SceneSharing(redis_client, ttl_seconds=0, wait_seconds=5, claim_seconds=90)
     florence = CountingModel("florence", FLORENCE, seconds=0.1)
