@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -81,6 +82,45 @@ def make_trace(count: int, seed: int, prefix: str) -> list[dict[str, Any]]:
         "animal": sample_events.animal_event,
     }
     return [builders[rng.choices(kinds, weights)[0]](f"{prefix}-{n}") for n in range(count)]
+
+
+# Person boxes on the sample photo: up to four detections on one frame (scene models are planned for persons).
+FRAME_BOXES = ([747, 41, 1141, 712], [120, 200, 560, 712], [560, 100, 760, 600], [40, 60, 300, 500])
+
+
+def multi_detection_trace(count: int, per_frame: int, seed: int, prefix: str) -> list[dict[str, Any]]:
+    """About count events, per_frame person detections on each frame: frames whose bytes differ from each other
+    (the sample photo, one pixel set from the seed), the detections of one frame next to each other in the trace."""
+    import io
+
+    from PIL import Image
+
+    rng = random.Random(seed)
+    photo = Image.open(io.BytesIO(base64.b64decode(sample_events.person_event("x")["image"]))).convert("RGB")
+    trace = []
+    for frame in range(max(1, count // per_frame)):
+        image = photo.copy()
+        image.putpixel((0, 0), (rng.randrange(256), rng.randrange(256), frame % 256))
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=90)
+        encoded = base64.b64encode(out.getvalue()).decode()
+        for n in range(per_frame):
+            event = sample_events.person_event(f"{prefix}-{frame}-{n}")
+            trace.append(event | {"image": encoded, "bbox": FRAME_BOXES[n % len(FRAME_BOXES)]})
+    return trace
+
+
+def scene_runs(trace: list[dict[str, Any]], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Scene-model runs per frame: a record that names no shared_from ran the model (frames: distinct bytes)."""
+    frames = len({hashlib.sha256(base64.b64decode(e["image"])).hexdigest() for e in trace if e.get("image")})
+    figures: dict[str, Any] = {"frames": frames, "events": len(trace)}
+    for model in ("florence", "clip"):
+        records = [r.get("models", {}).get(model) for r in results]
+        ran = sum(1 for record in records if record and not record.get("shared_from"))
+        shared = sum(1 for record in records if record and record.get("shared_from"))
+        figures[model] = {"runs": ran, "shared": shared,
+                          "runs_per_frame": round(ran / frames, 2) if frames else None}
+    return figures
 
 
 def warmup_trace(seed: int) -> list[dict[str, Any]]:
@@ -167,6 +207,11 @@ def model_ms(result: dict[str, Any]) -> float:
 def cache_figures(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Model runs, loads and hit rate over the ok records; skipped and failed records counted beside them."""
     every = [r for result in results for r in result.get("models", {}).values()]
+    # a record answered whole from another event's run on its frame never asked the cache
+    from workers.registry import REGISTRY
+
+    every = [r for r in every if not (r.get("shared_from") and getattr(REGISTRY.get(r.get("model")), "frame_outputs",
+                                                                       ()) == "all")]
     records = [r for r in every if r.get("status") == "ok"]
     loads = sum(1 for r in records if not r.get("cache_hit"))
     return {
@@ -417,6 +462,7 @@ class PoolRun:
                 for record in r.get("models", {}).values()).items())),
             "batching": [{k: s.get(k) for k in ("worker", "batches", "batched_requests", "largest_batch",
                                                 "batch_limit")} for s in self.worker_states()],
+            "scene_runs": scene_runs(trace, results),
         }
 
     def keyed(self, trace: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
@@ -607,6 +653,11 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         if run:
             summary[f"loads_per_event_affinity_{label}"] = run["cache"]["loads_per_event"]
             summary[f"skipped_affinity_{label}"] = run["cache"]["skipped"]
+    if ok(report, "pool_unshared"):
+        summary["pool_over_unshared_throughput"] = ratio(rate(pool), rate(report["pool_unshared"]))
+        summary["scene_runs_per_frame"] = {name: {model: report[name]["scene_runs"][model]["runs_per_frame"]
+                                                  for model in ("florence", "clip")}
+                                           for name in ("pool", "pool_unshared") if ok(report, name)}
     summary["failed_phases"] = [name for name in report if isinstance(report[name], dict) and "error" in report[name]]
     return summary
 
@@ -624,7 +675,8 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_row("direct", str(direct["events_per_s"]), *[str(direct["latency_ms"][q]) for q in ("p50", "p95", "p99")],
                       "-", "-", "-", "-", "-")
     scaled = sorted((k for k in report if k.startswith("workers_")), key=lambda k: int(k.split("_")[1]))
-    for name in ("pool", "pool_no_events", "unbatched", "prefork", "affinity_on", "affinity_off", *scaled):
+    for name in ("pool", "pool_unshared", "pool_no_events", "unbatched", "prefork", "affinity_on", "affinity_off",
+                 *scaled):
         run = ok(report, name)
         if run is None:
             continue
@@ -635,6 +687,12 @@ def print_report(report: dict[str, Any]) -> None:
                       str(overhead(direct or {}, run).get("p50", "-")), str(run["cache"]["loads_per_event"]),
                       str(run["cache"]["hit_rate"]), str(run["cache"]["skipped"]), str(run["cache"]["statuses"]["partial"]))
     Console(width=160).print(table)
+    for name in ("pool", "pool_unshared"):
+        if report.get("multi_detection") and ok(report, name):
+            runs = report[name]["scene_runs"]
+            typer.echo(f"{name}: {report[name]['concurrent']['events_per_s']} events/s; {runs['frames']} frames of "
+                       f"{report['multi_detection']} detections: florence {runs['florence']['runs_per_frame']} runs "
+                       f"per frame, clip {runs['clip']['runs_per_frame']}")
     for name in scaled:
         if ok(report, name):
             typer.echo(f"{name}: {report[name]['concurrent']['events_per_s']} events/s, model tasks per worker "
@@ -735,6 +793,9 @@ def main(
                                                "CPU workers standing in for hosts)"),
     gpus: str = typer.Option("none", help="The pool's GPUs, as `python -m workers start --gpus` takes them"),
     device: str = typer.Option("cpu", help="The direct pipeline's device (cpu, cuda, cuda:1)"),
+    multi_detection: int = typer.Option(0, min=0, max=len(FRAME_BOXES), help="Measure scene models once per frame: "
+                                        "the trace becomes frames of this many person detections each, measured "
+                                        "concurrently with sharing (pool) and without (pool_unshared)"),
     phase_timeout: float = typer.Option(600.0, min=1, help="Seconds one phase may take before it is abandoned"),
     models_dir: Path = typer.Option(TINY_MODELS_DIR, help="Model weights: tiny ones are generated in the default "
                                     "directory; any other must hold every model's weights"),
@@ -758,14 +819,21 @@ def main(
     else:
         typer.echo(f"models in {models_dir} ...")
     trace, warmup = make_trace(events, seed, "bench"), warmup_trace(seed)
+    if multi_detection:
+        trace = multi_detection_trace(events, multi_detection, seed, "bench")
     report = Report(report_path, {
-        "events": events, "seed": seed, "models": "noop" if noop else models_label(models_dir),
+        "events": len(trace), "multi_detection": multi_detection, "seed": seed,
+        "models": "noop" if noop else models_label(models_dir),
         "models_dir": None if noop else str(models_dir), "machine": platform.machine(),
         "cpus": os.cpu_count(), "python": platform.python_version(), "gpus": gpus, "direct_device": device,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     report.phase("direct", lambda: run_direct(trace, env, device))
     phases = pool_phases(noop, env, gpus, concurrency, batch_size, compare, affinity, affinity_share_mb)
+    if multi_detection:  # one concurrent pass each (a sequential pass first would leave the answers shared)
+        phases = {"pool": PoolPlan(env, gpus=gpus, batch_size=batch_size, concurrency=concurrency, sequential=False),
+                  "pool_unshared": PoolPlan(env | {"SCENE_SHARE_TTL_SECONDS": "0"}, gpus=gpus, batch_size=batch_size,
+                                            concurrency=concurrency, sequential=False)}
     phases |= scaling_phases(env, scaling, batch_size, concurrency) if gpus == "none" else {}
     for name, plan in phases.items():
         log_dir = work / name

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from tasks.celery import app
 from tasks.connection import redis_client
+from tasks.scene_sharing import SceneSharing
 from workers.frames import DecodedFrames, FrameStore
 from workers.records import ModelRecord, ModelRequest
 from workers.runtime import DeviceRuntime, GpuUnavailable, pick_device
@@ -63,6 +64,13 @@ def runtime() -> DeviceRuntime:
             _runtime = created.start()
             _runtime.services.start()  # preload/unload commands; warm-up and PRELOAD_MODELS in the background
     return _runtime
+
+
+def scene_sharing() -> SceneSharing:
+    """Single flight of scene models per frame (SCENE_SHARE_TTL_SECONDS, SCENE_SHARE_WAIT_SECONDS)."""
+    settings = get_settings()
+    wait = min(settings.scene_share_wait_seconds, settings.model_soft_time_limit / 2)  # time left to run it here
+    return SceneSharing(redis_client(), settings.scene_share_ttl_seconds, wait, claim_seconds=settings.model_time_limit)
 
 
 def count_crashes(task_ids: list[str]) -> None:
@@ -128,7 +136,11 @@ def run_request(request: ModelRequest, task_id: str | None, crashes: int) -> Mod
         if crashes >= settings.max_deliveries:
             return ModelRecord(model=request.model, status="error", worker=worker, error=(
                 f"gave up after {crashes} deliveries: the worker died running it each time"))
-        return runtime().run(request, task_id)
+        here = runtime()
+        record = scene_sharing().run(request, task_id, lambda shared: here.run(request, task_id, shared))
+        if record.worker is None:  # answered from another event's run on the same frame
+            record = record.model_copy(update={"worker": worker, "device": here.device})
+        return record
     except SoftTimeLimitExceeded:
         return ModelRecord(model=request.model, status="timeout", worker=worker,
                            device=_runtime.device if _runtime else None,

@@ -64,32 +64,59 @@ def frame_keys(admitted: AdmittedEvent) -> FrameKeys:
     return FrameKeys(frame, buffer, to_write, [key for key in given if key.startswith(UPLOAD_KEY_PREFIX)])
 
 
+def screen(admitted: AdmittedEvent, settings: Settings) -> dict[str, Any] | None:
+    """The 'below threshold' note of a detection less confident than MIN_DETECTION_CONFIDENCE, else None."""
+    floor = settings.min_detection_confidence
+    confidence = admitted.event.confidence
+    if floor is None or confidence >= floor:
+        return None
+    return {"below_threshold": True, "confidence": confidence, "min_confidence": floor}
+
+
 def plan(admitted: AdmittedEvent, settings: Settings) -> list[str]:
-    """The models for this event, most important first (scene models only for the configured types)."""
+    """The models for this event, most important first (scene models only for the configured types); none for a
+    detection below MIN_DETECTION_CONFIDENCE."""
     event = admitted.event
+    if screen(admitted, settings) is not None:
+        return []
     scene = settings.scene_models if event.detection_type in settings.scene_detection_types else []
     return plan_models(event, scene_models=scene)
 
 
 def route(admitted: AdmittedEvent, keys: FrameKeys, models: list[str], placement: Mapping[str, str],
-          task_ids: Mapping[str, str], received_at: float, group_id: str = "") -> tuple[RoutedEvent, list[ModelRequest]]:
+          task_ids: Mapping[str, str], received_at: float, group_id: str = "",
+          screening: dict[str, Any] | None = None) -> tuple[RoutedEvent, list[ModelRequest]]:
     """The routed event (what assembly and the sweeper read) and one request per planned model."""
     event = admitted.event
     routed = RoutedEvent(
         event=event.summary(admitted.bbox, admitted.face_bbox, admitted.frame.quality), planned=models, placement=dict(placement),
         task_ids=dict(task_ids), group_id=group_id, frame_key=keys.frame, buffer_keys=keys.buffer,
         owned_keys=keys.owned, frame_size=admitted.size, received_at=received_at, routed_at=time.time(),
-        followups=followup_candidates(event, models),
+        followups=followup_candidates(event, models), screening=screening,
     )
     return routed, [model_request(routed, model) for model in models]
 
 
+def frame_identity(routed: RoutedEvent) -> str | None:
+    """What makes two events' frames the same frame: the digest of its bytes (measured at admission, so the same
+    image_key, or the same bytes sent inline twice, match), else the backend's own image_key."""
+    quality = routed.event.quality
+    if quality is not None and quality.fingerprint:
+        return f"bytes:{quality.fingerprint}"
+    if routed.frame_key != frame_key(routed.event.event_id):  # the backend's key, not one the router wrote per event
+        return f"key:{routed.frame_key}"
+    return None
+
+
 def model_request(routed: RoutedEvent, model: str, changes: Mapping[str, Any] | None = None) -> ModelRequest:
-    """One model's request on a routed event (with a follow-up's changes, such as the face box it found)."""
+    """One model's request on a routed event (with a follow-up's changes, such as the face box it found); models
+    whose answer is shared per frame carry the frame's identity."""
     event = routed.event
+    entry = REGISTRY.get(model)
     fields = {"event_id": event.event_id, "model": model, "frame_key": routed.frame_key,
               "buffer_keys": routed.buffer_keys, "bbox": event.bbox, "face_bbox": event.face_bbox,
-              "detection_type": event.detection_type, "camera_id": event.camera_id}
+              "detection_type": event.detection_type, "camera_id": event.camera_id,
+              "frame_id": frame_identity(routed) if entry is not None and entry.shared_per_frame else None}
     return ModelRequest(**(fields | dict(changes or {})))
 
 
@@ -175,6 +202,8 @@ def assemble_result(records: Iterable[ModelRecord | Mapping[str, Any] | None], r
     """
     event = routed.event
     enrichment, models = merge_records([*routed.earlier_records, *records], routed.planned)
+    if routed.screening is not None:
+        enrichment["screening"] = dict(routed.screening)
     finishing = Finishing(camera_id=event.camera_id, depth=depth, gallery=gallery, baseline=baseline,
                           household=household, event=event, local_time=camera_time(event, cameras),
                           face_retention_seconds=face_retention_seconds)
@@ -227,7 +256,8 @@ def enrich_directly(raw: Any, runtime: DeviceRuntime, settings: Settings) -> Enr
         runtime.frames.remember(key, frame.image)
     models = plan(admitted, settings)
     local = {model: runtime.queue for model in models}
-    routed, requests = route(admitted, keys, models, local, {model: "" for model in models}, received_at)
+    routed, requests = route(admitted, keys, models, local, {model: "" for model in models}, received_at,
+                             screening=screen(admitted, settings))
     records = [runtime.run(request) for request in requests]
     followups, asked = ask_followups(routed, records)
     if asked:

@@ -27,7 +27,7 @@ from tasks.connection import redis_client, result_store
 from tasks.ledger import Ledger
 from tasks.metrics import EVENTS
 from tasks.model_task import model_tasks
-from tasks.pipeline import frame_keys, plan, route
+from tasks.pipeline import frame_keys, plan, route, screen
 from tasks.placement import place_models
 from tasks.redis_retry import refusal, until_written
 from tasks.results import result_key
@@ -112,7 +112,8 @@ def dispatch(admitted: AdmittedEvent, settings: Settings, received_at: float,
     placement = place_models(models, workers, settings.device_queues, estimated_bytes(), settings.affinity_routing,
                              backlog)
     group_id, task_ids = chord_ids(submission or uuid(), admitted.event.event_id, models)
-    routed, requests = route(admitted, keys, models, placement, task_ids, received_at, group_id=group_id)
+    routed, requests = route(admitted, keys, models, placement, task_ids, received_at, group_id=group_id,
+                             screening=screen(admitted, settings))
     if not models:
         return routed, None
     header = model_tasks(requests, placement, routed.task_ids)

@@ -211,6 +211,7 @@ class RoutedEvent(BaseModel):
     stage: int = 1  # 2 once follow-up models were sent
     earlier_records: list[dict[str, Any]] = Field(default_factory=list)  # the first round's, kept for the second
     asked: dict[str, FollowUp] = Field(default_factory=dict)  # follow-ups the evidence asked for
+    screening: dict[str, Any] | None = None  # below MIN_DETECTION_CONFIDENCE: no model planned, the result says so
 
 
 def validation_errors(error: ValidationError) -> dict[str, str]:

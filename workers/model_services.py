@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from model_cache import ModelSkipped
+from model_cache.spec import Priority
 from workers import model_commands
 from workers.registry import MODEL_CODE_LOCK, REGISTRY, ModelEntry
 
@@ -32,6 +33,9 @@ class Runtime(Protocol):
     def weights_path(self, entry: ModelEntry) -> Path: ...
 
 log = logging.getLogger(__name__)
+
+RESIDENTS = "residents"  # PRELOAD_MODELS' word for the resident scene models, when the worker has room for them
+RESIDENT_SHARE = 0.5  # residents are preloaded when together they take at most this share of the memory budget
 
 
 def unknown_model(name: str) -> str:
@@ -81,6 +85,26 @@ class ModelServices:
             timings[entry.name] = round((time.perf_counter() - started) * 1000, 1)
         log.info("warmed up on %s in %.0f ms: %s", runtime.device, sum(timings.values()), timings)
         return timings
+
+    def preload_names(self) -> list[str]:
+        """PRELOAD_MODELS with `residents` replaced by the resident scene models (SCENE_MODELS, weights present)
+        when their estimates together take at most RESIDENT_SHARE of this worker's budget, else by none."""
+        settings = self.runtime.settings
+        names: list[str] = []
+        for name in settings.preload_models:
+            if name != RESIDENTS:
+                if name not in names:
+                    names.append(name)
+                continue
+            entries = [REGISTRY[n] for n in settings.scene_models if n in REGISTRY
+                       and REGISTRY[n].priority == Priority.RESIDENT and self.runtime.weights_path(REGISTRY[n]).exists()]
+            need = sum(self.runtime.spec_for(entry).estimated_bytes for entry in entries)
+            if need > RESIDENT_SHARE * self.cache.budget_bytes:
+                log.info("not preloading the resident models %s: %.0f MB is more than half of this worker's %.0f MB",
+                         [e.name for e in entries], need / 2**20, self.cache.budget_bytes / 2**20)
+                continue
+            names.extend(entry.name for entry in entries if entry.name not in names)
+        return names
 
     def preload(self, names: list[str]) -> list[dict[str, Any]]:
         """Load each named model now (in order); one outcome per name, never raising."""
@@ -158,11 +182,13 @@ class ModelServices:
             try:
                 self.stage = "warming up"
                 self.warm_up()
-                wanted = list(self.runtime.settings.preload_models)
+                wanted = self.preload_names()
                 if wanted and not self._stop.is_set():
                     self.stage = "preloading " + ",".join(wanted)
                     outcomes = self.preload(wanted)
-                    log.info("preloaded on start: %s", ", ".join(f"{o['model']} {o['status']}" for o in outcomes))
+                    log.info("preloaded on start: %s", ", ".join(
+                        f"{o['model']} {o['status']}" + (f" in {o['load_ms']:.0f} ms" if "load_ms" in o else "")
+                        for o in outcomes))
             finally:  # done, whatever each step's outcome (a failed load is in the logs and `loaded_models`)
                 self.stage = "done"
                 self.ready.set()

@@ -22,6 +22,7 @@ class ModelRequest(BaseModel):
     face_bbox: Box | None = None
     detection_type: str
     camera_id: str | None = None
+    frame_id: str | None = None  # the frame's identity (its bytes' digest) for models whose answer is shared per frame
 
 
 ModelStatus = Literal["ok", "error", "skipped", "timeout"]
@@ -39,6 +40,9 @@ class ModelRecord(BaseModel):
     cache_hit: bool = False
     load_ms: float = 0.0
     infer_ms: float = 0.0
+    shared_from: str | None = Field(
+        None, description="the event whose run of this model on the same frame gave its frame outputs (run once per "
+                          "frame); infer_ms is then this event's wait and its own part")
 
     def failed(self, status: ModelStatus, error: str) -> ModelRecord:
         """This record turned into a failure of the given kind, with its reason."""

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from model_cache.spec import Priority
 
@@ -107,6 +107,13 @@ class ModelEntry:
     estimate_source: str = "h100"  # where estimated_mb comes from: a key of ESTIMATE_SOURCES
     finish: str | None = None  # "module:function" under workers.models that finishes its section at assembly
     follows: str | None = None  # "module:function": the rule by which the first models' evidence asks for it
+    # Keys of its answer that depend on the frame alone: events on one frame share them (run once per frame).
+    # "all": the whole answer is the frame's; a tuple: those keys are shared, the family computes the rest per event.
+    frame_outputs: tuple[str, ...] | Literal["all"] = ()
+
+    @property
+    def shared_per_frame(self) -> bool:
+        return bool(self.frame_outputs)
 
     @property
     def path_env(self) -> str:
@@ -210,10 +217,12 @@ MODELS: tuple[ModelEntry, ...] = (
                follows="action:asked_by_evidence"),
     ModelEntry("florence", "florence:FlorenceModel",
                HubRepo("florence-community/Florence-2-large", "4271c66b88cdbc05735372ec13b2360108de5317"), 1469,
-               Priority.RESIDENT, PERSON | VEHICLE, "scene", scene=True, finish="florence:read_plates"),
+               Priority.RESIDENT, PERSON | VEHICLE, "scene", scene=True, finish="florence:read_plates",
+               frame_outputs="all"),
     ModelEntry("clip", "clip:ClipModel", HubRepo("openai/clip-vit-large-patch14", "32bd64288804d66eefd0ccbe215aa642df71cc41"),
                581, Priority.RESIDENT, PERSON,
-               "scene", scene=True, finish="clip:score_scene"),
+               "scene", scene=True, finish="clip:score_scene",
+               frame_outputs=("frame_embedding", "dim", "tags", "weather")),
 )
 
 REGISTRY: dict[str, ModelEntry] = {entry.name: entry for entry in MODELS}

@@ -196,7 +196,8 @@ class DeviceRuntime:
         return float(entry.estimated_mb)
 
     # -- requests -----------------------------------------------------------------------------
-    def inputs_for(self, request: ModelRequest, with_buffer: bool = True) -> ModelInput:
+    def inputs_for(self, request: ModelRequest, with_buffer: bool = True,
+                   shared: dict[str, Any] | None = None) -> ModelInput:
         """The decoded frame and boxes; the frame buffer only for models that read it."""
         return ModelInput(
             frame=self.frames.get(request.frame_key),
@@ -204,16 +205,18 @@ class DeviceRuntime:
             detection_type=request.detection_type,
             face_bbox=request.face_bbox,
             frames=[self.frames.get(key) for key in request.buffer_keys] if with_buffer else [],
+            shared=shared,
         )
 
-    def inputs_waiting_for_redis(self, request: ModelRequest, with_buffer: bool = True) -> ModelInput:
+    def inputs_waiting_for_redis(self, request: ModelRequest, with_buffer: bool = True,
+                                 shared: dict[str, Any] | None = None) -> ModelInput:
         """inputs_for, read again with backoff while Redis is unreachable (restarting), up to the soft time limit: a
         restart is not the frame's fault (it made the event partial, "frame unavailable", issue 28)."""
         deadline = time.monotonic() + self.settings.model_soft_time_limit
         delay = 0.1
         while True:
             try:
-                return self.inputs_for(request, with_buffer=with_buffer)
+                return self.inputs_for(request, with_buffer=with_buffer, shared=shared)
             except (redis.ConnectionError, redis.TimeoutError) as exc:  # LOADING is a ConnectionError too
                 if time.monotonic() + delay > deadline:
                     raise
@@ -222,8 +225,10 @@ class DeviceRuntime:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def run(self, request: ModelRequest, task_id: str | None = None) -> ModelRecord:
-        """Load (or reuse) the model and run it; every failure comes back as a record."""
+    def run(self, request: ModelRequest, task_id: str | None = None,
+            shared: dict[str, Any] | None = None) -> ModelRecord:
+        """Load (or reuse) the model and run it; every failure comes back as a record. `shared`: the model's frame
+        outputs another event on this frame computed (the family computes only its per-event part)."""
         record = ModelRecord(model=request.model, status="ok", device=self.device, worker=self.worker)
         entry = REGISTRY.get(request.model)
         started = time.perf_counter()
@@ -233,7 +238,7 @@ class DeviceRuntime:
             if entry is None:
                 record = record.failed("error", f"unknown model {request.model!r}")
             else:
-                record = self._run_entry(entry, request, record, task_id)
+                record = self._run_entry(entry, request, record, task_id, shared)
         finally:
             with self._in_flight_lock:
                 self.in_flight -= 1
@@ -245,9 +250,9 @@ class DeviceRuntime:
         return record
 
     def _run_entry(self, entry: ModelEntry, request: ModelRequest, record: ModelRecord,
-                   task_id: str | None) -> ModelRecord:
+                   task_id: str | None, shared: dict[str, Any] | None = None) -> ModelRecord:
         try:
-            inputs = self.inputs_waiting_for_redis(request, with_buffer=entry.needs_frames)
+            inputs = self.inputs_waiting_for_redis(request, with_buffer=entry.needs_frames, shared=shared)
         except Exception as exc:  # the frame expired or cannot be decoded, or Redis stayed away
             return record.failed("error", f"frame unavailable: {exc}")
         try:

@@ -258,6 +258,16 @@ class Settings(BaseSettings):
                                    "a backend away from its consumer group can catch up")
     scene_models: CommaList = Field(["florence", "clip"], description="Scene models run per event, comma list")
     scene_detection_types: CommaList = Field(["person"], description="Detection types scene models run for")
+    scene_share_ttl_seconds: float = Field(
+        30.0, ge=0, description="How long a scene model's frame outputs stay shared with later events on the same "
+                                "frame (its bytes' digest); 0: not shared, every event runs its scene models")
+    scene_share_wait_seconds: float = Field(
+        20.0, ge=0, description="How long an event waits for another event's run of a scene model on the same frame "
+                                "before running it itself (at most half of MODEL_SOFT_TIME_LIMIT, so it still has time to)")
+    min_detection_confidence: float | None = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Detections whose detector confidence is below this get a short 'below threshold' result and no "
+                    "model (the seed's 0.5); empty or off: every detection runs the zoo")
     device_queues: CommaList = Field(["cpu.0"], description="Static placement when no worker has reported yet")
     device_queue: str = Field("cpu.0", description="The queue this device worker consumes (set by the launcher)")
     worker_role: str | None = Field(None, description="device or router (set by the launcher)")
@@ -266,7 +276,10 @@ class Settings(BaseSettings):
         False, description="A gpu.N worker whose GPU cannot be used runs on the CPU instead of stopping with an error")
     memory_share_mb: int | None = Field(None, description="Model memory budget of this worker; default: 90% of VRAM or 4 GiB RAM")
     idle_evict_seconds: float = Field(900.0, description="Non-resident models idle this long are unloaded")
-    preload_models: CommaList = Field([], description="Models a device worker loads when it starts, comma list")
+    preload_models: CommaList = Field(
+        ["residents"], description="Models a device worker loads when it starts, comma list; `residents`: the resident "
+                                   "scene models of SCENE_MODELS whose weights are present, when they fit in half the "
+                                   "worker's memory share; empty: none")
     heartbeat_seconds: float = Field(
         2.0, gt=0, description="How often a device worker republishes its state; placement drops a worker silent for "
                                "three heartbeats")
@@ -339,6 +352,11 @@ class Settings(BaseSettings):
     @classmethod
     def empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("min_detection_confidence", mode="before")
+    @classmethod
+    def off_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "off", "none") else value
 
     @model_validator(mode="after")
     def redelivery_after_time_limit(self) -> Settings:

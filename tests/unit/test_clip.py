@@ -158,3 +158,13 @@ def test_weather_is_a_distribution_over_the_weather_conditions(model, frame):
     assert [entry["label"] for entry in weather["ranked"]][0] == weather["label"]
     assert {entry["label"] for entry in weather["ranked"]} == {label for label, _ in WEATHER_PROMPTS}
     assert sum(entry["score"] for entry in weather["ranked"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_with_the_frames_outputs_shared_only_the_crop_is_embedded(model, frame):
+    """Another event on this frame computed the frame's outputs: they are taken as they are, the crop embedded."""
+    alone = model.infer(ModelInput(frame, PERSON_BOX))
+    shared = {key: alone[key] for key in ("frame_embedding", "dim", "tags", "weather")}
+    other_box = (10.0, 10.0, 80.0, 120.0)
+    result = model.infer(ModelInput(frame, other_box, shared=shared))
+    assert {key: result[key] for key in shared} == shared
+    assert result["crop_embedding"] == model.infer(ModelInput(frame, other_box))["crop_embedding"]

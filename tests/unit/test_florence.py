@@ -17,6 +17,7 @@ from workers.models.florence import (
     FlorenceModel,
     answer_to_contract,
     polygon_box,
+    special_tokens_pattern,
 )
 from workers.settings import ZooSettings
 
@@ -155,6 +156,24 @@ def test_processor_parses_florence_answers_into_the_contract(model):
     assert '**Objects Detected:** "person", "knife"' in section
     assert '- **HIGH RISK OBJECTS**: "knife"' in section
     assert '**Visible Text:** "ABC 123"' in section
+
+
+def test_special_tokens_left_by_the_parse_never_reach_the_result(model):
+    """Random weights generate location bins inside a caption and structure tokens inside labels; the processor's
+    parse keeps them in pure text, so the tokenizer's own special tokens are taken out after it."""
+    processor = model.processor
+    special = special_tokens_pattern(processor.tokenizer)
+
+    def parse(task: str, text: str):
+        return processor.post_process_generation(text, task=task, image_size=(1000, 500))[task]
+
+    caption = parse("<MORE_DETAILED_CAPTION>", "</s><s><loc_589><loc_775>A man<poly> at a<pad> door.<sep></s>")
+    assert "<loc_589>" in caption  # what the processor's parse alone leaves
+    assert answer_to_contract("scene", caption, special) == "A man at a door."
+    detected = answer_to_contract(
+        "security_objects",
+        parse("<OPEN_VOCABULARY_DETECTION>", "</s><s>per<and>son<loc_100><loc_200><loc_300><loc_800></s>"), special)
+    assert len(detected["bboxes"]) == 1 and not any(special.search(label) for label in detected["labels"])
 
 
 def test_open_vocabulary_polygons_are_boxed_beside_boxes():

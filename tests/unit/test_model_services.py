@@ -271,3 +271,20 @@ def test_warm_up_imports_and_model_loads_never_overlap(tmp_path, monkeypatch, fi
     spans = sorted(fault_models.CODE_TIMES, key=lambda span: span[1])
     assert [what for what, _, _ in spans] == [first, second]
     assert spans[0][2] <= spans[1][1], f"warm-up import and model load ran at the same time: {spans}"
+
+
+def test_residents_are_preloaded_by_default_when_the_worker_has_room(pool_models_dir, tmp_path):
+    roomy = make_runtime(pool_models_dir)
+    assert roomy.settings.preload_models == ["residents"]
+    assert roomy.services.preload_names() == ["florence", "clip"]
+    residents = sum(roomy.spec_for(REGISTRY[n]).estimated_bytes for n in ("florence", "clip"))
+    cramped = make_runtime(pool_models_dir)
+    cramped.cache.budget_bytes = int(residents * 1.5)  # the residents would take more than half of it
+    assert cramped.services.preload_names() == []
+    assert make_runtime(pool_models_dir, scene_models="clip").services.preload_names() == ["clip"]
+    assert make_runtime(tmp_path).services.preload_names() == [], "no weights, nothing to preload"
+    assert make_runtime(pool_models_dir, preload_models="pet,residents,clip").services.preload_names() == [
+        "pet", "florence", "clip"]
+    assert make_runtime(pool_models_dir, preload_models="").services.preload_names() == []
+    for runtime in (roomy, cramped):
+        runtime.stop()

@@ -46,6 +46,7 @@ class ModelInput:
     detection_type: str = "person"
     face_bbox: tuple[float, float, float, float] | None = None
     frames: list[Image.Image] = field(default_factory=list)
+    shared: dict[str, Any] | None = None  # this model's frame outputs, computed for another event on the same frame
 
     def person_crop(self) -> Image.Image:
         """The detection's box cut from the frame (named for persons, used for any object)."""

@@ -132,6 +132,9 @@ class ClipModel(HuggingFaceFamily):
         return {"label": ranked[0]["label"], "score": ranked[0]["score"], "ranked": ranked}
 
     def infer(self, inputs: ModelInput) -> dict:
+        if inputs.shared is not None:  # the frame's outputs came from another event on this frame: the crop alone
+            (crop_embedding,) = (unit_vector(row) for row in self.image_embeds([inputs.person_crop()]).cpu().tolist())
+            return dict(inputs.shared) | {"crop_embedding": crop_embedding}
         embeds = self.image_embeds([inputs.frame, inputs.person_crop()])
         frame_embedding, crop_embedding = (unit_vector(row) for row in embeds.cpu().tolist())
         return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,14 +54,34 @@ def polygon_box(polygons: list[list[float]]) -> list[float]:
     return _box([min(xs), min(ys), max(xs), max(ys)])
 
 
-def answer_to_contract(key: str, answer: Any) -> Any:
+def special_tokens_pattern(tokenizer: Any) -> re.Pattern[str]:
+    """The tokenizer's own special tokens (location bins, task and structure tokens, <s>, <pad> ...) as one pattern."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    tokens = {token.content for token in added.values() if getattr(token, "special", False)}
+    tokens |= set(getattr(tokenizer, "all_special_tokens", ()))
+    tokens = sorted((t for t in tokens if t), key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, tokens))) if tokens else re.compile(r"(?!x)x")
+
+
+def without_special_tokens(text: Any, special: re.Pattern[str] | None) -> str:
+    """Text with every special token the processor's parse left in it removed (random weights leave many)."""
+    text = str(text)
+    return " ".join(special.sub(" ", text).split()) if special is not None else text
+
+
+def answer_to_contract(key: str, answer: Any, special: re.Pattern[str] | None = None) -> Any:
     """Turn one post_process_generation answer into this model's result shape.
 
     Open-vocabulary detection may answer with polygons instead of boxes; those are boxed so that
-    labels and bboxes stay aligned one to one.
+    labels and bboxes stay aligned one to one. Special tokens the parse left in a caption or a label are removed
+    (`special`: the tokenizer's own, special_tokens_pattern).
     """
     if key == "scene":
-        return str(answer)
+        return without_special_tokens(answer, special)
+    answer = dict(answer)
+    for labels in ("labels", "bboxes_labels", "polygons_labels"):
+        if labels in answer:
+            answer[labels] = [without_special_tokens(label, special) for label in answer[labels]]
     if key == "text_regions":
         return {"labels": list(answer["labels"]), "quad_boxes": [_box(q) for q in answer["quad_boxes"]]}
     if "bboxes_labels" in answer:
@@ -97,6 +118,14 @@ class FlorenceModel(HuggingFaceFamily):
             options["num_beams"] = self.zoo.florence_num_beams
         return options
 
+    def special_tokens(self) -> re.Pattern[str]:
+        """The loaded processor's special tokens, built once per load."""
+        cached = getattr(self, "_special", None)
+        if cached is None or cached[0] is not self.processor:
+            cached = (self.processor, special_tokens_pattern(self.processor.tokenizer))
+            self._special = cached
+        return cached[1]
+
     def extract_security_context_many(self, images: list[Image.Image]) -> list[dict]:
         """The scene tasks for each image; every (image, task) pair goes through the model as one padded
         batch, and each answer is parsed by the processor's own post_process_generation for its task."""
@@ -117,10 +146,11 @@ class FlorenceModel(HuggingFaceFamily):
         # shorter answer gets in the batch, which the plain-text parse would otherwise keep.
         pad = self.processor.tokenizer.pad_token
         texts = [t.replace(pad, "") for t in self.processor.batch_decode(generated, skip_special_tokens=False)]
+        special = self.special_tokens()
         results: list[dict[str, Any]] = [{} for _ in images]
         for number, ((image, task), text) in enumerate(zip(pairs, texts)):
             parsed = self.processor.post_process_generation(text, task=task.token, image_size=image.size)
-            results[number // len(tasks)][task.key] = answer_to_contract(task.key, parsed[task.token])
+            results[number // len(tasks)][task.key] = answer_to_contract(task.key, parsed[task.token], special)
         return results
 
     def infer_batch(self, batch: list[ModelInput]) -> list[dict]:
