@@ -55,6 +55,7 @@ CAMERAS = ("front_door", "driveway", "backyard", "side_gate")
 SEED_GUESSES_MB = {
     "threat": 400, "pose": 300, "clothing": 800, "age_gender": 500, "vehicle": 1500, "pet": 200, "reid": 100,
     "depth": 150, "action": 1500, "florence": 1200, "clip": 800,
+    "face": REGISTRY["face"].estimated_mb,  # not in the seed's table: charged the registry's figure
 }
 ESTIMATES_MB: dict[str, dict[str, float]] = {
     "registry": {name: entry.estimated_mb for name, entry in REGISTRY.items()},

@@ -92,6 +92,7 @@ def test_an_assembly_redis_refused_raises_instead_of_storing_a_partial(monkeypat
     monkeypatch.setattr(assembly.ReidGallery, "configured", staticmethod(lambda *a, **k: None))
     monkeypatch.setattr(assembly.SceneBaseline, "configured", staticmethod(lambda *a, **k: None))
     monkeypatch.setattr(assembly, "PictureBaseline", lambda *a, **k: None)
+    monkeypatch.setattr(assembly, "Household", lambda *a, **k: None)
     with pytest.raises(redis.ConnectionError):
         assembly.finish_event([], routed("evt-refused", planned=["pose"]))
 
@@ -260,7 +261,7 @@ def test_a_model_task_reads_its_frame_again_while_redis_restarts(monkeypatch):
     answers: list[object] = [redis.ConnectionError("Connection refused"),
                              redis.exceptions.BusyLoadingError("LOADING Redis is loading the dataset"), "inputs"]
 
-    def inputs_for(request, with_buffer=True):
+    def inputs_for(request, with_buffer=True, shared=None):
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
@@ -271,7 +272,7 @@ def test_a_model_task_reads_its_frame_again_while_redis_restarts(monkeypatch):
     request = SimpleNamespace(event_id="evt-frame")
     assert DeviceRuntime.inputs_waiting_for_redis(runtime, request) == "inputs"
     gone = SimpleNamespace(settings=SimpleNamespace(model_soft_time_limit=20.0),
-                           inputs_for=lambda request, with_buffer=True: (_ for _ in ()).throw(LookupError("gone")))
+                           inputs_for=lambda request, with_buffer=True, shared=None: (_ for _ in ()).throw(LookupError("gone")))
     with pytest.raises(LookupError):  # an expired frame is not waited for
         DeviceRuntime.inputs_waiting_for_redis(gone, request)
 
