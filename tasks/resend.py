@@ -44,9 +44,31 @@ def chord_done(group_id: str) -> bool:
     return bool(redis_client().exists(app.backend.get_key_for_group(group_id, ".c")))
 
 
-def joined_task_ids(group_id: str) -> set[str]:
-    from tasks.sweeper import joined_records
+def joined_records(group_id: str) -> dict[str, dict]:
+    """Records the chord's join already holds (task id -> record): what finished before the chord broke.
 
+    Model tasks do not store their results as celery-task-meta (ignore_result); each one's record goes into
+    the Redis backend's join of its chord (<group key>.j, a sorted set or a list of [1, task_id, state,
+    result]), which is where the callback would have read them.
+    """
+    backend = app.backend
+    if not group_id or not hasattr(backend, "get_key_for_group"):
+        return {}
+    key = backend.get_key_for_group(group_id, ".j")
+    client = backend.client
+    raw = client.zrange(key, 0, -1) if client.type(key) in (b"zset", "zset") else client.lrange(key, 0, -1)
+    joined = {}
+    for item in raw:
+        try:
+            _, task_id, state, result = backend.decode(item)
+        except (ValueError, TypeError):
+            continue
+        if state == "SUCCESS" and isinstance(result, dict):
+            joined[task_id] = result
+    return joined
+
+
+def joined_task_ids(group_id: str) -> set[str]:
     return set(joined_records(group_id))
 
 

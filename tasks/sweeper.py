@@ -18,37 +18,13 @@ from tasks.celery import app
 from tasks.connection import redis_client, result_store
 from tasks.ledger import DEADLINES_KEY, Ledger, waiters_in
 from tasks.redis_retry import refusal
-from tasks.resend import resend_lost_tasks
+from tasks.resend import joined_records, resend_lost_tasks
 from tasks.schemas import EnrichmentResult, RoutedEvent
 from workers.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 SWEEP_NOTE = "no record before the event deadline (finished by the sweeper)"
-
-
-def joined_records(group_id: str) -> dict[str, dict]:
-    """Records the chord's join already holds (task id -> record): what finished before the chord broke.
-
-    Model tasks do not store their results as celery-task-meta (ignore_result); each one's record goes into
-    the Redis backend's join of its chord (<group key>.j, a sorted set or a list of [1, task_id, state,
-    result]), which is where the callback would have read them.
-    """
-    backend = app.backend
-    if not group_id or not hasattr(backend, "get_key_for_group"):
-        return {}
-    key = backend.get_key_for_group(group_id, ".j")
-    client = backend.client
-    raw = client.zrange(key, 0, -1) if client.type(key) in (b"zset", "zset") else client.lrange(key, 0, -1)
-    joined = {}
-    for item in raw:
-        try:
-            _, task_id, state, result = backend.decode(item)
-        except (ValueError, TypeError):
-            continue
-        if state == "SUCCESS" and isinstance(result, dict):
-            joined[task_id] = result
-    return joined
 
 
 def finished_records(routed: RoutedEvent) -> list[dict]:
