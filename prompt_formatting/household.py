@@ -45,6 +45,7 @@ class HouseholdResult(ResultShape):
     face_match: dict[str, Any] | None = None
     identity: dict[str, Any] | None = None
     plate: dict[str, Any] | None = None
+    vehicle_look: dict[str, Any] | None = None  # the crop's CLIP look against registered vehicles' (no plate matched)
 
 
 def member_words(member: Any) -> str | None:
@@ -97,6 +98,20 @@ def plate_line(plate: Any) -> FactLine | None:
     return FactLine(f"- **Plate**: {read} (not checked against registered vehicles)")
 
 
+def look_line(look: Any) -> FactLine | None:
+    """The vehicle recognised by its look when no plate named it: a registered vehicle, or none that looks alike."""
+    look = mapping(look)
+    outcome = look.get("outcome")
+    description = quoted(mapping(look.get("vehicle")).get("description"), "name")
+    if outcome == "match" and description:
+        similarity = percent(look.get("similarity"))
+        return FactLine(f"- **Vehicle**: looks like registered household vehicle {description}"
+                        + (f" (similarity {similarity}; by its look, not its plate)" if similarity else " (by its look)"))
+    if outcome == "no_match":
+        return FactLine("- **Vehicle**: looks like none of the registered household vehicles")
+    return None
+
+
 @assembly_section("household", purpose="household members and registered vehicles", area=Area.CONTEXT, order=6)
 def household_section(household: Any) -> Section:
     """Face seen (and by what), the household match, a named re-ID identity, a vehicle's plate."""
@@ -115,6 +130,8 @@ def household_section(household: Any) -> Section:
     if (who := member_words(identity.get("member"))) and (named := quoted(identity.get("identity"), "name")):
         lines.append(FactLine(f"- **Re-identified as**: {who}, named from identity {named}"))
     if (line := plate_line(household.get("plate"))) is not None:
+        lines.append(line)
+    if (line := look_line(household.get("vehicle_look"))) is not None:
         lines.append(line)
     return Section("### Household", tuple(lines))
 
@@ -137,4 +154,7 @@ def calibration_household(household: Any, light: Any) -> list[str]:
     plate = mapping(household.get("plate"))
     if plate.get("registered") is True:
         lines.append("A registered household vehicle lowers concern.")
+    elif mapping(household.get("vehicle_look")).get("outcome") == "match":
+        lines.append("A vehicle that looks like a registered one (its plate unread or unregistered) lowers concern "
+                     "a little; a look can be shared by other cars.")
     return lines

@@ -140,6 +140,7 @@ class ClipResult(ResultShape):
     tags: list[SceneTag]
     weather: ClipWeather | None = None
     anomaly: SceneAnomaly | None = None
+    embedding_model: str | None = Field(None, description="which CLIP made the embeddings: vectors of another never meet")
 
 
 @model_section(

@@ -1,5 +1,5 @@
 """Load and inference times of the face family on this machine: MTCNN on skimage's astronaut, the embedder at full
-size (random weights, written by scripts/fixtures_face.py), and estimated against measured memory."""
+size (random weights, written by scripts/fixtures/weights/face.py), and estimated against measured memory."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def main(
     from PIL import Image
     from skimage import data
 
-    from scripts.fixtures_face import write_face
+    from scripts.fixtures.weights.face import write_face
     from workers.models.base import ModelInput
     from workers.models.face import FaceModel, align_face, head_region
 

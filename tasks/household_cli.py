@@ -280,13 +280,33 @@ def import_household(
 # -- vehicles and named identities ----------------------------------------------------------------------
 @household_app.command("add-vehicle")
 def add_vehicle(ctx: typer.Context, plate: Annotated[str, typer.Argument(help="As written on the plate")],
-                description: Annotated[str, typer.Option(help='e.g. "blue Civic"')]) -> None:
+                description: Annotated[str, typer.Option(help='e.g. "blue Civic"')],
+                event: Annotated[str | None, typer.Option(help="A stored vehicle event of this car: its look (CLIP's "
+                                                               "crop embedding) recognises it when no plate is read")]
+                = None) -> None:
     """Register a vehicle by plate (upper-case letters and digits; spaces and dashes are dropped)."""
+    store = household(ctx)
+    embedding, model_id = look_from_event(store, event) if event else (None, None)
     try:
-        vehicle = household(ctx).add_vehicle(plate, description)
+        vehicle = store.add_vehicle(plate, description, embedding, model_id)
     except HouseholdError as exc:
         refused(exc)
-    console.print(f"registered {vehicle.plate} ({vehicle.description})")
+    console.print(f"registered {vehicle.plate} ({vehicle.description})" + (", with its look" if embedding else ""))
+
+
+def look_from_event(store: Household, event_id: str) -> tuple[list[float], str]:
+    """A stored vehicle event's CLIP crop embedding and its model id."""
+    from tasks.results import ResultStore
+
+    result = ResultStore(store.client, ttl_seconds=0).get(event_id)
+    if result is None:
+        fail(f"no result stored for event {event_id!r}")
+    if result.get("detection_type") != "vehicle":
+        fail(f"event {event_id} is not a vehicle event")
+    clip = ((result.get("enrichment") or {}).get("scene") or {}).get("clip") or {}
+    if not clip.get("crop_embedding") or not clip.get("embedding_model"):
+        fail(f"event {event_id} has no CLIP look (CLIP runs on vehicle events with SCENE_DETECTION_TYPES=person,vehicle)")
+    return clip["crop_embedding"], clip["embedding_model"]
 
 
 @household_app.command("remove-vehicle")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scripts.fixtures_face import write_face
+from scripts.fixtures.weights.face import write_face
 
 COMPLETE = ".complete"
 

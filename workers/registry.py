@@ -220,8 +220,8 @@ MODELS: tuple[ModelEntry, ...] = (
                Priority.RESIDENT, PERSON | VEHICLE, "scene", scene=True, finish="florence:read_plates",
                frame_outputs="all"),
     ModelEntry("clip", "clip:ClipModel", HubRepo("openai/clip-vit-large-patch14", "32bd64288804d66eefd0ccbe215aa642df71cc41"),
-               581, Priority.RESIDENT, PERSON,
-               "scene", scene=True, finish="clip:score_scene",
+               581, Priority.RESIDENT, PERSON | VEHICLE,
+               "scene", scene=True, finish="clip:finish_clip",
                frame_outputs=("frame_embedding", "dim", "tags", "weather")),
 )
 

@@ -9,16 +9,17 @@ text, so a stand-in Florence reads one plate (tests.stand_in_models.PlateReading
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import pytest
 import redis
 from PIL import Image
 
 from scripts.fixtures.sample_events import b64, now_iso, vehicle_event
-from scripts.fixtures_face import write_face
+from scripts.fixtures.weights.face import write_face
 from tasks.household import Household
-from tasks.local_pool import LocalPool, RedisServer
-from tests.integration.conftest import free_port_block
+from tests.integration.conftest import started_pool
 from workers.models.face import FaceModel
 
 pytestmark = pytest.mark.integration
@@ -53,18 +54,11 @@ def face_of_astronaut(model_dir) -> tuple[list[float], str]:
 
 @pytest.fixture(scope="module")
 def household_pool(pool_models_dir, tmp_path_factory):
-    server = RedisServer().start()
-    running = LocalPool(server.url, pool_models_dir, tmp_path_factory.mktemp("household-logs"), env={
+    with started_pool(pool_models_dir, tmp_path_factory.mktemp("household-logs"), {
         "FLORENCE_MODEL_FAMILY": "tests.stand_in_models:PlateReadingFlorenceModel",
-        "SCENE_MODELS": "florence", "SCENE_DETECTION_TYPES": "person,vehicle",
-        "METRICS_PORT_BASE": str(free_port_block(200)),
-    })
-    try:
-        running.start()
+        "SCENE_MODELS": "florence,clip", "SCENE_DETECTION_TYPES": "person,vehicle",
+    }) as running:
         yield running
-    finally:
-        running.stop()
-        server.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +120,24 @@ def test_a_registered_plate_is_recognised(household_pool, household):
     result = household_pool.client.enrich(vehicle_event("ev-civic-gone"), timeout=300)
     assert result["enrichment"]["household"]["plate"]["registered"] is False
     assert "not registered" in result["prompt"]
+
+
+def test_a_vehicle_whose_plate_is_not_registered_is_recognised_by_its_look(household_pool, household):
+    first = household_pool.client.enrich(vehicle_event("ev-look-first"), timeout=300)
+    assert first["status"] == "complete", first["errors"]
+    assert first["enrichment"]["household"]["plate"]["registered"] is False
+    assert first["enrichment"]["scene"]["clip"]["embedding_model"].startswith("clip:")
+    added = subprocess.run([sys.executable, "-m", "tasks.cli", "--redis-url", household_pool.redis_url, "household",
+                            "add-vehicle", "XYZ 789", "--description", "grey van", "--event", "ev-look-first"],
+                           capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0 and "with its look" in added.stdout, added.stderr
+    try:
+        again = household_pool.client.enrich(vehicle_event("ev-look-again"), timeout=300)
+        found = again["enrichment"]["household"]
+        assert found["plate"]["registered"] is False  # the stand-in still reads ABC-123, which is not registered
+        look = found["vehicle_look"]
+        assert look["outcome"] == "match" and look["vehicle"]["plate"] == "XYZ789", look
+        assert 'looks like registered household vehicle "grey van"' in again["prompt"]
+        assert str(first["enrichment"]["scene"]["clip"]["crop_embedding"][0]) not in again["prompt"]
+    finally:
+        household.remove_vehicle("XYZ789")

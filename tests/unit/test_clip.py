@@ -39,7 +39,8 @@ def norm(vector: list[float]) -> float:
 def test_frame_and_crop_embeddings_are_unit_vectors_of_the_projection_width(model, frame):
     result = model.infer(ModelInput(frame, PERSON_BOX))
 
-    assert set(result) == {"frame_embedding", "crop_embedding", "dim", "tags", "weather"}
+    assert set(result) == {"frame_embedding", "crop_embedding", "dim", "tags", "weather", "embedding_model"}
+    assert result["embedding_model"].startswith("clip:")
     assert result["dim"] == model.model.config.projection_dim
     assert len(result["frame_embedding"]) == len(result["crop_embedding"]) == result["dim"]
     assert norm(result["frame_embedding"]) == pytest.approx(1.0, abs=1e-4)

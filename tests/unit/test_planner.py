@@ -64,8 +64,8 @@ def test_scene_models_join_only_when_configured():
     assert set(plan_models(event(), scene_models=["florence", "clip"])) == {
         "clothing", "pose", "threat", "reid", "depth", "face", "florence", "clip"
     }
-    # Florence reads plates on vehicles (when SCENE_DETECTION_TYPES names vehicle); CLIP's scene is for people only
-    assert set(plan_models(event("car"), scene_models=["florence", "clip"])) == {"vehicle", "depth", "florence"}
+    # on vehicles (when SCENE_DETECTION_TYPES names vehicle) Florence reads plates and CLIP gives the car's look
+    assert set(plan_models(event("car"), scene_models=["florence", "clip"])) == {"vehicle", "depth", "florence", "clip"}
 
 
 def test_unknown_scene_model_is_refused():

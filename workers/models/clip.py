@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -28,6 +30,20 @@ def unit_vector(values: list[float], decimals: int = EMBEDDING_DECIMALS) -> list
     if norm == 0.0:
         return [0.0 for _ in values]
     return [round(v / norm, decimals) for v in values]
+
+
+def embedding_model_id(path: str | Path) -> str:
+    """Which CLIP made an embedding: the checkpoint folder's name and 12 hex digits of a SHA-256 over its config and
+    its weight files' names and sizes (cheap to compute at every load; another checkpoint, or the same one's tiny
+    random stand-in, gets another id, so their vectors are never compared)."""
+    folder = Path(path)
+    digest = hashlib.sha256()
+    config = folder / "config.json"
+    if config.is_file():
+        digest.update(config.read_bytes())
+    for file in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        digest.update(f"{file.name}:{file.stat().st_size}".encode())
+    return f"clip:{folder.name}:{digest.hexdigest()[:12]}"
 
 
 def rank_tags(labels: tuple[str, ...], probabilities: list[float], k: int = TAG_TOP_K) -> list[dict]:
@@ -132,9 +148,10 @@ class ClipModel(HuggingFaceFamily):
         return {"label": ranked[0]["label"], "score": ranked[0]["score"], "ranked": ranked}
 
     def infer(self, inputs: ModelInput) -> dict:
+        embedding_model = embedding_model_id(self.path)
         if inputs.shared is not None:  # the frame's outputs came from another event on this frame: the crop alone
             (crop_embedding,) = (unit_vector(row) for row in self.image_embeds([inputs.person_crop()]).cpu().tolist())
-            return dict(inputs.shared) | {"crop_embedding": crop_embedding}
+            return dict(inputs.shared) | {"crop_embedding": crop_embedding, "embedding_model": embedding_model}
         embeds = self.image_embeds([inputs.frame, inputs.person_crop()])
         frame_embedding, crop_embedding = (unit_vector(row) for row in embeds.cpu().tolist())
         return {
@@ -143,6 +160,7 @@ class ClipModel(HuggingFaceFamily):
             "dim": len(frame_embedding),
             "tags": self.scene_tags(embeds[0]),
             "weather": self.weather(embeds[0]),
+            "embedding_model": embedding_model,
         }
 
 
@@ -157,3 +175,30 @@ def score_scene(enrichment: dict[str, Any], finishing: Finishing) -> None:
     except Exception as exc:
         log.warning("scene baseline unavailable: %s", exc)
         finishing.unavailable["scene_baseline"] = f"error: {exc}"
+
+
+def recognise_vehicle_look(enrichment: dict[str, Any], finishing: Finishing) -> None:
+    """A vehicle whose plate was not read, or not registered: its crop's CLIP embedding against the registered
+    vehicles' looks (`model-zoo household add-vehicle ... --event`), as household.vehicle_look (match / no_match /
+    no_gallery / re_enroll, the vehicle). The plate, when it names a registered vehicle, comes first."""
+    event = finishing.event
+    clip = (enrichment.get("scene") or {}).get("clip")
+    if finishing.household is None or event is None or event.detection_type != "vehicle" or not isinstance(clip, dict):
+        return
+    if not clip.get("crop_embedding") or not clip.get("embedding_model"):
+        return
+    household = enrichment.setdefault("household", {})
+    if (household.get("plate") or {}).get("registered") is True:
+        return
+    try:
+        household["vehicle_look"] = finishing.household.match_vehicle_embedding(clip["crop_embedding"],
+                                                                                clip["embedding_model"])
+    except Exception as exc:
+        log.warning("household vehicles unavailable: %s", type(exc).__name__)
+        finishing.unavailable["household"] = f"error: {type(exc).__name__}"
+
+
+def finish_clip(enrichment: dict[str, Any], finishing: Finishing) -> None:
+    """CLIP's finisher: the scene's anomaly for this camera, and a vehicle recognised by its look."""
+    score_scene(enrichment, finishing)
+    recognise_vehicle_look(enrichment, finishing)
