@@ -176,6 +176,16 @@ def test_special_tokens_left_by_the_parse_never_reach_the_result(model):
     assert len(detected["bboxes"]) == 1 and not any(special.search(label) for label in detected["labels"])
 
 
+def test_fragments_of_location_tokens_are_removed_and_their_empty_labels_dropped_with_their_boxes():
+    """make demo showed `"loc_461>" x42`: the parse takes a location token's "<" for a box and leaves the rest."""
+    answer = {"labels": ["loc_461>", "person", "<loc_1>car loc_2>"], "bboxes": [[0, 0, 5, 5], [1, 1, 9, 9], [2, 2, 8, 8]]}
+    assert answer_to_contract("security_objects", answer, None) == {
+        "labels": ["person", "car"], "bboxes": [[1.0, 1.0, 9.0, 9.0], [2.0, 2.0, 8.0, 8.0]]}
+    assert answer_to_contract("scene", "loc_589>A dog<loc_775> on a lawn loc_3>", None) == "A dog on a lawn"
+    regions = {"labels": ["loc_9>", "ABC-123"], "quad_boxes": [[0, 0, 4, 0, 4, 4, 0, 4], [1, 1, 5, 1, 5, 5, 1, 5]]}
+    assert answer_to_contract("text_regions", regions, None)["labels"] == ["ABC-123"]
+
+
 def test_open_vocabulary_polygons_are_boxed_beside_boxes():
     answer = {
         "bboxes": [[1, 2, 3, 4]], "bboxes_labels": ["bag"],

@@ -63,10 +63,23 @@ def special_tokens_pattern(tokenizer: Any) -> re.Pattern[str]:
     return re.compile("|".join(map(re.escape, tokens))) if tokens else re.compile(r"(?!x)x")
 
 
+# What is left of a location token once the parse has taken its "<" for a box ("loc_461>"), and stray brackets.
+TOKEN_FRAGMENTS = re.compile(r"<?/?loc_\d+>?|[<>]")
+
+
 def without_special_tokens(text: Any, special: re.Pattern[str] | None) -> str:
-    """Text with every special token the processor's parse left in it removed (random weights leave many)."""
+    """Text with every special token the processor's parse left in it removed (random weights leave many), and the
+    fragments of location tokens the parse split ("loc_461>")."""
     text = str(text)
-    return " ".join(special.sub(" ", text).split()) if special is not None else text
+    if special is not None:
+        text = special.sub(" ", text)
+    return " ".join(TOKEN_FRAGMENTS.sub(" ", text).split())
+
+
+def labelled(labels: list[str], boxes: list[Any]) -> tuple[list[str], list[Any]]:
+    """Label and box pairs whose label is left after cleaning (an empty one was only tokens)."""
+    kept = [(label, box) for label, box in zip(labels, boxes) if label]
+    return [label for label, _ in kept], [box for _, box in kept]
 
 
 def answer_to_contract(key: str, answer: Any, special: re.Pattern[str] | None = None) -> Any:
@@ -83,7 +96,9 @@ def answer_to_contract(key: str, answer: Any, special: re.Pattern[str] | None = 
         if labels in answer:
             answer[labels] = [without_special_tokens(label, special) for label in answer[labels]]
     if key == "text_regions":
-        return {"labels": list(answer["labels"]), "quad_boxes": [_box(q) for q in answer["quad_boxes"]]}
+        labels, quads = labelled([without_special_tokens(t, special) for t in answer["labels"]],
+                                 [_box(q) for q in answer["quad_boxes"]])
+        return {"labels": labels, "quad_boxes": quads}
     if "bboxes_labels" in answer:
         outlined = [
             (label, polygons)
@@ -92,8 +107,10 @@ def answer_to_contract(key: str, answer: Any, special: re.Pattern[str] | None = 
         ]
         labels = list(answer["bboxes_labels"]) + [label for label, _ in outlined]
         bboxes = [_box(b) for b in answer["bboxes"]] + [polygon_box(polygons) for _, polygons in outlined]
+        labels, bboxes = labelled(labels, bboxes)
         return {"labels": labels, "bboxes": bboxes}
-    return {"labels": list(answer["labels"]), "bboxes": [_box(b) for b in answer["bboxes"]]}
+    labels, bboxes = labelled(list(answer["labels"]), [_box(b) for b in answer["bboxes"]])
+    return {"labels": labels, "bboxes": bboxes}
 
 
 class FlorenceModel(HuggingFaceFamily):
