@@ -113,7 +113,11 @@ def test_a_suspicious_person_with_face_and_frames_is_stored_in_the_seeds_shapes(
         assert heading in ondemand, heading
     if seed_only["pose"]["poses"]:  # the tiny random pose model mostly finds nobody above POSE_CONFIDENCE
         assert "### Body Posture Analysis" in ondemand
-    assert format_florence_scene_context(seed_only["scene"]).startswith("### Scene Analysis (Florence-2)")
+    florence_text = format_florence_scene_context(seed_only["scene"])
+    florence = seed_only["scene"]["florence"]
+    said = florence.get("scene") or any(florence.get(key, {}).get("labels") for key in ("security_objects", "text_regions"))
+    # tiny random Florence may answer nothing but location tokens, removed now: then its section is empty
+    assert florence_text.startswith("### Scene Analysis (Florence-2)") if said else florence_text == ""
     assert "(approximate)" in format_depth_context(enrichment["depth"])
     assert "Previous sightings" in result["prompt"] and "Estimated age group" in result["prompt"]
     assert format_clip_scene_context(enrichment["scene"]) == "" or "### Scene Context (CLIP)" in result["prompt"]
