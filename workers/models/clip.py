@@ -34,7 +34,7 @@ def unit_vector(values: list[float], decimals: int = EMBEDDING_DECIMALS) -> list
 
 def embedding_model_id(path: str | Path) -> str:
     """Which CLIP made an embedding: the checkpoint folder's name and 12 hex digits of a SHA-256 over its config and
-    its weight files' names and sizes (cheap to compute at every load; another checkpoint, or the same one's tiny
+    its weight files' names and sizes (computed once per load; another checkpoint, or the same one's tiny
     random stand-in, gets another id, so their vectors are never compared)."""
     folder = Path(path)
     digest = hashlib.sha256()
@@ -63,7 +63,8 @@ class ClipModel(HuggingFaceFamily):
 
     processor_class = "AutoImageProcessor"
     half_on_cuda = True
-    loaded_attributes = HuggingFaceFamily.loaded_attributes + ("tag_embeds", "weather_embeds", "logit_scale")
+    loaded_attributes = HuggingFaceFamily.loaded_attributes + ("tag_embeds", "weather_embeds", "logit_scale",
+                                                               "embedding_model")
     tag_labels: tuple[str, ...] = SCENE_TAG_PROMPTS
     weather_labels: tuple[str, ...] = tuple(label for label, _ in WEATHER_PROMPTS)
 
@@ -88,6 +89,7 @@ class ClipModel(HuggingFaceFamily):
 
     def _load(self) -> None:
         super()._load()
+        self.embedding_model = embedding_model_id(self.path)  # once per load, not per event
         texts, self.logit_scale = self.embed_texts(self.tag_labels + tuple(text for _, text in WEATHER_PROMPTS))
         self.tag_embeds, self.weather_embeds = texts[: len(self.tag_labels)], texts[len(self.tag_labels):]
 
@@ -148,7 +150,7 @@ class ClipModel(HuggingFaceFamily):
         return {"label": ranked[0]["label"], "score": ranked[0]["score"], "ranked": ranked}
 
     def infer(self, inputs: ModelInput) -> dict:
-        embedding_model = embedding_model_id(self.path)
+        embedding_model = self.embedding_model
         if inputs.shared is not None:  # the frame's outputs came from another event on this frame: the crop alone
             (crop_embedding,) = (unit_vector(row) for row in self.image_embeds([inputs.person_crop()]).cpu().tolist())
             return dict(inputs.shared) | {"crop_embedding": crop_embedding, "embedding_model": embedding_model}
