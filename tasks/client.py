@@ -36,6 +36,7 @@ from tasks.contract import (
     UPLOAD_KEY_PREFIX,
     EnrichmentResult,
     result_key,
+    wake_key,
 )
 from workers.redis_urls import with_password
 
@@ -288,7 +289,9 @@ class EnrichmentClient:
                     pipe.set(key, data, ex=self.upload_ttl_seconds)
                 pipe.execute()
         task_id = str(uuid.uuid4())
-        return self.app.send_task(TASK_NAME, args=[sent], **_task_options(event, task_id))
+        pending = self.app.send_task(TASK_NAME, args=[sent], **_task_options(event, task_id))
+        self.redis.lpush(wake_key(ROUTER_QUEUE), 1)  # an idle router takes it now, not at its next look
+        return pending
 
     def wait(self, pending: AsyncResult | str, timeout: float = 120) -> dict[str, Any]:
         """The submission's answer: its stored result, a rejection naming the field, or the original's result for
@@ -348,6 +351,7 @@ class AsyncEnrichmentClient:
                 await pipe.execute()
         task_id = str(uuid.uuid4())
         await asyncio.to_thread(self.app.send_task, TASK_NAME, args=[sent], **_task_options(event, task_id))
+        await self.redis.lpush(wake_key(ROUTER_QUEUE), 1)
         return task_id
 
     async def wait(self, task_id: str, timeout: float = 120) -> dict[str, Any]:

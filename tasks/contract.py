@@ -37,6 +37,15 @@ COMPLETION_STREAM = "enrichment.completed"  # XADD, read with a consumer group (
 # place like any image_key, and deleted with the event's own frames when the event is done (TTL otherwise).
 UPLOAD_KEY_PREFIX = "frame-upload:"
 
+# A queue's doorbell: the pool's workers wait on it between takes (tasks/celery_internals/taking.py), and a sender
+# that LPUSHes any token there after its message wakes an idle worker at once; a message sent without it is taken
+# within Redis's blocking-timeout tick (1/hz s, 0.1 s with Redis's default hz 10).
+WAKE_KEY_PREFIX = "_wake."
+
+
+def wake_key(queue: str) -> str:
+    return WAKE_KEY_PREFIX + queue
+
 
 def result_key(event_id: str) -> str:
     return f"{RESULT_KEY_PREFIX}{event_id}"

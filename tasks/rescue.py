@@ -39,6 +39,7 @@ def model_of(body: Any) -> str | None:
 @app.task(name="rescue_dead_queues")
 def rescue_dead_queues() -> dict[str, dict[str, int]]:
     """Move the work of every device queue with no live worker to live workers; what moved, per dead queue."""
+    from tasks.celery_internals.taking import taking_key
     from tasks.celery_internals.unacked import move_queued, move_taken
 
     settings = get_settings()
@@ -65,7 +66,7 @@ def rescue_dead_queues() -> dict[str, dict[str, int]]:
     moved: dict[str, dict[str, int]] = {}
     taken = move_taken(client, dead, pick)
     for queue in sorted(dead):
-        waiting = move_queued(client, queue, pick)
+        waiting = move_queued(client, queue, pick) + move_queued(client, taking_key(queue), pick)
         if waiting or taken.get(queue):
             moved[queue] = {"waiting": waiting, "taken": taken.get(queue, 0)}
             TAKEN_RESTORED.labels(queue, "dead worker").inc(waiting + taken.get(queue, 0))

@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from tasks.celery import app
+from tasks.celery_internals.taking import taking_key
 from tasks.celery_internals.unacked import UNACKED_KEY
 from tasks.connection import redis_client
 from tasks.ledger import DEADLINES_KEY, Ledger, claim_key
@@ -73,10 +74,12 @@ def joined_task_ids(group_id: str) -> set[str]:
 
 
 def messages_blob(client: redis.Redis, queues: set[str]) -> bytes:
-    """Every waiting and taken task message, as one byte string to look task ids up in."""
+    """Every waiting and taken task message (in its queue, its taking list, or kombu's unacked record), as one
+    byte string to look task ids up in."""
     with client.pipeline(transaction=False) as pipe:
         for queue in sorted(queues):
             pipe.lrange(queue, 0, -1)
+            pipe.lrange(taking_key(queue), 0, -1)
         pipe.hvals(UNACKED_KEY)
         answers = pipe.execute()
     return b"\n".join(raw for answer in answers for raw in answer)

@@ -5,7 +5,7 @@ pool and a backend under exactly these rules).
 
 from __future__ import annotations
 
-from tasks.contract import COMPLETION_STREAM, UPLOAD_KEY_PREFIX
+from tasks.contract import COMPLETION_STREAM, UPLOAD_KEY_PREFIX, WAKE_KEY_PREFIX
 
 # Queues a backend writes: "router" (the pool's client sends there) and Celery's default "celery" (a backend's own
 # app with no routes sends there). Only PUBLIC_TASKS run from them; every other task name is refused unread.
@@ -32,7 +32,7 @@ def is_internal(queue: str) -> bool:
 # What a backend needs, command by command (Redis 7 ACL selectors keep each set of commands to its own keys):
 # - send enrich_detection: LPUSH to the public queues; kombu reads the exchange's bindings (SMEMBERS) and declares
 #   the queue (SADD of the binding; LLEN of the queue and of its priority lists, "router\x06\x163" ..., in a MULTI)
-#   before it publishes;
+#   before it publishes; then it rings the queue's doorbell (LPUSH _wake.router) so that an idle router takes it now;
 # - read results: GET enrichment:* and celery-task-meta-*, and the result channels AsyncResult.get() subscribes to;
 # - the completion channel enrichment.completed;
 # - frames sent by image_key: SET (with a TTL) under backend:* and, through the pool's client, frame-upload:*,
@@ -45,7 +45,8 @@ BACKEND_RULES = (
     "+subscribe", "+unsubscribe",  # no PSUBSCRIBE: a pattern would hear every task's result
     "&enrichment.completed", "&celery-task-meta-*",
     "+multi", "+exec", "+discard",
-    "~router", "~celery", "~router??[0-9]", "~celery??[0-9]", "+lpush", "+llen",
+    "~router", "~celery", "~router??[0-9]", "~celery??[0-9]", f"~{WAKE_KEY_PREFIX}router", f"~{WAKE_KEY_PREFIX}celery",
+    "+lpush", "+llen",
     "(~_kombu.binding.router ~_kombu.binding.celery ~_kombu.binding_permanent.router"
     " ~_kombu.binding_permanent.celery +sadd +smembers)",
     "(%R~enrichment:* %R~celery-task-meta-* +get +mget +exists +ttl +type +strlen)",

@@ -6,7 +6,8 @@ between the two), kombu raises out of its delivery, the consumer restarts or die
 (issue 28: accepted events lost with Redis full). Here a failed record parks the message instead: it is not handed
 to Celery, consuming pauses (QoS.can_consume is False while anything is parked), and a thread puts it back on its
 queue where BRPOP takes next, with backoff, as soon as Redis takes the write. A worker killed while it holds a
-parked message still loses it: the window is the time Redis refuses writes, no longer every failed record.
+parked message loses nothing when it was taken by the pool's channel (trusted_transport: it is still in its queue's
+taking list, which the next worker start puts back); with kombu's own BRPOP it is lost.
 
 Acknowledging is also kept from failing on a full Redis: kombu removes the acknowledged message from its unacked keys
 in a MULTI, and Redis refuses every command queued in a MULTI while it is over maxmemory (deletions included), so the
@@ -27,6 +28,7 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
+from tasks.celery_internals import taking
 from tasks.metrics import DELIVERIES_PARKED
 from tasks.redis_retry import MAX_DELAY_SECONDS, refusal
 
@@ -40,14 +42,19 @@ _original_reject = kombu_redis.QoS.reject
 
 
 class NotRecorded(Exception):
-    """Redis refused the unacked record of a message just taken (the cause says why)."""
+    """Redis refused the unacked record of a message just taken (the cause says why); `taken` is (queue key, message
+    as taken) when the message sits in its taking list (taking.py)."""
+
+    def __init__(self, problem: str, taken: tuple[str, bytes] | None = None) -> None:
+        super().__init__(problem)
+        self.taken = taken
 
 
 class Parking:
     """Messages taken but not recorded, and the thread that puts them back on their queues."""
 
     def __init__(self) -> None:
-        self._parked: list[tuple[str, dict[str, Any]]] = []
+        self._parked: list[tuple[str, dict[str, Any], tuple[str, bytes] | None]] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.client_factory = lambda: redis.Redis.from_url(broker_url())
@@ -55,13 +62,14 @@ class Parking:
     def holding(self) -> int:
         return len(self._parked)
 
-    def park(self, queue: str, payload: dict[str, Any], reason: BaseException) -> None:
+    def park(self, queue: str, payload: dict[str, Any], reason: BaseException,
+             taken: tuple[str, bytes] | None = None) -> None:
         payload = copy.deepcopy(payload)
         for part in (payload.get("headers"), (payload.get("properties") or {}).get("delivery_info")):
             if isinstance(part, dict):
                 part["redelivered"] = True
         with self._lock:
-            self._parked.append((queue, payload))
+            self._parked.append((queue, payload, taken))
             start = self._thread is None or not self._thread.is_alive()
             if start:
                 self._thread = threading.Thread(target=self._put_back, name="parked-deliveries", daemon=True)
@@ -79,9 +87,12 @@ class Parking:
                 if not self._parked:
                     self._thread = None
                     return
-                queue, payload = self._parked[0]
+                queue, payload, taken = self._parked[0]
             try:
-                client.rpush(queue, json.dumps(payload))  # the right end: BRPOP takes it next
+                if taken is None:
+                    client.rpush(queue, json.dumps(payload))  # the right end: BRPOP takes it next
+                else:  # out of its taking list and back at the head of its queue, in one script
+                    taking.put_back(client, taken[0], taken[1], json.dumps(payload))
             except redis.RedisError as exc:
                 log.warning("cannot put a parked message back on %s yet (%s); again in %.1f s", queue, exc, delay)
                 time.sleep(delay)
@@ -125,7 +136,7 @@ def _deliver(self: Any, message: Any, queue: str) -> None:
     try:
         _original_deliver(self, message, queue)
     except NotRecorded as exc:
-        PARKING.park(queue, message, exc)
+        PARKING.park(queue, message, exc, exc.taken)
 
 
 def _ack(self: Any, delivery_tag: str) -> None:

@@ -63,6 +63,23 @@ def restore_taken(channel: Any, queues: Iterable[str], mine: Iterable[str] = (),
     return restored
 
 
+def restore_unrecorded(channel: Any, queues: Iterable[str]) -> int:
+    """Put back on `queues` the messages their taking lists hold (taken, never recorded in `unacked`); how many."""
+    from tasks.celery_internals import taking
+
+    if not hasattr(channel, "taken_now"):  # kombu's own channel takes with BRPOP: it has no taking lists
+        return 0
+    with channel.conn_or_acquire() as client:
+        return sum(taking.restore(client, taking.queue_keys(channel, queues)).values())
+
+
+def idle(channel: Any) -> bool:
+    """Whether the channel has no take in flight and nothing parked: its taking lists then hold only what it lost."""
+    from tasks.celery_internals.deliveries import PARKING
+
+    return not channel._in_poll and channel.taken_now is None and not PARKING.holding()
+
+
 def held_tags(consumer: Any) -> set[str]:
     """Delivery tags this worker holds: its channel's delivered-and-unacknowledged messages and the requests still
     running (from a channel before a reconnect)."""
@@ -163,8 +180,9 @@ class RestoreTaken:
     """A consumer bootstep (added when the shortcuts are on): when the consumer starts, at worker start and again
     after every reconnect, it puts back on their queues the unacked messages of the queues this worker consumes
     alone that it does not hold now (a dead predecessor's; its own prefetched ones, dropped by Celery when the
-    connection was lost); and it looks again every CHECK_SECONDS for any left behind (a restore that failed while
-    Redis was down or full)."""
+    connection was lost) and what their taking lists hold (taken by a worker that stopped before recording them,
+    taking.py); and it looks again every CHECK_SECONDS for any left behind (a restore that failed while Redis was
+    down or full; the taking lists only while no take is in flight)."""
 
     CHECK_SECONDS = 10.0
     PERIODIC_MIN_AGE = 2.0  # a message taken this recently is in flight somewhere, not forgotten
@@ -195,6 +213,7 @@ class RestoreTaken:
         older = 0.0 if why != "left behind" else self.PERIODIC_MIN_AGE
         try:
             restored = restore_taken(channel, queues, held_tags(consumer), older_than=older)
+            unrecorded = restore_unrecorded(channel, queues) if why != "left behind" or idle(channel) else 0
         except redis.RedisError as exc:  # down or full: the next look tries again
             log.warning("could not put back taken messages of %s (%s): trying again in %.0f s", ",".join(queues),
                         exc, self.CHECK_SECONDS)
@@ -203,6 +222,10 @@ class RestoreTaken:
             TAKEN_RESTORED.labels(",".join(sorted(queues)), why).inc(len(restored))
             log.warning("put back %d taken and unacknowledged message(s) of %s at once (%s)", len(restored),
                         ",".join(queues), why)
+        if unrecorded:
+            TAKEN_RESTORED.labels(",".join(sorted(queues)), why).inc(unrecorded)
+            log.warning("put back %d message(s) of %s taken but never recorded (a worker stopped between the two; %s)",
+                        unrecorded, ",".join(queues), why)
         return restored
 
 

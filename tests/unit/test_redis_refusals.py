@@ -166,6 +166,10 @@ def test_a_model_task_found_nowhere_is_found_and_only_it(redis_client, monkeypat
     lost = resend.lost_tasks(ledger, settings)
     assert [(r.event.event_id, model, submission) for r, model, submission in lost] == [
         ("evt-lost", "reid", "router-task-id")]
+    # taken and not yet recorded: in its queue's taking list (tasks/celery_internals/taking.py), not lost
+    redis_client.lpush("_taking.cpu.1", json.dumps({"headers": {"id": "task-reid"}}))
+    assert resend.lost_tasks(ledger, settings) == []
+    redis_client.delete("_taking.cpu.1")
     ledger.open(event, settings.event_deadline_seconds, 3600)  # routed just now: not looked at yet
     assert resend.lost_tasks(ledger, settings) == []
 
