@@ -3,15 +3,16 @@
 Each module here leans on code Celery and kombu do not document as API: the chord protocol sent directly
 (`chords`), one Redis client per kombu channel (`redis_clients`), task events flushed in batches (`event_flush`),
 and the trust boundary in kombu's Redis channel (`trusted_transport`: messages signed when sent, screened by
-`message_bounds` before they are decoded), messages kept when Redis refuses their unacked record (`deliveries`), a
-model task's chord join run again while Redis refuses it (`chord_join`), and taken messages put back at once after a
-restart or a reconnect, or moved off a dead worker's queue (`unacked`). They were written and tested against
-WRITTEN_FOR. On any other version, or with CELERY_SPEEDUPS=0, the pool runs on Celery's stock path instead (the
-canvas's chord, kombu's own clients and transport, Celery's consumer, kombu's own unacked handling) and says so once
-in the log: correct, somewhat slower, and without these: messages are decoded before admission bounds them,
-internal messages are not signed (the Redis ACL users of README "Security defaults" are what keeps a backend off the
-internal queues), a message whose unacked record Redis refuses is lost, so is a model record whose chord join Redis
-refuses (its event ends partial at its deadline), and taken messages come back only after
+`message_bounds` before they are decoded, and taken in one step Redis does whole: `taking`), messages kept when
+Redis refuses their unacked record (`deliveries`), a model task's chord join run again while Redis refuses it
+(`chord_join`), and taken messages put back at once after a restart or a reconnect, or moved off a dead worker's
+queue (`unacked`). They were written and tested against WRITTEN_FOR. On any other version, or with CELERY_SPEEDUPS=0,
+the pool runs on Celery's stock path instead (the canvas's chord, kombu's own clients and transport, Celery's
+consumer, kombu's own unacked handling) and says so once in the log: correct, somewhat slower, and without these:
+messages are decoded before admission bounds them, internal messages are not signed (the Redis ACL users of README
+"Security defaults" are what keeps a backend off the internal queues), a message is lost when its worker is killed
+between kombu's BRPOP and its unacked record or when Redis refuses that record, so is a model record whose chord
+join Redis refuses (its event ends partial at its deadline), and taken messages come back only after
 VISIBILITY_TIMEOUT_SECONDS (a dead device worker's events end partial at their deadline).
 """
 

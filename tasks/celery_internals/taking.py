@@ -10,7 +10,7 @@ that keeps what it pops, so the pool's channel (trusted_transport.Channel) takes
   client (tasks/client.py) after it sends enrich_detection, so an idle worker wakes at once. A message from a sender
   that does not ring (a backend's own Celery app) is taken when the wait ends: Redis ends blocking waits on its
   `hz` tick, so within about 0.1 s with Redis's default hz 10, and only when the worker was idle (the wait is
-  skipped while the last take found work);
+  skipped while the last take saw more work waiting);
 - take: TAKE_SCRIPT, which empties the doorbells (the worker is awake) and pops the next message in kombu's order,
   pushing it onto that queue's taking list (`_taking.<queue key>`), in one script. Kombu then records it in
   `unacked` and removes it from the taking list in one MULTI (trusted_transport.TakingQoS), so a message is always
@@ -32,7 +32,8 @@ TAKING_PREFIX = "_taking."
 TAKE_WAIT_SECONDS = 0.1
 
 # ARGV[1]: n; KEYS[1..n]: queue keys in the order to take from; KEYS[n+1..2n]: their taking lists; the rest: the
-# doorbells, emptied first (a write, so that Redis runs the rest at maxmemory). Returns {queue key, message}.
+# doorbells, emptied first (a write, so that Redis runs the rest at maxmemory; whatever is published after this script
+# rings again). Returns {queue key, message, 1 when more waits in any of the queues else 0}, or nil.
 TAKE_SCRIPT = """
 local n = tonumber(ARGV[1])
 for i = 2 * n + 1, #KEYS do
@@ -42,7 +43,14 @@ for i = 1, n do
   local item = redis.call('RPOP', KEYS[i])
   if item then
     redis.call('LPUSH', KEYS[n + i], item)
-    return {KEYS[i], item}
+    local more = 0
+    for j = i, n do
+      if redis.call('LLEN', KEYS[j]) > 0 then
+        more = 1
+        break
+      end
+    end
+    return {KEYS[i], item, more}
   end
 end
 return false

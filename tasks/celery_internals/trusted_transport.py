@@ -84,7 +84,7 @@ class Channel(kombu_redis.Channel):
     QoS = TakingQoS
     take_wait_seconds = taking.TAKE_WAIT_SECONDS
     taken_now: tuple[str, bytes] | None = None  # (queue key, message as taken) while kombu records it
-    _take_idle = False  # the last take found nothing: wait on the doorbells before the next
+    _take_idle = False  # the last take saw nothing more waiting: wait on the doorbells before the next
     _take_waited = False  # the poll in flight sent the wait before the take
 
     @cached_property
@@ -168,7 +168,7 @@ class Channel(kombu_redis.Channel):
             if not taken:
                 self._take_idle = True
                 raise Empty()
-            self._take_idle = False
+            self._take_idle = not taken[2]  # nothing more waiting: the next take waits on the doorbells first
             queue_key, item = bytes_to_str(taken[0]), taken[1]
             dest = queue_key.rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)

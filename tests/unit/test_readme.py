@@ -56,3 +56,9 @@ def test_the_acl_lines_in_security_defaults_are_the_ones_the_acl_test_runs():
 
     missing = [line for line in acl_lines() if line not in README]
     assert not missing, f"README's Security defaults lacks {missing}"
+
+
+def test_every_code_block_in_the_readme_is_closed():
+    """An unclosed ``` turns the rest of the README into one code block (it happened once, in "Reliability")."""
+    fences = [number for number, line in enumerate(README.splitlines(), 1) if line.startswith("```")]
+    assert len(fences) % 2 == 0, f"an odd number of code fences; the last ones at lines {fences[-4:]}"

@@ -141,6 +141,15 @@ def test_a_message_whose_record_a_full_redis_refuses_stays_in_its_taking_list_un
         redis_client.config_set("maxmemory", "0")
 
 
+def test_a_take_says_whether_more_waits_so_a_busy_worker_never_waits(redis_client):
+    keys = [QUEUE, QUEUE + "\x06\x163", "other.q"]
+    redis_client.rpush("other.q", b"c")
+    redis_client.rpush(QUEUE, b"a", b"b")
+    takes = [redis_client.eval(taking.TAKE_SCRIPT, *taking.take_args(keys, [QUEUE, "other.q"])) for _ in range(4)]
+    assert takes == [[QUEUE.encode(), b"b", 1], [QUEUE.encode(), b"a", 1], [b"other.q", b"c", 0], None]
+    assert redis_client.lrange(taking.taking_key(QUEUE), 0, -1) == [b"a", b"b"], "until kombu records them"
+
+
 def test_the_take_runs_on_a_full_redis(redis_client):
     redis_client.rpush(QUEUE, b"m1")
     redis_client.lpush(taking.wake_key(QUEUE), 1)  # rung before Redis filled up
@@ -151,7 +160,7 @@ def test_the_take_runs_on_a_full_redis(redis_client):
     try:
         with pytest.raises(Exception, match="maxmemory"):
             redis_client.lmove(QUEUE, "elsewhere")  # what a plain atomic move meets at maxmemory
-        assert redis_client.eval(taking.TAKE_SCRIPT, *taking.take_args([QUEUE], [QUEUE])) == [QUEUE.encode(), b"m1"]
+        assert redis_client.eval(taking.TAKE_SCRIPT, *taking.take_args([QUEUE], [QUEUE])) == [QUEUE.encode(), b"m1", 0]
         assert not redis_client.exists(taking.wake_key(QUEUE)), "the take empties the doorbell it woke on"
         assert taking.put_back(redis_client, QUEUE, b"m1") is True
         assert taking.put_back(redis_client, QUEUE, b"m1") is False, "only what is still taken goes back"
