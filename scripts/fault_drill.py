@@ -15,7 +15,8 @@ end complete (`after_sent`, `after_complete`: a pool that stalled on the full Re
     python scripts/fault_drill.py --case all --rounds 10 --json var/faults/report.json
 
 Cases: redis-kill (kill -9, restarted on the same port and data 2 s later), redis-shutdown (SHUTDOWN NOSAVE, then
-restarted), redis-full (maxmemory 50 MB, noeviction, 2 MB frames), router-kill (kill -9 of the router worker),
+restarted), redis-full (maxmemory 50 MB, noeviction, 2 MB frames; a third of the way in, filled to 1 MB short of
+maxmemory for 1 s), router-kill (kill -9 of the router worker),
 group-term (SIGTERM to every process of the pool at once, as systemd's KillMode=control-group does, then started
 again), launcher-term (SIGTERM to the launcher, then started again), host-kill (a second host's device worker, sharing
 the work, killed -9), second-host (no fault: how the model tasks spread over two hosts). Exit code 1 when an event
@@ -57,6 +58,9 @@ from workers.registry import MODELS  # noqa: E402
 CASES = ("redis-kill", "redis-shutdown", "redis-full", "router-kill", "group-term", "launcher-term", "host-kill",
          "second-host")
 FULL_MAXMEMORY = 50 * 1024 * 1024
+FULL_LEFT_BYTES = 1024 * 1024  # what the fault leaves free: less than one of the case's frames
+FULL_HOLD_SECONDS = 1.0
+BALLAST_KEY = "fault-drill:ballast"
 
 
 def noop_environment(root: Path) -> dict[str, str]:
@@ -178,7 +182,18 @@ class Drill:
         return {
             "redis-kill": self.kill_redis, "redis-shutdown": self.shutdown_redis, "router-kill": self.kill_router,
             "group-term": self.terminate_group, "launcher-term": self.terminate_launcher, "host-kill": self.kill_host2,
+            "redis-full": self.fill_redis,
         }.get(self.case)
+
+    def fill_redis(self) -> None:
+        """Fill Redis to its maxmemory for FULL_HOLD_SECONDS, then free the room: the burst's 2 MB frames alone fill
+        it only while the pool drains slower than they come (a fast pool kept up in one CI run: nothing was refused)."""
+        client = self.server.client()
+        room = FULL_MAXMEMORY - int(client.info("memory")["used_memory"]) - FULL_LEFT_BYTES
+        if room > 0:
+            client.set(BALLAST_KEY, b"\0" * room)
+        time.sleep(FULL_HOLD_SECONDS)
+        client.delete(BALLAST_KEY)
 
     def kill_redis(self) -> None:
         self.server.process.kill()
