@@ -16,8 +16,9 @@ that keeps what it pops, so the pool's channel (trusted_transport.Channel) takes
   `unacked` and removes it from the taking list in one MULTI (trusted_transport.TakingQoS), so a message is always
   in its queue, its taking list, or `unacked`.
 
-A worker puts back what its queues' taking lists hold when it starts and after a reconnect (nothing of its own can
-be in flight then), and every RestoreTaken.CHECK_SECONDS when it has no take in flight (unacked.RestoreTaken). The
+A worker puts back what its queues' taking lists hold when it starts and after every reconnect (nothing of its own
+can be in flight then; unacked.RestoreTaken); a put-back that fails means Redis is unreachable, and the reconnect
+that follows puts back again. The
 scripts pop before they push, so Redis runs them at maxmemory as it runs BRPOP (a script's first write decides).
 """
 

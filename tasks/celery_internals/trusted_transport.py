@@ -74,6 +74,7 @@ class TakingQoS(kombu_redis.QoS):
             if redis_refusal(exc) is None:
                 raise
             raise NotRecorded(str(exc), taken=taken) from exc
+        self.channel.taken_now = None  # recorded: out of its taking list
         virtual.QoS.append(self, message, delivery_tag)
 
 
@@ -183,6 +184,12 @@ class Channel(kombu_redis.Channel):
             self.taken_now = (queue_key, item)
             try:
                 self.connection._deliver(message, dest)
+            except Exception as exc:
+                if self.taken_now is not None and not isinstance(exc, NotRecorded) and redis_refusal(exc) is None:
+                    # not recorded and not deliverable (kombu's BRPOP dropped such a message too): not taken again
+                    log.error("dropped a message of queue %s that could not be delivered: %r", dest, exc)
+                    self.drop_taken(queue_key, item)
+                raise
             finally:
                 self.taken_now = None
             return True

@@ -73,13 +73,6 @@ def restore_unrecorded(channel: Any, queues: Iterable[str]) -> int:
         return sum(taking.restore(client, taking.queue_keys(channel, queues)).values())
 
 
-def idle(channel: Any) -> bool:
-    """Whether the channel has no take in flight and nothing parked: its taking lists then hold only what it lost."""
-    from tasks.celery_internals.deliveries import PARKING
-
-    return not channel._in_poll and channel.taken_now is None and not PARKING.holding()
-
-
 def held_tags(consumer: Any) -> set[str]:
     """Delivery tags this worker holds: its channel's delivered-and-unacknowledged messages and the requests still
     running (from a channel before a reconnect)."""
@@ -181,8 +174,8 @@ class RestoreTaken:
     after every reconnect, it puts back on their queues the unacked messages of the queues this worker consumes
     alone that it does not hold now (a dead predecessor's; its own prefetched ones, dropped by Celery when the
     connection was lost) and what their taking lists hold (taken by a worker that stopped before recording them,
-    taking.py); and it looks again every CHECK_SECONDS for any left behind (a restore that failed while Redis was
-    down or full; the taking lists only while no take is in flight)."""
+    taking.py); and it looks again every CHECK_SECONDS for unacked messages left behind (a restore that failed while
+    Redis was down or full)."""
 
     CHECK_SECONDS = 10.0
     PERIODIC_MIN_AGE = 2.0  # a message taken this recently is in flight somewhere, not forgotten
@@ -213,7 +206,9 @@ class RestoreTaken:
         older = 0.0 if why != "left behind" else self.PERIODIC_MIN_AGE
         try:
             restored = restore_taken(channel, queues, held_tags(consumer), older_than=older)
-            unrecorded = restore_unrecorded(channel, queues) if why != "left behind" or idle(channel) else 0
+            # not on the periodic look: this worker's own take may be in flight (a failed restore here means Redis
+            # is unreachable, and the consumer's reconnect restores again)
+            unrecorded = restore_unrecorded(channel, queues) if why != "left behind" else 0
         except redis.RedisError as exc:  # down or full: the next look tries again
             log.warning("could not put back taken messages of %s (%s): trying again in %.0f s", ",".join(queues),
                         exc, self.CHECK_SECONDS)

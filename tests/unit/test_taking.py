@@ -200,3 +200,22 @@ def test_an_idle_consumer_wakes_at_once_for_a_pool_publish_and_soon_for_any_othe
             waits[how] = arrived[-1] - sent
     assert waits["pool"] < 0.5, waits
     assert waits["outside"] < 2.0 + 0.5, waits
+
+
+def test_a_message_that_cannot_be_delivered_is_dropped_not_taken_again(broker, redis_client, monkeypatch):
+    """As kombu's BRPOP did: an error that is not Redis's leaves the message out of its queue and its taking list."""
+    publish(broker, QUEUE, [{"n": 1}])
+    target = Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE)
+    with broker.Consumer(target, callbacks=[lambda body, message: None], accept=["json"]):
+        def undeliverable(message, queue):
+            raise ValueError("not a message this consumer can read")
+
+        monkeypatch.setattr(broker.transport, "_deliver", undeliverable)
+        with pytest.raises(ValueError):
+            for _ in range(10):
+                try:
+                    broker.drain_events(timeout=0.3)
+                except TimeoutError:
+                    pass
+    assert redis_client.llen(QUEUE) == 0 and redis_client.llen(taking.taking_key(QUEUE)) == 0
+    assert redis_client.hlen(UNACKED_KEY) == 0
