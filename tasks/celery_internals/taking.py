@@ -94,9 +94,10 @@ def take_args(queue_keys: list[str], queues: Iterable[str] = ()) -> list[Any]:
 
 
 def ring(pipe: Any, queue: str) -> None:
-    """Queue on `pipe` the command that wakes a consumer of `queue` waiting on its doorbell (the next take empties
-    it)."""
+    """Queue on `pipe` the commands that wake a consumer of `queue` waiting on its doorbell: one token, kept at one
+    (a queue whose worker is gone is not taken from, so nothing empties its doorbell)."""
     pipe.lpush(wake_key(queue), 1)
+    pipe.ltrim(wake_key(queue), 0, 0)
 
 
 def put_back(client: Any, queue_key: str, raw: bytes | str, payload: bytes | str | None = None) -> bool:

@@ -198,6 +198,8 @@ def test_an_idle_consumer_wakes_at_once_for_a_pool_publish_and_soon_for_any_othe
                 except TimeoutError:
                     pass
             waits[how] = arrived[-1] - sent
+        publish(broker, "nobody.q", [{"n": n} for n in range(5)])
+        assert redis_client.llen(taking.wake_key("nobody.q")) == 1, "a doorbell nobody answers holds one token"
     assert waits["pool"] < 0.5, waits
     assert waits["outside"] < 2.0 + 0.5, waits
 
