@@ -119,5 +119,7 @@ def restore(client: Any, queue_keys: Iterable[str]) -> dict[str, int]:
 
 
 def queue_keys(channel: Any, queues: Iterable[str]) -> list[str]:
-    """Every Redis list kombu keeps for `queues` (one per priority step), as the channel names them."""
-    return [channel._q_for_pri(queue, pri) for queue in queues for pri in channel.priority_steps]
+    """Every Redis list kombu keeps for `queues` (one per priority step), as the channel names them, in the order
+    kombu's BRPOP takes from them: by priority, then queue."""
+    queues = list(queues)
+    return [channel._q_for_pri(queue, pri) for pri in channel.priority_steps for queue in queues]

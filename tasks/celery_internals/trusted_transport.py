@@ -136,7 +136,7 @@ class Channel(kombu_redis.Channel):
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
-        keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
+        keys = taking.queue_keys(self, queues)
         connection = self.client.connection
         commands: list[tuple[Any, ...]] = []
         self._take_waited = self._take_idle

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from kombu import Connection, Exchange, Queue
+from kombu import Connection
 
 from tasks.celery_internals import deliveries
 from tasks.celery_internals.unacked import UNACKED_INDEX_KEY, UNACKED_KEY, move_queued, move_taken, restore_taken
 from tasks.ledger import Ledger, claim_key
 from tasks.router import chord_ids
+from tests.kombu_messages import direct_queue, drain_once, publish
 
 
 @pytest.fixture
@@ -20,17 +21,10 @@ def broker(redis_server, redis_client):
         yield connection
 
 
-def publish(connection: Connection, queue: str, bodies: list[dict]) -> None:
-    target = Queue(queue, Exchange(queue), routing_key=queue)
-    with connection.Producer() as producer:
-        for body in bodies:
-            producer.publish(body, exchange=target.exchange, routing_key=queue, declare=[target], serializer="json")
-
-
 def take(connection: Connection, queue: str, count: int) -> list:
     """Take `count` messages without acknowledging them (they sit in kombu's unacked hash)."""
     taken = []
-    target = Queue(queue, Exchange(queue), routing_key=queue)
+    target = direct_queue(queue)
     channel = connection.channel()
     for _ in range(count):
         message = target(channel).get(no_ack=False)
@@ -88,7 +82,7 @@ def test_a_message_whose_unacked_record_redis_refuses_is_parked_and_put_back(bro
     deliveries.PARKING.client_factory = redis_server.client
     publish(broker, "cpu.0", [{"n": 1, "pad": "x" * 200_000}])
     received = []
-    queue = Queue("cpu.0", Exchange("cpu.0"), routing_key="cpu.0")
+    queue = direct_queue("cpu.0")
     try:
         with broker.Consumer(queue, callbacks=[lambda body, message: received.append(body)], accept=["json"]):
             channel = broker.default_channel
@@ -96,10 +90,7 @@ def test_a_message_whose_unacked_record_redis_refuses_is_parked_and_put_back(bro
             redis_client.config_set("maxmemory-policy", "noeviction")
             redis_client.config_set("maxmemory", str(used - 150_000))  # over: BRPOP works, the HSET is refused
             for _ in range(5):
-                try:
-                    broker.drain_events(timeout=0.5)
-                except TimeoutError:
-                    pass
+                drain_once(broker, 0.5)
                 if deliveries.PARKING.holding():
                     break
             assert deliveries.PARKING.holding() == 1 and received == [], "parked, not handed to the consumer"

@@ -11,10 +11,11 @@ import textwrap
 import time
 
 import pytest
-from kombu import Connection, Exchange, Queue
+from kombu import Connection
 
 from tasks.celery_internals import deliveries, taking
 from tasks.celery_internals.unacked import UNACKED_KEY, restore_unrecorded
+from tests.kombu_messages import direct_queue, drain_once, publish
 
 TRANSPORT = "tasks.celery_internals.trusted_transport:Transport"
 QUEUE = "work.q"  # not one of the pool's task queues: delivered unscreened
@@ -26,24 +27,14 @@ def broker(redis_server, redis_client):
         yield conn
 
 
-def publish(connection: Connection, queue: str, bodies: list[dict]) -> None:
-    target = Queue(queue, Exchange(queue), routing_key=queue)
-    with connection.Producer() as producer:
-        for body in bodies:
-            producer.publish(body, exchange=target.exchange, routing_key=queue, declare=[target], serializer="json")
-
-
 def consume(connection: Connection, queue: str, until: int, timeout: float = 5.0) -> list:
     received: list = []
-    target = Queue(queue, Exchange(queue), routing_key=queue)
+    target = direct_queue(queue)
     with connection.Consumer(target, callbacks=[lambda body, message: received.append((body, message))],
                              accept=["json"]):
         deadline = time.monotonic() + timeout
         while len(received) < until and time.monotonic() < deadline:
-            try:
-                connection.drain_events(timeout=0.2)
-            except TimeoutError:
-                pass
+            drain_once(connection, 0.2)
     return received
 
 
@@ -117,17 +108,14 @@ def test_a_message_whose_record_a_full_redis_refuses_stays_in_its_taking_list_un
     deliveries.PARKING.client_factory = redis_server.client
     publish(broker, QUEUE, [{"n": 1, "pad": "x" * 200_000}])
     received = []
-    queue = Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE)
+    queue = direct_queue(QUEUE)
     try:
         with broker.Consumer(queue, callbacks=[lambda body, message: received.append(body)], accept=["json"]):
             used = redis_client.info("memory")["used_memory"]
             redis_client.config_set("maxmemory-policy", "noeviction")
             redis_client.config_set("maxmemory", str(used - 150_000))  # over: the take works, the record is refused
             for _ in range(10):
-                try:
-                    broker.drain_events(timeout=0.5)
-                except TimeoutError:
-                    pass
+                drain_once(broker, 0.5)
                 if deliveries.PARKING.holding() or redis_client.llen(QUEUE):
                     break
             assert received == [] and redis_client.hlen(UNACKED_KEY) == 0
@@ -170,7 +158,7 @@ def test_the_take_runs_on_a_full_redis(redis_client):
 
 
 def test_an_idle_consumer_wakes_at_once_for_a_pool_publish_and_soon_for_any_other(broker, redis_client):
-    target = Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE)
+    target = direct_queue(QUEUE)
     arrived: list[float] = []
     waits = {}
     with broker.Consumer(target, callbacks=[lambda body, message: arrived.append(time.perf_counter())],
@@ -180,10 +168,7 @@ def test_an_idle_consumer_wakes_at_once_for_a_pool_publish_and_soon_for_any_othe
         for how in ("pool", "outside"):
             start = len(arrived)
             for _ in range(3):  # idle: the last take found nothing, so the next poll waits on the doorbell
-                try:
-                    broker.drain_events(timeout=0.3)
-                except TimeoutError:
-                    pass
+                drain_once(broker, 0.3)
             sent = time.perf_counter()
             if how == "pool":
                 publish(broker, QUEUE, [{"n": 1}])  # through the pool's channel: rings the doorbell
@@ -193,10 +178,7 @@ def test_an_idle_consumer_wakes_at_once_for_a_pool_publish_and_soon_for_any_othe
                                    "properties": {"delivery_tag": "t-outside", "delivery_info": {
                                        "exchange": QUEUE, "routing_key": QUEUE}, "body_encoding": None}}))
             while len(arrived) == start and time.perf_counter() - sent < 5:
-                try:
-                    broker.drain_events(timeout=0.2)
-                except TimeoutError:
-                    pass
+                drain_once(broker, 0.2)
             waits[how] = arrived[-1] - sent
         publish(broker, "nobody.q", [{"n": n} for n in range(5)])
         assert redis_client.llen(taking.wake_key("nobody.q")) == 1, "a doorbell nobody answers holds one token"
@@ -207,7 +189,7 @@ def test_an_idle_consumer_wakes_at_once_for_a_pool_publish_and_soon_for_any_othe
 def test_a_message_that_cannot_be_delivered_is_dropped_not_taken_again(broker, redis_client, monkeypatch):
     """As kombu's BRPOP did: an error that is not Redis's leaves the message out of its queue and its taking list."""
     publish(broker, QUEUE, [{"n": 1}])
-    target = Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE)
+    target = direct_queue(QUEUE)
     with broker.Consumer(target, callbacks=[lambda body, message: None], accept=["json"]):
         def undeliverable(message, queue):
             raise ValueError("not a message this consumer can read")
@@ -215,9 +197,6 @@ def test_a_message_that_cannot_be_delivered_is_dropped_not_taken_again(broker, r
         monkeypatch.setattr(broker.transport, "_deliver", undeliverable)
         with pytest.raises(ValueError):
             for _ in range(10):
-                try:
-                    broker.drain_events(timeout=0.3)
-                except TimeoutError:
-                    pass
+                drain_once(broker, 0.3)
     assert redis_client.llen(QUEUE) == 0 and redis_client.llen(taking.taking_key(QUEUE)) == 0
     assert redis_client.hlen(UNACKED_KEY) == 0
